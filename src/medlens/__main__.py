@@ -1,0 +1,3 @@
+from medlens.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Manifests, ingest adapters, splits, preprocessing and cached datasets."""
