@@ -1,1 +1,1 @@
-"""medlens.tasks."""
+"""Tasks own their loss, metrics and prediction format; the training loop is shared."""

@@ -1,0 +1,255 @@
+"""The `medlens` command: a thin Typer layer over the public functions.
+
+Heavy libraries load only when a command runs. A MedlensError (user mistake, broken input) prints one line
+and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from medlens.errors import MedlensError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="medlens: ingest, audit, train, evaluate and compare medical image models.")
+
+SRC_HELP = "Dataset: class folders (ROOT/<class>/<img> or ROOT/<split>/<class>/<img>), a CSV (image,label), " \
+           "a manifest CSV, or a MedMNIST .npz."
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+@app.command()
+def ingest(src: Path = typer.Argument(..., help=SRC_HELP),
+           output: Path = typer.Option(..., "-o", "--output", help="Manifest CSV to write."),
+           label_names: Optional[str] = typer.Option(None, help="Comma-separated class names for integer "
+                                                                 "labels (npz), in label order.")) -> None:
+    """Scan SRC and write a manifest CSV (one row per image: case_id, patient_id, split, image, label)."""
+    from medlens.data.ingest import ingest as do_ingest
+
+    names = [n.strip() for n in label_names.split(",")] if label_names else None
+    manifest = do_ingest(src, label_names=names)
+    manifest.save(output)
+    counts = manifest.df.groupby(["split", "label"]).size() if manifest.has_labels else len(manifest)
+    _console().print(f"[green]wrote[/] {output}: {len(manifest)} images, classes {manifest.classes}")
+    _console().print(counts)
+
+
+@app.command()
+def models(pattern: Optional[str] = typer.Argument(None, help="Glob filter, e.g. 'resnet*'.")) -> None:
+    """List the registered models."""
+    from rich.table import Table
+
+    from medlens.models.registry import list_models
+
+    table = Table("name", "task", "input", "pretrained", "description")
+    for m in list_models(pattern):
+        inp = f"{m.channels or 'any'} ch, {m.default_size} px"
+        table.add_row(m.name, m.task, inp, "yes" if m.pretrained else "", m.description)
+    _console().print(table)
+
+
+@app.command()
+def summary(model: str = typer.Argument(..., help="Model name (see `medlens models`)."),
+            input_size: int = typer.Option(224, help="Input side in pixels."),
+            channels: Optional[int] = typer.Option(None, help="Input channels (default: the model's)."),
+            num_classes: int = typer.Option(4, help="Number of output classes."),
+            head: str = typer.Option("linear", help="Head: linear or mlp."),
+            freeze_backbone: bool = typer.Option(False, help="Count only head parameters as trainable.")) -> None:
+    """Show total / trainable parameters and multiply-adds of MODEL at one input size."""
+    from medlens.models.registry import get_model_info
+    from medlens.models.summary import summarize
+
+    info = get_model_info(model)
+    s = summarize(model, input_size=input_size, in_channels=channels or info.channels or 1,
+                  num_classes=num_classes, head=head, freeze_backbone=freeze_backbone, pretrained=False)
+    c = _console()
+    c.print(f"[bold]{model}[/] at {input_size}x{input_size}, {channels or info.channels or 1} channel(s)")
+    c.print(f"  total parameters:     {s['total_params']:,}")
+    c.print(f"  trainable parameters: {s['trainable_params']:,}")
+    c.print(f"  multiply-adds:        {s['macs'] / 1e6:,.1f} M")
+
+
+def _train_config(config: Optional[Path], **cli):
+    from medlens.train.config import TrainConfig
+
+    if config is not None:
+        return TrainConfig.load(config, **cli)
+    return TrainConfig().replace(**{k: v for k, v in cli.items() if v is not None})
+
+
+@app.command()
+def train(src: Path = typer.Argument(..., help=SRC_HELP),
+          output: Path = typer.Option(..., "-o", "--output", help="Run directory to create."),
+          model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default cnn-small)."),
+          config: Optional[Path] = typer.Option(None, help="YAML config; command-line options override it."),
+          epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 24)."),
+          batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64)."),
+          lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 3e-3 adamw, 5e-2 sgd)."),
+          weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default 0.05)."),
+          momentum: Optional[float] = typer.Option(None, help="SGD momentum (default 0.9)."),
+          optimizer: Optional[str] = typer.Option(None, help="adamw or sgd."),
+          scheduler: Optional[str] = typer.Option(None, help="onecycle, cosine or none."),
+          image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default: the model's)."),
+          channels: Optional[int] = typer.Option(None, help="1 or 3 input channels (default: the model's)."),
+          fraction: Optional[float] = typer.Option(None, help="Train on a stratified fraction (0,1] of train."),
+          val_fraction: Optional[float] = typer.Option(None, help="Validation share carved when SRC has no "
+                                                                  "val split (default 0.2)."),
+          class_weights: Optional[str] = typer.Option(None, help="'auto' weights the loss by inverse class "
+                                                                  "frequency; 'none' (default)."),
+          augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random flips, "
+                                                 "rotations, shifts, brightness (default on)."),
+          freeze_backbone: Optional[bool] = typer.Option(None, "--freeze-backbone/--no-freeze-backbone",
+                                                         help="Train only the head."),
+          head: Optional[str] = typer.Option(None, help="Head: linear or mlp (Linear-ReLU-Dropout-Linear)."),
+          dropout: Optional[float] = typer.Option(None, help="Dropout in the head."),
+          weights: Optional[str] = typer.Option(None, help="State-dict file to initialise the backbone."),
+          patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs (default 8)."),
+          max_minutes: Optional[float] = typer.Option(None, help="Stop training after this many minutes."),
+          seed: Optional[int] = typer.Option(None, help="Random seed (default 0); runs are deterministic."),
+          devices: Optional[int] = typer.Option(None, help="Devices (processes) per node for Lightning."),
+          num_nodes: Optional[int] = typer.Option(None, help="Nodes for multi-node DDP."),
+          strategy: Optional[str] = typer.Option(None, help="Lightning strategy, e.g. ddp (default auto)."),
+          accelerator: Optional[str] = typer.Option(None, help="cpu, gpu or auto (default)."),
+          audit_fix: Optional[bool] = typer.Option(None, "--audit-fix/--no-audit-fix",
+                                                   help="Audit SRC first and train on the cleaned manifest."),
+          resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
+          overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
+          quiet: bool = QUIET) -> None:
+    """Train a classifier on SRC and write a run directory with model, metrics and report.html."""
+    from medlens.train.fit import train as do_train
+
+    cfg = _train_config(config, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+                        weight_decay=weight_decay, momentum=momentum, optimizer=optimizer, scheduler=scheduler,
+                        image_size=image_size, channels=channels, fraction=fraction, val_fraction=val_fraction,
+                        class_weights=class_weights, augment=augment, freeze_backbone=freeze_backbone, head=head,
+                        dropout=dropout, weights=weights, patience=patience, max_minutes=max_minutes, seed=seed,
+                        devices=devices, num_nodes=num_nodes, strategy=strategy, accelerator=accelerator,
+                        audit_fix=audit_fix)
+    run = do_train(src, output, cfg, overwrite=overwrite, resume=resume, progress=not quiet)
+    _print_summary(run / "summary.json")
+
+
+def _print_summary(path: Path) -> None:
+    s = json.loads(path.read_text())
+    c = _console()
+    c.print(f"[bold]{s['split']}[/] split, {s['n_cases']} cases:")
+    for name, m in s["metrics"].items():
+        if m.get("value") is not None:
+            ci = m.get("ci95") or [None, None]
+            ci_text = f"  (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci[0] is not None else ""
+            c.print(f"  {name:18s} {m['value']:.3f}{ci_text}")
+    c.print(f"report: {path.parent / 'report.html'}")
+
+
+@app.command()
+def curve(src: Path = typer.Argument(..., help=SRC_HELP),
+          output: Path = typer.Option(..., "-o", "--output", help="Folder for one run per fraction + curve."),
+          model: str = typer.Option("cnn-small", "--model", "-m", help="Model name."),
+          fractions: str = typer.Option("0.1,0.2,0.3", help="Comma-separated training fractions."),
+          epochs: Optional[int] = typer.Option(None, help="Maximum epochs per run."),
+          image_size: Optional[int] = typer.Option(None, help="Input side in pixels."),
+          seed: int = typer.Option(0, help="Random seed."),
+          overwrite: bool = typer.Option(False, help="Replace existing runs."),
+          quiet: bool = QUIET) -> None:
+    """Train MODEL on growing fractions of SRC and plot validation score against fraction (brief 2)."""
+    from medlens.train.curve import learning_curve
+
+    try:
+        fr = [float(f) for f in fractions.split(",") if f.strip()]
+    except ValueError as err:
+        raise MedlensError(f"--fractions must be numbers like 0.1,0.2,0.3, got {fractions!r}") from err
+    table = learning_curve(src, output, fractions=fr, model=model, epochs=epochs, image_size=image_size,
+                           seed=seed, overwrite=overwrite, progress=not quiet)
+    _console().print(table.to_string(index=False))
+    _console().print(f"plot: {output / 'curve.png'}")
+
+
+@app.command()
+def evaluate(run_dir: Path = typer.Argument(..., help="Run directory from `medlens train`."),
+             data: Optional[Path] = typer.Option(None, help="Evaluate on this labelled source instead of "
+                                                           "the run's own held-out split."),
+             split: Optional[str] = typer.Option(None, help="train, val or test (default: test if present, "
+                                                            "else val; with --data: all of it)."),
+             output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder."),
+             bootstrap: int = typer.Option(1000, help="Bootstrap resamples for 95% CIs."),
+             quiet: bool = QUIET) -> None:
+    """Write summary.json, predictions.csv, figures and a self-contained report.html."""
+    from medlens.evaluate.evaluate import evaluate as do_evaluate
+
+    s = do_evaluate(run_dir, data, split=split, out=output, n_bootstrap=bootstrap, progress=not quiet)
+    out = output or (run_dir if data is None else None)
+    if out is None:
+        from medlens.evaluate.evaluate import _slug
+        from medlens.train.data import resolve_source
+
+        out = run_dir / f"eval-{_slug(resolve_source(data))}-{split or 'all'}"
+    _print_summary(Path(out) / "summary.json")
+    del s
+
+
+@app.command()
+def predict(run_dir: Path = typer.Argument(..., help="Run directory from `medlens train`."),
+            files: List[Path] = typer.Argument(..., help="Image files to classify."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Print the predicted class and per-class confidences for each image."""
+    from medlens.predict import predict as do_predict
+
+    results = do_predict(run_dir, files)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table("file", "prediction", "confidence", "probabilities")
+        for r in results:
+            if "error" in r:
+                table.add_row(r["path"], "[red]unreadable[/]", "", r["error"])
+            else:
+                probs = ", ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
+                table.add_row(r["path"], r["prediction"], f"{r['confidence']:.3f}", probs)
+        _console().print(table)
+    if any("error" in r for r in results):
+        raise typer.Exit(2)
+
+
+@app.command()
+def compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more run directories."),
+            output: Path = typer.Option(Path("compare.html"), "-o", "--output", help="HTML file to write.")) -> None:
+    """Tabulate and chart several runs' summary.json side by side."""
+    from medlens.evaluate.compare import compare as do_compare
+
+    table = do_compare(run_dirs, output)
+    _console().print(table.to_string(index=False))
+    _console().print(f"wrote {output}")
+
+
+@app.command()
+def demo(output: Path = typer.Option(Path("medlens-demo"), "-o", "--output", help="Folder for the demo run."),
+         quiet: bool = QUIET) -> None:
+    """Train cnn-small on the embedded brain-MRI sample, evaluate on its held-out part, show report.html."""
+    from medlens.demo import run_demo
+
+    run = run_demo(output, progress=not quiet)
+    _print_summary(run / "summary.json")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except MedlensError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,367 @@
+"""Classification metrics with bootstrap confidence intervals, calibration, and the summary.json builder.
+
+Point values come from scikit-learn. Confidence intervals come from a percentile bootstrap over cases: every
+resample is a row of case indices, and all resamples are scored at once from per-resample counts
+(``np.bincount``) and a rank-based AUC, instead of calling scikit-learn a thousand times.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from medlens.errors import MedlensError
+
+SCHEMA = "medlens.summary/1"
+# Resample indices are drawn in chunks of at most this many (resamples x cases), ~32 MB of int64.
+_CHUNK = 4_000_000
+_MIN_VALID_RESAMPLES = 2
+
+
+def classification_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    n_bins: int = 10,
+) -> dict[str, Any]:
+    """Score class probabilities against true labels, with percentile-bootstrap confidence intervals.
+
+    Args:
+        y_true: true class index per case, shape (N,).
+        probs: class probabilities, shape (N, C); each row sums to 1. Predictions are ``argmax(probs)``.
+        class_names: the C class names in column order.
+        n_bootstrap: number of case resamples for the intervals (0 disables them: ``ci95`` is null).
+        seed: seed of the resampling; the same seed gives the same intervals.
+        ci: coverage of the interval (stored under the contract's key ``ci95`` and in ``bootstrap.ci``).
+        n_bins: confidence bins of the calibration curve and ECE.
+
+    Returns:
+        ``{"metrics": {name: {"value", "ci95"[, "note"]}}, "per_class": {cls: {precision, recall, f1,
+        support}}, "averages": {"macro avg": ..., "weighted avg": ...}, "confusion_matrix": [[...]],
+        "class_names": [...], "calibration": {...}, "bootstrap": {...}}``. Metric names: ``accuracy``,
+        ``balanced_accuracy``, ``macro_f1``, ``weighted_f1``, ``auc`` (binary, positive = second class) or
+        ``auc_ovr`` (multiclass one-vs-rest macro), ``ece``. AUC is null with a ``note`` when a class has no
+        cases; resamples in which it is undefined are skipped.
+    """
+    y_true, probs, names = _check_inputs(y_true, probs, class_names)
+    if not 0 < ci < 1:
+        raise MedlensError(f"ci must be between 0 and 1 (e.g. 0.95), got {ci}")
+    y_pred = probs.argmax(axis=1)
+    labels = np.arange(len(names))
+    values, notes = _point_metrics(y_true, y_pred, probs, names)
+    cal = calibration(y_true, probs, n_bins=n_bins)
+    values["ece"] = cal["ece"]
+    samples = _bootstrap(y_true, probs, n_bootstrap, seed, n_bins, with_auc=None not in values.values())
+    metrics = {}
+    for name, value in values.items():
+        entry: dict[str, Any] = {"value": value, "ci95": _interval(samples.get(name), ci)}
+        skipped = int(np.isnan(samples[name]).sum()) if name in samples else 0
+        if name in notes:
+            entry["note"] = notes[name]
+        elif skipped:
+            entry["note"] = f"{skipped} of {n_bootstrap} resamples skipped (a class absent from the resample)"
+        metrics[name] = entry
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    per_class = {
+        cls: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for cls, p, r, f, s in zip(names, precision, recall, f1, support)
+    }
+    return {
+        "metrics": metrics,
+        "per_class": per_class,
+        "averages": _averages(y_true, y_pred, labels),
+        "confusion_matrix": _confusion(y_true, y_pred, len(names)).tolist(),
+        "class_names": names,
+        "calibration": cal,
+        "bootstrap": {"n_resamples": int(n_bootstrap), "seed": int(seed), "ci": float(ci),
+                      "method": "percentile, cases resampled with replacement"},
+    }
+
+
+def calibration(y_true: Sequence[int] | np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
+    """Expected calibration error of the top-class confidence, and the reliability-curve bins.
+
+    Args:
+        y_true: true class index per case, shape (N,).
+        probs: class probabilities, shape (N, C).
+        n_bins: equal-width confidence bins over [0, 1]; a bin holds confidences in (lower, upper].
+
+    Returns:
+        ``{"ece": float, "n_bins": int, "bins": [{"lower", "upper", "count", "confidence", "accuracy"}]}``;
+        ``confidence`` and ``accuracy`` are null for empty bins.
+    """
+    if int(n_bins) < 1:
+        raise MedlensError(f"n_bins must be at least 1, got {n_bins}")
+    probs = np.asarray(probs, dtype=np.float64)
+    n_classes = probs.shape[1] if probs.ndim == 2 else 0
+    y_true, probs, _ = _check_inputs(y_true, probs, [str(c) for c in range(n_classes)])
+    conf, correct, bin_of = _calibration_inputs(y_true, probs, n_bins)
+    count = np.bincount(bin_of, minlength=n_bins)
+    conf_sum = np.bincount(bin_of, weights=conf, minlength=n_bins)
+    correct_sum = np.bincount(bin_of, weights=correct, minlength=n_bins)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = [
+        {
+            "lower": float(edges[i]),
+            "upper": float(edges[i + 1]),
+            "count": int(count[i]),
+            "confidence": float(conf_sum[i] / count[i]) if count[i] else None,
+            "accuracy": float(correct_sum[i] / count[i]) if count[i] else None,
+        }
+        for i in range(n_bins)
+    ]
+    # sum_b (n_b / N) |acc_b - conf_b| == sum_b |correct_b - conf_b| / N
+    ece = float(np.abs(correct_sum - conf_sum).sum() / len(conf))
+    return {"ece": ece, "n_bins": int(n_bins), "bins": bins}
+
+
+def cases_from_arrays(
+    case_ids: Sequence[Any],
+    patient_ids: Sequence[Any] | None,
+    y_true: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Per-case records for summary.json (patient ids default to the case ids; probabilities rounded to 6 places)."""
+    y_true, probs, names = _check_inputs(y_true, probs, class_names)
+    patient_ids = case_ids if patient_ids is None else patient_ids
+    if not len(case_ids) == len(patient_ids) == len(y_true):
+        raise MedlensError(f"case_ids ({len(case_ids)}), patient_ids ({len(patient_ids)}) and y_true "
+                           f"({len(y_true)}) must have the same length")
+    y_pred = probs.argmax(axis=1)
+    return [
+        {
+            "case_id": str(cid),
+            "patient_id": str(pid),
+            "target": names[t],
+            "prediction": names[p],
+            "probabilities": {cls: round(float(v), 6) for cls, v in zip(names, row)},
+        }
+        for cid, pid, t, p, row in zip(case_ids, patient_ids, y_true, y_pred, probs)
+    ]
+
+
+def build_summary(
+    *,
+    task: str,
+    run: Any,
+    data: Any,
+    split: str,
+    n_cases: int,
+    metrics_result: dict[str, Any],
+    cases: Sequence[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble the summary.json dict (schema ``medlens.summary/1``, see DESIGN.md "File contracts").
+
+    Args:
+        task: "classification", "detection" or "segmentation".
+        run: the run directory evaluated.
+        data: path or name of the evaluated source.
+        split: which cases the numbers are on (e.g. "test").
+        n_cases: number of cases scored; must equal ``len(cases)`` when cases are given.
+        metrics_result: what :func:`classification_metrics` returned (its keys are copied to the top level).
+        cases: per-case records, e.g. from :func:`cases_from_arrays`.
+        extra: more top-level keys (e.g. "model", "config", "skipped"); they may not replace contract keys.
+
+    Returns:
+        The summary dict, JSON-ready; per-case records come last.
+    """
+    if "metrics" not in metrics_result:
+        raise MedlensError("metrics_result has no 'metrics' key; pass what classification_metrics returned")
+    if cases and len(cases) != int(n_cases):
+        raise MedlensError(f"n_cases is {n_cases} but {len(cases)} case records were given")
+    from medlens import __version__
+
+    summary: dict[str, Any] = {"schema": SCHEMA, "task": str(task), "run": str(run), "data": str(data),
+                               "split": str(split), "n_cases": int(n_cases), "medlens_version": __version__}
+    summary.update(metrics_result)
+    for key, value in (extra or {}).items():
+        if key in summary or key == "cases":
+            raise MedlensError(f"extra key {key!r} would overwrite a summary field; rename it")
+        summary[key] = value
+    summary["cases"] = list(cases)
+    return summary
+
+
+def arrays_from_summary(summary: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Rebuild ``(y_true, probs, class_names)`` from a classification summary's per-case records."""
+    names = list(summary.get("class_names") or [])
+    cases = summary.get("cases") or []
+    if not names or not cases:
+        raise MedlensError(f"summary of run {summary.get('run', '?')} has no class_names or no cases; "
+                           "re-run `medlens evaluate` on it")
+    index = {cls: i for i, cls in enumerate(names)}
+    try:
+        y_true = np.array([index[c["target"]] for c in cases], dtype=np.int64)
+        probs = np.array([[c["probabilities"][cls] for cls in names] for c in cases], dtype=np.float64)
+    except KeyError as err:
+        raise MedlensError(f"summary of run {summary.get('run', '?')} has a case with unknown class "
+                           f"{err}; re-run `medlens evaluate` on it") from err
+    return y_true, probs, names
+
+
+# -- internals ---------------------------------------------------------------------------------------
+def _check_inputs(y_true: Any, probs: Any, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list]:
+    y = np.asarray(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    names = [str(c) for c in class_names]
+    if p.ndim != 2 or y.ndim != 1 or len(y) != len(p) or len(y) == 0:
+        raise MedlensError(f"need y_true of shape (N,) and probs of shape (N, C) with N > 0; got "
+                           f"{y.shape} and {p.shape}")
+    if p.shape[1] != len(names) or len(names) < 2 or len(set(names)) != len(names):
+        raise MedlensError(f"probs has {p.shape[1]} columns but class_names is {names}; need one unique "
+                           "name per column and at least 2 classes")
+    if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
+        raise MedlensError(f"y_true must hold integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.min() < 0 or y.max() >= len(names):
+        raise MedlensError(f"y_true holds class index {y.min() if y.min() < 0 else y.max()}, outside "
+                           f"0..{len(names) - 1} for classes {names}")
+    if not np.all(np.isfinite(p)) or p.min() < 0 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+        raise MedlensError("probs must be finite, non-negative, and each row must sum to 1 "
+                           "(apply softmax to the model's logits first)")
+    return y, p / p.sum(axis=1, keepdims=True), names
+
+
+def _point_metrics(y_true, y_pred, probs, names) -> tuple[dict[str, float | None], dict[str, str]]:
+    labels = np.arange(len(names))
+    with warnings.catch_warnings():
+        # balanced accuracy warns when a predicted class has no true cases; the mean skips that class
+        warnings.simplefilter("ignore")
+        values: dict[str, float | None] = {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+            "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        }
+    auc_name = "auc" if len(names) == 2 else "auc_ovr"
+    missing = [names[c] for c in labels if not np.any(y_true == c)]
+    if missing:
+        values[auc_name] = None
+        return values, {auc_name: f"undefined: no cases of class {', '.join(missing)} among the true labels"}
+    if len(names) == 2:
+        values[auc_name] = float(roc_auc_score(y_true, probs[:, 1]))
+    else:
+        values[auc_name] = float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro",
+                                               labels=labels))
+    return values, {}
+
+
+def _averages(y_true, y_pred, labels) -> dict[str, dict[str, float]]:
+    out = {}
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average,
+                                                     zero_division=0)
+        out[f"{average} avg"] = {"precision": float(p), "recall": float(r), "f1": float(f),
+                                 "support": int(len(y_true))}
+    return out
+
+
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Rows = true class, columns = predicted class."""
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+def _calibration_inputs(y_true, probs, n_bins) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    inner_edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    bin_of = np.digitize(conf, inner_edges, right=True)
+    return conf, correct, bin_of
+
+
+def _row_bincount(keys: np.ndarray, size: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """``np.bincount`` of every row of ``keys`` (b, N) at once -> (b, size)."""
+    offsets = np.arange(keys.shape[0])[:, None] * size
+    flat = np.bincount((keys + offsets).ravel(), weights=None if weights is None else weights.ravel(),
+                       minlength=keys.shape[0] * size)
+    return flat.reshape(keys.shape[0], size)
+
+
+def _bootstrap(y_true, probs, n_bootstrap, seed, n_bins, with_auc) -> dict[str, np.ndarray]:
+    """Metric values of ``n_bootstrap`` case resamples (NaN where a metric is undefined)."""
+    if int(n_bootstrap) < 0:
+        raise MedlensError(f"n_bootstrap must be 0 or more, got {n_bootstrap}")
+    if n_bootstrap == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    chunk = max(1, _CHUNK // n)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n_bootstrap, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_bootstrap - start), n))
+        for name, vals in _resample_metrics(idx, y_true, probs, n_bins, with_auc).items():
+            parts.setdefault(name, []).append(vals)
+    return {name: np.concatenate(vals) for name, vals in parts.items()}
+
+
+def _resample_metrics(idx, y_true, probs, n_bins, with_auc) -> dict[str, np.ndarray]:
+    """All metrics for each row of case indices ``idx`` (b, N); one row ``arange(N)`` gives the point values."""
+    n, n_classes = probs.shape
+    y_pred = probs.argmax(axis=1)
+    cm = _row_bincount((y_true * n_classes + y_pred)[idx], n_classes**2).reshape(-1, n_classes, n_classes)
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)
+    support, predicted = cm.sum(axis=2), cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, tp / support, np.nan)
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+    out = {
+        "accuracy": tp.sum(axis=1) / n,
+        "balanced_accuracy": np.nanmean(recall, axis=1),  # classes absent from the resample are skipped
+        "macro_f1": f1.mean(axis=1),
+        "weighted_f1": (f1 * support).sum(axis=1) / n,
+    }
+    conf, correct, bin_of = _calibration_inputs(y_true, probs, n_bins)
+    conf_sum = _row_bincount(bin_of[idx], n_bins, conf[idx])
+    correct_sum = _row_bincount(bin_of[idx], n_bins, correct[idx])
+    out["ece"] = np.abs(correct_sum - conf_sum).sum(axis=1) / n
+    if with_auc:
+        weights = _row_bincount(idx, n).astype(np.float64)
+        if n_classes == 2:
+            out["auc"] = _weighted_auc(probs[:, 1], y_true == 1, weights)
+        else:  # one-vs-rest macro; NaN (skipped) when any class is missing from the resample
+            out["auc_ovr"] = np.mean([_weighted_auc(probs[:, c], y_true == c, weights)
+                                      for c in range(n_classes)], axis=0)
+    return out
+
+
+def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mann-Whitney ROC AUC (ties count one half) for each row of case weights (b, N); NaN if a side is empty."""
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    w = weights[:, order]
+    pos = positive[order]
+    w_pos = np.add.reduceat(w * pos, starts, axis=1)  # weight of positives per distinct score
+    w_neg = np.add.reduceat(w * ~pos, starts, axis=1)
+    neg_below = np.cumsum(w_neg, axis=1) - w_neg
+    wins = (w_pos * (neg_below + 0.5 * w_neg)).sum(axis=1)
+    pairs = w_pos.sum(axis=1) * w_neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, wins / pairs, np.nan)
+
+
+def _interval(samples: np.ndarray | None, ci: float) -> list[float] | None:
+    if samples is None:
+        return None
+    valid = samples[np.isfinite(samples)]
+    if valid.size < _MIN_VALID_RESAMPLES:
+        return None
+    lo, hi = np.percentile(valid, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
+    return [float(lo), float(hi)]

@@ -1,0 +1,210 @@
+"""DICOM series → one volume, with its orientation and spacing (pydicom).
+
+Files are grouped by SeriesInstanceUID; slices are ordered by ImagePositionPatient projected on the slice
+normal (the cross product of the two ImageOrientationPatient direction cosines), so the file names and
+InstanceNumbers do not matter. The volume is channel-first ``(C, X, Y, Z)`` like
+:func:`medlens.io.volumes.read_volume`: X runs along a row (the first IOP cosine), Y down a column, Z along
+the slice normal. The affine maps voxel indices to RAS+ mm as nibabel expects: DICOM's patient frame is
+LPS, so the first two rows of the LPS affine are negated.
+
+Siemens mosaic files (ImageType contains MOSAIC; each file holds a whole volume tiled in one image) are
+unpacked with nibabel's mosaic reader; several mosaic files of one series are the time points of an fMRI/
+EPI run and become the channels. Multi-frame (enhanced) files are not supported yet and say so.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medlens.errors import MedlensError
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+GAP_FACTOR = 1.5  # a step larger than this × the median slice spacing means a slice is missing
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One DICOM series found in a folder.
+
+    Attributes:
+        uid: SeriesInstanceUID.
+        description: SeriesDescription ('' when absent).
+        modality: Modality ('' when absent).
+        files: the series' files, in no particular order.
+    """
+
+    uid: str
+    description: str
+    modality: str
+    files: tuple[Path, ...]
+
+
+def list_dicom_series(folder: str | Path) -> list[SeriesInfo]:
+    """Find the DICOM series under ``folder`` (recursively); files that are not DICOM are skipped."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MedlensError(f"DICOM folder {folder} does not exist or is not a folder")
+    groups: dict[str, list] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            continue  # not DICOM (a README, a .nii beside the series, ...)
+        if "PixelData" not in ds and "SeriesInstanceUID" not in ds:
+            continue
+        groups.setdefault(str(ds.get("SeriesInstanceUID", "unknown")), []).append((path, ds))
+    return [SeriesInfo(uid, str(items[0][1].get("SeriesDescription", "")), str(items[0][1].get("Modality", "")),
+                       tuple(p for p, _ in items)) for uid, items in groups.items()]
+
+
+def read_dicom_series(folder: str | Path, series_uid: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Read one DICOM series as a channel-first volume.
+
+    Args:
+        folder: folder holding the series' files (searched recursively).
+        series_uid: which series to read when the folder holds several.
+
+    Returns:
+        ``(volume, affine, spacing)``: float32 array (C, X, Y, Z) after the modality rescale, the 4x4
+        voxel-to-RAS affine, and the voxel size (x, y, z) in mm.
+
+    Raises:
+        MedlensError: no DICOM files, several series and no ``series_uid``, mixed orientations, a missing
+            slice, duplicate slice positions, or pixel data that cannot be decoded.
+    """
+    series = list_dicom_series(folder)
+    if not series:
+        raise MedlensError(f"no DICOM files found under {folder}")
+    if series_uid is not None:
+        chosen = [s for s in series if s.uid == series_uid]
+        if not chosen:
+            raise MedlensError(f"series {series_uid} is not in {folder}; it holds {[s.uid for s in series]}")
+    elif len(series) > 1:
+        listing = "; ".join(f"{s.uid} ({s.description or s.modality}, {len(s.files)} files)" for s in series)
+        raise MedlensError(f"{folder} holds {len(series)} DICOM series: {listing}; pass series_uid to pick one")
+    else:
+        chosen = series
+    return _read_series(chosen[0])
+
+
+def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    import pydicom
+
+    datasets = [pydicom.dcmread(str(p)) for p in info.files]
+    if any("MOSAIC" in [str(v).upper() for v in ds.get("ImageType", [])] for ds in datasets):
+        return _read_mosaic(info, datasets)
+    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
+        raise MedlensError(f"series {info.uid} ({info.files[0].parent}) holds multi-frame files; multi-frame "
+                           "DICOM volumes are not supported yet: export the series as single-frame files")
+    for ds, path in zip(datasets, info.files):
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            raise MedlensError(f"{path} (series {info.uid}) has no ImagePositionPatient/ImageOrientationPatient;"
+                               " cannot place its slices in a volume")
+    row, col = _check_orientation(info, datasets)
+    normal = np.cross(row, col)
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
+    order = np.argsort(positions @ normal, kind="stable")
+    datasets = [datasets[i] for i in order]
+    positions = positions[order]
+    _check_spacing(info, positions @ normal)
+    pixels = [_slice_pixels(ds, path) for ds, path in zip(datasets, [info.files[i] for i in order])]
+    if len({p.shape for p in pixels}) > 1:
+        raise MedlensError(f"series {info.uid} ({info.files[0].parent}) mixes image sizes "
+                           f"{sorted({p.shape for p in pixels})}; cannot stack it into a volume")
+    volume = np.stack(pixels, axis=-1)  # (C, X, Y, Z)
+    dy, dx = (float(v) for v in datasets[0].get("PixelSpacing", [1.0, 1.0]))
+    if len(datasets) > 1:
+        # The mean step between first and last slice keeps a gantry tilt as a shear instead of losing it.
+        step = (positions[-1] - positions[0]) / (len(datasets) - 1)
+    else:
+        step = normal * float(datasets[0].get("SpacingBetweenSlices", datasets[0].get("SliceThickness", 1.0)))
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dx, col * dy, step, positions[0]
+    return volume, LPS_TO_RAS @ lps, (dx, dy, float(np.linalg.norm(step)))
+
+
+def _check_orientation(info: SeriesInfo, datasets: list) -> tuple[np.ndarray, np.ndarray]:
+    iops = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
+    distinct = [iops[0]]
+    for iop in iops[1:]:
+        if not any(np.allclose(iop, d, atol=1e-4) for d in distinct):
+            distinct.append(iop)
+    if len(distinct) > 1:
+        shown = ", ".join(str([round(v, 4) for v in d]) for d in distinct[:3])
+        raise MedlensError(f"mixed orientations in series {info.uid} ({info.files[0].parent}): "
+                           f"{len(distinct)} different ImageOrientationPatient values ({shown}); "
+                           "export each orientation as its own series")
+    row, col = iops[0][:3], iops[0][3:]
+    return row / np.linalg.norm(row), col / np.linalg.norm(col)
+
+
+def _check_spacing(info: SeriesInfo, along_normal: np.ndarray) -> None:
+    steps = np.diff(along_normal)
+    if steps.size and (steps < 1e-3).any():
+        raise MedlensError(f"series {info.uid} ({info.files[0].parent}) has {int((steps < 1e-3).sum()) + 1} "
+                           "images at the same slice position (several echoes or time points?); "
+                           "split them into separate series")
+    if steps.size < 2:
+        return
+    median = float(np.median(steps))
+    worst = int(np.argmax(steps))
+    if steps[worst] > GAP_FACTOR * median:
+        raise MedlensError(f"missing slice in series {info.uid} ({info.files[0].parent}): a gap of "
+                           f"{steps[worst]:.2f} mm between slice positions {along_normal[worst]:.2f} and "
+                           f"{along_normal[worst + 1]:.2f} (median spacing {median:.2f} mm); "
+                           "re-export the complete series")
+
+
+def _slice_pixels(ds, path: Path) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut
+
+    arr = _decode(ds, path)
+    if int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+        arr = apply_modality_lut(arr, ds)[np.newaxis]  # (1, rows, cols)
+    else:
+        arr = np.moveaxis(arr, -1, 0)  # colour (rows, cols, S) -> (S, rows, cols)
+    return np.asarray(arr, dtype=np.float32).transpose(0, 2, 1)  # (C, X=cols, Y=rows)
+
+
+def _decode(ds, path: Path) -> np.ndarray:
+    try:
+        return ds.pixel_array
+    except (RuntimeError, NotImplementedError, ValueError, AttributeError) as err:
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
+        name = getattr(syntax, "name", str(syntax))
+        raise MedlensError(f"cannot decode the pixel data of {path} (transfer syntax {name}); for compressed "
+                           "DICOM install the decoders: pip install pylibjpeg pylibjpeg-libjpeg "
+                           "pylibjpeg-openjpeg") from err
+
+
+def _read_mosaic(info: SeriesInfo, datasets: list) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel warns that its DICOM readers are experimental
+        from nibabel.nicom import dicomwrappers
+
+    pairs = sorted(zip(datasets, info.files), key=lambda dp: int(dp[0].get("InstanceNumber", 0) or 0))
+    volumes, affines = [], []
+    for ds, path in pairs:
+        _decode(ds, path)  # a clear error for compressed files before nibabel's own
+        try:
+            wrapper = dicomwrappers.wrapper_from_data(ds)
+            volumes.append(np.asarray(wrapper.get_data(), dtype=np.float32))
+            affines.append(np.asarray(wrapper.affine, dtype=np.float64))
+        except Exception as err:  # nibabel raises many types for unusual mosaics
+            raise MedlensError(f"cannot unpack the Siemens mosaic {path} (series {info.uid}): {err}") from err
+    if len({v.shape for v in volumes}) > 1 or not all(np.allclose(a, affines[0], atol=1e-3) for a in affines):
+        raise MedlensError(f"mosaic series {info.uid} ({info.files[0].parent}) has files of different "
+                           "geometry; export each acquisition as its own series")
+    # nibabel indexes (row, column, slice); medlens indexes (column, row, slice) like the slice reader.
+    volume = np.stack([v.transpose(1, 0, 2) for v in volumes])
+    lps = affines[0][:, [1, 0, 2, 3]]
+    spacing = tuple(float(np.linalg.norm(lps[:3, i])) for i in range(3))
+    return volume, LPS_TO_RAS @ lps, spacing

@@ -1,0 +1,67 @@
+"""The exported model file: weights + the preprocessing spec + how to rebuild the network.
+
+Only tensors and plain Python values are stored, so it loads with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medlens.data.spec import PreprocessingSpec
+from medlens.errors import MedlensError
+from medlens.utils.files import atomic_write_bytes
+
+FORMAT = "medlens.model/1"
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run model with the preprocessing it was trained with."""
+
+    model: torch.nn.Module
+    spec: PreprocessingSpec
+    name: str
+    options: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def save_model(path: str | Path, model: torch.nn.Module, *, name: str, options: dict[str, Any],
+               spec: PreprocessingSpec, meta: dict[str, Any] | None = None) -> Path:
+    payload = {"format": FORMAT, "model_name": name, "model_options": dict(options),
+               "spec": spec.to_dict(), "meta": dict(meta or {}),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Rebuild the network from a medlens model file and load its weights (eval mode)."""
+    from medlens.models.registry import create_model
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise MedlensError(f"no trained model at {path}; train one with `medlens train SRC -o RUN_DIR` first")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupted or foreign file
+        raise MedlensError(f"cannot load model file {path}: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise MedlensError(f"{path} is not a medlens model file (expected format {FORMAT})")
+    spec = PreprocessingSpec.from_dict(payload["spec"])
+    options = dict(payload["model_options"])
+    options.update(weights=None, pretrained=False)  # the state dict below restores every weight
+    model = create_model(payload["model_name"], num_classes=len(spec.class_names), in_channels=spec.channels,
+                         image_size=spec.image_size, **options)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return LoadedModel(model=model, spec=spec, name=payload["model_name"], options=payload["model_options"],
+                       meta=payload.get("meta", {}))

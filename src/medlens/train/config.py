@@ -1,0 +1,115 @@
+"""Typed training configuration: YAML file + CLI overrides, unknown keys are errors, saved resolved in the run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from medlens.errors import MedlensError, did_you_mean
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("onecycle", "cosine", "none")
+HEADS = ("linear", "mlp")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. ``None`` means "the model's default"."""
+
+    model: str = "cnn-small"
+    task: str = "classification"
+    epochs: int = 24
+    batch_size: int = 64
+    lr: float | None = None
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    optimizer: str = "adamw"
+    scheduler: str = "onecycle"
+    image_size: int | None = None
+    channels: int | None = None
+    fraction: float = 1.0
+    val_fraction: float = 0.2
+    class_weights: str = "none"
+    label_smoothing: float = 0.05
+    augment: bool = True
+    freeze_backbone: bool = False
+    head: str = "linear"
+    dropout: float = 0.0
+    weights: str | None = None
+    pretrained: bool | None = None
+    patience: int = 8
+    monitor: str = "val_accuracy"
+    max_minutes: float | None = None
+    seed: int = 0
+    workers: int = 2
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    audit_fix: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("scheduler", self.scheduler, SCHEDULERS)
+        _choice("head", self.head, HEADS)
+        _choice("class_weights", self.class_weights, ("none", "auto"))
+        _choice("task", self.task, ("classification",))
+        if not 0 < self.fraction <= 1:
+            raise MedlensError(f"--fraction must be in (0, 1], got {self.fraction}")
+        if not 0 < self.val_fraction < 1:
+            raise MedlensError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.image_size is not None and not 8 <= self.image_size <= 1024:
+            raise MedlensError(f"--image-size must be between 8 and 1024 pixels, got {self.image_size}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise MedlensError(f"--epochs and --batch-size must be at least 1, got {self.epochs}, {self.batch_size}")
+        if self.lr is not None and not 0 < self.lr < 10:
+            raise MedlensError(f"--lr must be positive and below 10, got {self.lr}")
+        if not 0 <= self.dropout < 1:
+            raise MedlensError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.channels not in (None, 1, 3):
+            raise MedlensError(f"--channels must be 1 or 3, got {self.channels}")
+
+    @property
+    def resolved_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.05 if self.optimizer == "sgd" else 3e-3
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            k = unknown[0]
+            raise MedlensError(f"unknown config key {k!r}.{did_you_mean(k, names)} Valid keys: {', '.join(names)}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read a YAML config (plain data only, never code) and apply non-None ``overrides``."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise MedlensError(f"cannot read config {path}: {err}") from err
+        if not isinstance(data, dict):
+            raise MedlensError(f"config {path} must be a mapping of key: value")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise MedlensError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")

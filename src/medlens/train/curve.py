@@ -1,0 +1,47 @@
+"""`medlens curve`: validation score against training-set fraction (brief 2's 10/20/30 % experiment)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from medlens.errors import MedlensError
+from medlens.utils.files import atomic_write_text
+
+
+def learning_curve(source, out_dir: str | Path, *, fractions: Sequence[float] = (0.1, 0.2, 0.3),
+                   model: str = "cnn-small", metric: str = "accuracy", overwrite: bool = False,
+                   progress: bool = True, **train_options) -> pd.DataFrame:
+    """Train one run per fraction (same seed, same validation split) and plot ``metric`` on val.
+
+    Every run evaluates on the same carved validation split, so the points differ only in training data.
+    Writes ``curve.csv`` and ``curve.png`` into ``out_dir`` and returns the table.
+    """
+    from medlens.evaluate.plots import plot_learning_curve
+    from medlens.train.data import resolve_source
+    from medlens.train.fit import train
+
+    if not fractions:
+        raise MedlensError("--fractions needs at least one value in (0, 1]")
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise MedlensError(f"--fractions values must be in (0, 1], got {f}")
+    out_dir = Path(out_dir)
+    manifest = resolve_source(source)  # ingest once, reuse for every fraction
+    rows = []
+    for f in sorted(fractions):
+        run = train(manifest, out_dir / f"fraction-{f:.2f}", model=model, fraction=f, overwrite=overwrite,
+                    progress=progress, **train_options)
+        summary = json.loads((run / "summary.json").read_text())
+        train_info = json.loads((run / "train.json").read_text())
+        m = summary["metrics"][metric]
+        rows.append({"fraction": f, "n_train": train_info["n_images"]["train"], "split": summary["split"],
+                     "n_eval": summary["n_cases"], metric: m["value"], "ci_low": m["ci95"][0],
+                     "ci_high": m["ci95"][1], "train_seconds": train_info["train_seconds"], "run": str(run)})
+    table = pd.DataFrame(rows)
+    atomic_write_text(out_dir / "curve.csv", table.to_csv(index=False))
+    plot_learning_curve(table.rename(columns={metric: "value"}), out_dir / "curve.png")
+    return table

@@ -1,0 +1,82 @@
+"""From a source to cached tensors: ingest, split, subset, decode once, and per-split loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from medlens.data.cache import CachedImages, cache_images
+from medlens.data.manifest import Manifest
+from medlens.errors import MedlensError
+
+
+@dataclass
+class PreparedData:
+    """A manifest whose readable rows are decoded; ``split`` and ``label`` columns are final."""
+
+    manifest: Manifest  # readable cases only, aligned with ``images``
+    images: np.ndarray  # uint8 (N, C, S, S)
+    targets: np.ndarray  # int64 class indices
+    classes: list[str]
+    skipped: list[dict]
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.manifest.df["split"].to_numpy() == split)
+
+    def loader(self, split: str, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
+        idx = self.indices(split)
+        ds = TensorDataset(torch.from_numpy(self.images[idx]), torch.from_numpy(self.targets[idx]))
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
+                          drop_last=shuffle and len(idx) > batch_size)
+
+
+def resolve_source(source) -> Manifest:
+    """A Manifest as given, or ingest a path (manifest CSV, class folders, npz, ...)."""
+    if isinstance(source, Manifest):
+        return source
+    from medlens.data.ingest import ingest
+
+    return ingest(source)
+
+
+def check_labels(manifest: Manifest) -> list[str]:
+    """Classes of a labelled manifest; single-class or unlabelled data is a user error."""
+    if not manifest.has_labels or len(manifest) == 0:
+        raise MedlensError(f"{manifest.source or manifest.root}: no labelled images found; "
+                           "give class folders (<root>/<class>/<image>) or a CSV with image,label columns")
+    classes = manifest.classes
+    if len(classes) < 2:
+        raise MedlensError(f"{manifest.source or manifest.root}: only one class ({classes[0]!r}) found; "
+                           "a classifier needs images of at least two classes")
+    return classes
+
+
+def prepare(manifest: Manifest, classes: list[str], size: int, channels: int, *, workers: int = 2,
+            progress: bool = True) -> PreparedData:
+    """Decode every row once; drop unreadable rows (reported in ``skipped``)."""
+    cached: CachedImages = cache_images(manifest, size, channels, workers=workers, progress=progress)
+    kept = manifest.with_df(manifest.df.iloc[cached.kept])
+    if len(kept) == 0:
+        raise MedlensError(f"none of the {len(manifest)} images in {manifest.source or manifest.root} "
+                           f"could be read (first: {cached.skipped[0]['path']}: {cached.skipped[0]['reason']})")
+    index = {c: i for i, c in enumerate(classes)}
+    if kept.has_labels:
+        unknown = sorted(set(kept.df["label"]) - set(index))
+        if unknown:
+            raise MedlensError(f"labels {unknown} are not among the model's classes {classes}")
+        targets = kept.df["label"].map(index).to_numpy(dtype=np.int64)
+    else:
+        targets = np.full(len(kept), -1, dtype=np.int64)
+    return PreparedData(kept, cached.images, targets, classes, cached.skipped)
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1] (on up to 2000 images)."""
+    sample = images[:: max(1, len(images) // 2000)].astype(np.float32) / 255.0
+    mean = sample.mean(axis=(0, 2, 3))
+    std = sample.std(axis=(0, 2, 3)).clip(min=1e-3)
+    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)

@@ -1,0 +1,181 @@
+"""`medlens train`: source → manifest → split → cached tensors → Lightning loop → run directory.
+
+The run is written under ``<RUN_DIR>.partial`` and renamed to ``RUN_DIR`` only when training and evaluation
+have finished, so a crash never leaves a run that looks complete. An interrupted run keeps its partial folder
+and ``--resume`` continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medlens.data.manifest import Manifest
+from medlens.data.spec import PreprocessingSpec
+from medlens.errors import MedlensError
+from medlens.train.config import TrainConfig
+from medlens.utils.files import atomic_write_text, write_json
+
+MODEL_OPTION_KEYS = ("freeze_backbone", "head", "dropout", "weights", "pretrained")
+
+
+def model_options(cfg: TrainConfig) -> dict[str, Any]:
+    opts = {k: getattr(cfg, k) for k in MODEL_OPTION_KEYS}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfig | None = None, *,
+          overwrite: bool = False, resume: bool = False, progress: bool = True, **overrides: Any) -> Path:
+    """Train a classifier on ``source`` and write a complete run directory at ``out_dir``.
+
+    Args:
+        source: a Manifest, a manifest CSV, class folders, an npz file, ... (anything ``ingest`` reads).
+        out_dir: the run directory to create.
+        config: a TrainConfig; ``overrides`` (non-None keyword arguments) replace its fields.
+        overwrite: replace an existing run directory.
+        resume: continue an interrupted run from ``<out_dir>.partial/checkpoints/last.ckpt``.
+        progress: show progress bars.
+
+    Returns:
+        The run directory (with model.pt, config.yaml, manifest.csv, history.csv, summary.json, report.html).
+    """
+    from medlens.models.registry import get_model_info
+
+    cfg = (config or TrainConfig()).replace(**{k: v for k, v in overrides.items() if v is not None})
+    info = get_model_info(cfg.model)  # unknown model: fail before any work
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if out_dir.exists() and not overwrite:
+        raise MedlensError(f"run directory {out_dir} already exists; choose another -o or pass --overwrite")
+    if partial.exists() and not resume:
+        shutil.rmtree(partial)
+    if resume and not (partial / "checkpoints" / "last.ckpt").is_file():
+        raise MedlensError(f"nothing to resume: {partial}/checkpoints/last.ckpt does not exist")
+    partial.mkdir(parents=True, exist_ok=True)
+    started = False
+    try:
+        data, spec, audit_changes = _prepare(source, cfg, info, progress)
+        started = True
+        stats = _fit(data, spec, cfg, partial, resume=resume, progress=progress)
+        _write_run_files(partial, data, spec, cfg, stats, audit_changes)
+        from medlens.evaluate.evaluate import evaluate
+
+        evaluate(partial, out=partial, progress=progress, run_name=str(out_dir), prepared=data)
+    except BaseException:
+        if not started:  # bad input: nothing worth keeping
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    partial.rename(out_dir)
+    return out_dir
+
+
+def _prepare(source, cfg: TrainConfig, info, progress: bool):
+    from medlens.data.splits import carve_validation, stratified_subset
+    from medlens.train.data import channel_stats, check_labels, prepare, resolve_source
+
+    manifest = resolve_source(source)
+    check_labels(manifest)
+    audit_changes: list[dict] = []
+    if cfg.audit_fix:
+        from medlens.audit.fix import fix_manifest
+
+        manifest, audit_changes, _ = fix_manifest(manifest, progress=progress)
+    manifest = carve_validation(manifest, cfg.val_fraction, seed=cfg.seed)
+    if cfg.fraction < 1:
+        manifest = stratified_subset(manifest, cfg.fraction, seed=cfg.seed)
+    classes = check_labels(manifest.subset("train"))
+    size = cfg.image_size or info.default_size
+    channels = cfg.channels or info.channels or 1
+    if info.channels and channels != info.channels:
+        raise MedlensError(f"model {cfg.model} needs {info.channels}-channel input, got --channels {channels}")
+    data = prepare(manifest, classes, size, channels, workers=cfg.workers, progress=progress)
+    if len(data.indices("train")) == 0 or len(data.indices("val")) == 0:
+        raise MedlensError("training needs readable images in both the train and val splits; "
+                           f"got {len(data.indices('train'))} train and {len(data.indices('val'))} val")
+    if info.mean is not None:
+        mean, std = info.mean, info.std
+    else:
+        mean, std = channel_stats(data.images[data.indices("train")])
+    spec = PreprocessingSpec(image_size=size, channels=channels, mean=tuple(mean), std=tuple(std),
+                             class_names=tuple(classes))
+    return data, spec, audit_changes
+
+
+def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: bool, progress: bool) -> dict:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from medlens.data.balance import class_weights
+    from medlens.models.registry import create_model
+    from medlens.tasks.classification import ClassificationTask
+    from medlens.train.callbacks import HistoryCallback
+    from medlens.train.module import LitClassifier
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    train_labels = data.manifest.df["label"].to_numpy()[data.indices("train")]
+    weights = None
+    if cfg.class_weights == "auto":
+        weights = list(class_weights(train_labels, data.classes).values())
+    model = create_model(cfg.model, num_classes=len(data.classes), in_channels=spec.channels,
+                         image_size=spec.image_size, **model_options(cfg))
+    model = model.to(memory_format=torch.channels_last)
+    lit = LitClassifier(model, ClassificationTask(data.classes, weights, cfg.label_smoothing), spec, cfg)
+    ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=cfg.monitor, mode="max",
+                           save_top_k=1, save_last=True)
+    history = HistoryCallback()
+    callbacks = [ckpt, history, EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.patience)]
+    trainer = L.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+                        num_nodes=cfg.num_nodes, strategy=cfg.strategy, logger=False, callbacks=callbacks,
+                        enable_progress_bar=progress, enable_model_summary=False, deterministic=True,
+                        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+                        default_root_dir=run, num_sanity_val_steps=0)
+    t0 = time.perf_counter()
+    trainer.fit(lit, data.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed),
+                data.loader("val", max(cfg.batch_size, 128), shuffle=False),
+                ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
+    wall = time.perf_counter() - t0
+    best = ckpt.best_model_path or str(run / "checkpoints" / "last.ckpt")
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    lit.load_state_dict(state)
+    n_seen = history.train_images(len(data.indices("train")))
+    return {"model": lit.model.to(memory_format=torch.contiguous_format), "history": history.rows,
+            "train_seconds": round(wall, 2), "epochs_run": len(history.rows),
+            "images_per_second": round(n_seen / wall, 1) if wall else None,
+            "best_checkpoint": Path(best).name, "best_score": _best(history.rows, cfg.monitor),
+            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _best(rows: list[dict], monitor: str) -> float | None:
+    values = [r[monitor] for r in rows if r.get(monitor) is not None]
+    return max(values) if values else None
+
+
+def _write_run_files(run: Path, data, spec: PreprocessingSpec, cfg: TrainConfig, stats: dict,
+                     audit_changes: list[dict]) -> None:
+    import yaml
+
+    from medlens.train.checkpoint import MODEL_FILE, save_model
+
+    save_model(run / MODEL_FILE, stats.pop("model"), name=cfg.model, options=model_options(cfg), spec=spec,
+               meta={"train_seconds": stats["train_seconds"], "epochs_run": stats["epochs_run"]})
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    data.manifest.save(run / "manifest.csv")
+    pd.DataFrame(stats.pop("history")).to_csv(run / "history.csv", index=False)
+    counts = data.manifest.df.groupby(["split", "label"]).size().unstack(fill_value=0)
+    write_json(run / "train.json", {
+        **stats, "spec": spec.to_dict(), "skipped": data.skipped, "audit_fix": audit_changes,
+        "class_counts": {s: {c: int(v) for c, v in row.items()} for s, row in counts.iterrows()},
+        "n_images": {s: int(len(data.indices(s))) for s in ("train", "val", "test")},
+    })
