@@ -116,7 +116,10 @@ class Manifest:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         df = self.df.copy()
-        df["image"] = [_relative(self.resolve(p), path.parent.resolve()) for p in df["image"]]
+        for column in ("image", "mask"):  # segmentation masks are paths too
+            if column in df.columns:
+                df[column] = [_relative(self.resolve(p), path.parent.resolve()) if str(p) else p
+                              for p in df[column]]
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         df.to_csv(tmp, index=False)
         os.replace(tmp, path)

@@ -77,13 +77,12 @@ def _write_outputs(loaded, sub: Manifest, images, targets, skipped, out: Path, *
     result = classification_metrics(targets, probs, classes, n_bootstrap=n_bootstrap, seed=0)
     df = sub.df
     cases = cases_from_arrays(df["case_id"].tolist(), df["patient_id"].tolist(), targets, probs, classes)
-    calib = calibration(targets, probs)
+    calib = result.get("calibration") or calibration(targets, probs)
+    extra = {"model": {"name": loaded.name, "options": loaded.options}, "skipped": skipped,
+             "calibration": calib, "class_names": classes}
     summary = build_summary(task="classification", run=run, data=data, split=split, n_cases=len(targets),
                             metrics_result=result, cases=cases,
-                            extra={"model": {"name": loaded.name, "options": loaded.options},
-                                   "skipped": skipped, "calibration": calib,
-                                   "confusion_matrix": result.get("confusion_matrix"),
-                                   "class_names": classes})
+                            extra={k: v for k, v in extra.items() if k not in result})
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", summary)
     _write_predictions(out / "predictions.csv", df, targets, probs, classes)
@@ -116,15 +115,14 @@ def _read_yaml(path: Path) -> dict | None:
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
-def _data_summary(run_dir: Path) -> dict | None:
+def _data_summary(run_dir: Path) -> dict[str, dict[str, int]] | None:
+    """Class counts per split of the run's training data, from train.json."""
     import json
 
     path = run_dir / "train.json"
     if not path.is_file():
         return None
-    info = json.loads(path.read_text())
-    return {"class_counts": info.get("class_counts"), "n_images": info.get("n_images"),
-            "audit_fix_changes": len(info.get("audit_fix") or [])}
+    return json.loads(path.read_text()).get("class_counts")
 
 
 def _slug(manifest: Manifest) -> str:

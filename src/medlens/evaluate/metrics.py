@@ -65,25 +65,9 @@ def classification_metrics(
     cal = calibration(y_true, probs, n_bins=n_bins)
     values["ece"] = cal["ece"]
     samples = _bootstrap(y_true, probs, n_bootstrap, seed, n_bins, with_auc=None not in values.values())
-    metrics = {}
-    for name, value in values.items():
-        entry: dict[str, Any] = {"value": value, "ci95": _interval(samples.get(name), ci)}
-        skipped = int(np.isnan(samples[name]).sum()) if name in samples else 0
-        if name in notes:
-            entry["note"] = notes[name]
-        elif skipped:
-            entry["note"] = f"{skipped} of {n_bootstrap} resamples skipped (a class absent from the resample)"
-        metrics[name] = entry
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
-    per_class = {
-        cls: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for cls, p, r, f, s in zip(names, precision, recall, f1, support)
-    }
     return {
-        "metrics": metrics,
-        "per_class": per_class,
+        "metrics": _metric_entries(values, notes, samples, ci, n_bootstrap),
+        "per_class": _per_class(y_true, y_pred, names),
         "averages": _averages(y_true, y_pred, labels),
         "confusion_matrix": _confusion(y_true, y_pred, len(names)).tolist(),
         "class_names": names,
@@ -137,7 +121,10 @@ def cases_from_arrays(
     probs: np.ndarray,
     class_names: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """Per-case records for summary.json (patient ids default to the case ids; probabilities rounded to 6 places)."""
+    """Per-case records for summary.json.
+
+    Patient ids default to the case ids; probabilities are rounded to 6 decimals to keep the file small.
+    """
     y_true, probs, names = _check_inputs(y_true, probs, class_names)
     patient_ids = case_ids if patient_ids is None else patient_ids
     if not len(case_ids) == len(patient_ids) == len(y_true):
@@ -236,7 +223,10 @@ def _check_inputs(y_true: Any, probs: Any, class_names: Sequence[str]) -> tuple[
     if not np.all(np.isfinite(p)) or p.min() < 0 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
         raise MedlensError("probs must be finite, non-negative, and each row must sum to 1 "
                            "(apply softmax to the model's logits first)")
-    return y, p / p.sum(axis=1, keepdims=True), names
+    # Renormalise rows that are off (float32 softmax) so scikit-learn's stricter check passes; rows already
+    # summing to 1 stay untouched, which keeps repeated calls on the same scores identical.
+    sums = p.sum(axis=1, keepdims=True)
+    return y, np.where(np.abs(sums - 1.0) > 1e-12, p / sums, p), names
 
 
 def _point_metrics(y_true, y_pred, probs, names) -> tuple[dict[str, float | None], dict[str, str]]:
@@ -248,7 +238,8 @@ def _point_metrics(y_true, y_pred, probs, names) -> tuple[dict[str, float | None
             "accuracy": float(accuracy_score(y_true, y_pred)),
             "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-            "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+            "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted",
+                                          zero_division=0)),
         }
     auc_name = "auc" if len(names) == 2 else "auc_ovr"
     missing = [names[c] for c in labels if not np.any(y_true == c)]
@@ -261,6 +252,29 @@ def _point_metrics(y_true, y_pred, probs, names) -> tuple[dict[str, float | None
         values[auc_name] = float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro",
                                                labels=labels))
     return values, {}
+
+
+def _metric_entries(values, notes, samples, ci, n_bootstrap) -> dict[str, dict[str, Any]]:
+    metrics = {}
+    for name, value in values.items():
+        entry: dict[str, Any] = {"value": value, "ci95": _interval(samples.get(name), ci)}
+        skipped = int(np.isnan(samples[name]).sum()) if name in samples else 0
+        if name in notes:
+            entry["note"] = notes[name]
+        elif skipped:
+            entry["note"] = f"{skipped} of {n_bootstrap} resamples skipped (a class absent from the resample)"
+        metrics[name] = entry
+    return metrics
+
+
+def _per_class(y_true, y_pred, names) -> dict[str, dict[str, float]]:
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=np.arange(len(names)), zero_division=0
+    )
+    return {
+        cls: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for cls, p, r, f, s in zip(names, precision, recall, f1, support)
+    }
 
 
 def _averages(y_true, y_pred, labels) -> dict[str, dict[str, float]]:
@@ -312,7 +326,7 @@ def _bootstrap(y_true, probs, n_bootstrap, seed, n_bins, with_auc) -> dict[str, 
 
 
 def _resample_metrics(idx, y_true, probs, n_bins, with_auc) -> dict[str, np.ndarray]:
-    """All metrics for each row of case indices ``idx`` (b, N); one row ``arange(N)`` gives the point values."""
+    """All metrics for each row of case indices ``idx`` (b, N); a row ``arange(N)`` gives the point values."""
     n, n_classes = probs.shape
     y_pred = probs.argmax(axis=1)
     cm = _row_bincount((y_true * n_classes + y_pred)[idx], n_classes**2).reshape(-1, n_classes, n_classes)
@@ -342,7 +356,7 @@ def _resample_metrics(idx, y_true, probs, n_bins, with_auc) -> dict[str, np.ndar
 
 
 def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Mann-Whitney ROC AUC (ties count one half) for each row of case weights (b, N); NaN if a side is empty."""
+    """Mann-Whitney ROC AUC (ties count one half) per row of case weights (b, N); NaN if a side is empty."""
     order = np.argsort(scores, kind="stable")
     sorted_scores = scores[order]
     starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])

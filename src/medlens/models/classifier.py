@@ -100,21 +100,25 @@ def no_shipped_weights(model: str, opts: dict[str, Any]) -> None:
                            "you have (torchvision/MONAI names are mapped), or use efficientnet-lite0")
 
 
-def build_classifier(backbone: nn.Module, num_features: int, num_classes: int, opts: dict[str, Any]) -> Classifier:
-    """Add the head chosen in ``opts``, load ``opts['weights']`` and apply ``freeze_backbone``.
+def build_classifier(backbone: nn.Module, num_features: int, num_classes: int, opts: dict[str, Any],
+                     pretrained_path: str | None = None) -> Classifier:
+    """Add the head chosen in ``opts``, load weights and apply ``freeze_backbone``.
 
     Args:
         backbone: feature extractor returning (N, num_features).
         num_features: backbone feature width.
         num_classes: number of logits.
         opts: options from :func:`resolve_options`.
+        pretrained_path: shipped pretrained weights, loaded before the user's ``opts['weights']``.
     """
     head = make_head(opts["head"], num_features, num_classes, dropout=opts["dropout"])
     model = Classifier(backbone, head, num_features)
-    if opts["weights"] is not None:
+    paths = [p for p in (pretrained_path, opts["weights"]) if p is not None]
+    if paths:
         from medlens.models.weights import load_weights
 
-        load_weights(model, opts["weights"])
+        for path in paths:
+            load_weights(model, path)
     if opts["freeze_backbone"]:
         model.set_backbone_frozen(True)
     return model

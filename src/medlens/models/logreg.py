@@ -85,4 +85,6 @@ def logreg(spatial_dims: int, in_channels: int, num_classes: int, image_size: in
         from medlens.models.weights import load_weights
 
         load_weights(model, opts["weights"])
+    if opts["freeze_backbone"]:
+        model.set_backbone_frozen(True)  # nothing to freeze, but the model reports the option consistently
     return model

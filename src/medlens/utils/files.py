@@ -10,6 +10,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+# mkstemp creates files readable by the owner only; give written files the usual mode (0o666 minus umask).
+# The umask is read once here because reading it means setting it, which is not thread-safe later.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
@@ -19,6 +25,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -1,0 +1,70 @@
+"""Integrity: unreadable files with their reason, stray non-image files, and the format census."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medlens.io.images import NPZ_REF, is_image_file
+
+# Sidecar files that legitimately sit inside an image tree.
+_SIDECARS = {".csv", ".json", ".md", ".txt", ".yaml", ".yml", ".tsv", ".xlsx", ".xml", ".html", ".pdf"}
+
+
+def unreadable_list(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Entries ``{"path", "reason", "kind", "split", "label"}`` for rows that could not be decoded."""
+    bad = table[~table["readable"]]
+    return [{"path": r.path, "reason": r.reason, "kind": r.reason_kind, "split": r.split,
+             "label": getattr(r, "label", "")} for r in bad.itertuples(index=False)]
+
+
+def stray_files(source: Path | None, table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Non-image files inside the class folders of a source directory that the manifest left out.
+
+    Files at the top level and usual sidecars (CSV, JSON, text...) are ignored: only files a class-folder
+    reader would have mistaken for images are worth reporting (e.g. ``glioma/scan.doc``, ``x.jpg.part``).
+    """
+    if source is None or not Path(source).is_dir():
+        return []
+    source = Path(source)
+    known = {str(Path(p).resolve()) for p in table["path"] if not NPZ_REF.match(str(p))}
+    found = []
+    for f in sorted(source.rglob("*")):
+        rel = f.relative_to(source)
+        if (not f.is_file() or len(rel.parts) < 2 or any(p.startswith(".") for p in rel.parts)
+                or f.suffix.lower() in _SIDECARS or str(f.resolve()) in known or is_image_file(f)):
+            continue
+        found.append({"path": str(f), "reason": f"not an image file (suffix {f.suffix or 'none'!r})",
+                      "kind": "non-image", "split": "", "label": rel.parts[0]})
+    return found
+
+
+def census(table: pd.DataFrame) -> dict[str, Any]:
+    """Counts of modes, dtypes, bit depths, channel counts and sizes over the readable images."""
+    ok = table[table["readable"]]
+    sizes = Counter(f"{w}x{h}" for w, h in zip(ok["width"], ok["height"]))
+    return {
+        "n_readable": int(len(ok)),
+        "n_unreadable": int((~table["readable"]).sum()),
+        "modes": _counts(ok["mode"]),
+        "dtypes": _counts(ok["dtype"]),
+        "bit_depths": _counts(ok["bits"]),
+        "channels": _counts(ok["channels"]),
+        "rgb_with_equal_channels": int(ok["gray_rgb"].sum()),
+        "n_sizes": len(sizes),
+        "sizes": dict(sizes.most_common(20)),
+        "width": _range(ok["width"]), "height": _range(ok["height"]),
+    }
+
+
+def _counts(col: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in col.value_counts().items()}
+
+
+def _range(col: pd.Series) -> dict[str, float]:
+    if col.empty:
+        return {}
+    return {"min": int(col.min()), "median": float(col.median()), "max": int(col.max())}

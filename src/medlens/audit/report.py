@@ -1,0 +1,51 @@
+"""Write audit.json and a self-contained audit.html (inline CSS, figures and thumbnails as data URIs)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from medlens.audit.plots import all_figures, thumb_uri
+from medlens.utils.files import atomic_write_text, write_json
+
+MAX_GROUPS = 150      # duplicate groups drawn in the HTML (all are in audit.json)
+MAX_MEMBERS = 8       # thumbnails per group
+MAX_ROWS = 300        # rows of the unreadable / outlier / change tables
+
+
+def write_report(result, out_dir: Path) -> Path:
+    """Write ``audit.html`` then ``audit.json`` into ``out_dir`` (each file replaced atomically)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "audit.html", render_html(result))
+    write_json(out_dir / "audit.json", result.summary)
+    return out_dir
+
+
+def render_html(result) -> str:
+    """The audit report as one HTML string."""
+    import jinja2
+
+    text = resources.files("medlens.audit").joinpath("templates/audit.html.j2").read_text(encoding="utf-8")
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    return env.from_string(text).render(**_context(result))
+
+
+def _context(result) -> dict[str, Any]:
+    s = result.summary
+    thumbs = result.thumbs
+    groups = [{**g, "shown": [{**m, "thumb": thumb_uri(thumbs.get(m["row"]))} for m in g["members"][:MAX_MEMBERS]]}
+              for g in s["duplicates"]["groups"][:MAX_GROUPS]]
+    outliers = [{**o, "thumb": thumb_uri(thumbs.get(o["row"]))} for o in s["size_outliers"][:MAX_ROWS]]
+    clusters = [{**c, "thumbs": [thumb_uri(thumbs.get(r)) for r in c["example_rows"]]}
+                for c in s["clusters"].get("clusters", [])]
+    class_names = sorted({c for counts in s["classes"].values() for c in counts})
+    fix = s.get("fix")
+    return {
+        "s": s, "figures": all_figures(result.table, s), "groups": groups, "outliers": outliers,
+        "clusters": clusters, "class_names": class_names, "unreadable": s["unreadable"][:MAX_ROWS],
+        "fix": fix, "changes": (fix or {}).get("changes", [])[:MAX_ROWS], "max_rows": MAX_ROWS,
+        "max_groups": MAX_GROUPS,
+    }

@@ -1,0 +1,214 @@
+"""`medlens audit`: everything wrong with a dataset before training on it, in one pass over the images.
+
+>>> result = audit("data/brain", "audit-out")          # writes audit-out/audit.json and audit.html
+>>> result.findings_count, result.to_dict()["duplicates"]["n_cross_split"]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medlens.audit.classes import class_balance
+from medlens.audit.clusters import intensity_clusters
+from medlens.audit.duplicates import DEFAULT_THRESHOLD, duplicates_summary, find_duplicate_groups
+from medlens.audit.geometry import MAD_K, size_outliers
+from medlens.audit.integrity import census, stray_files, unreadable_list
+from medlens.audit.scan import scan_images
+from medlens.data.manifest import Manifest
+from medlens.errors import MedlensError
+
+SCHEMA = "medlens.audit/1"
+_FEATURES = {"readable": False, "reason": "", "reason_kind": "", "width": 0, "height": 0, "channels": 0,
+             "dtype": "", "bits": 0, "mode": "", "gray_rgb": False, "mean": np.nan, "std": np.nan,
+             "pixel_hash": "", "phash": 0, "signature": None}
+
+
+@dataclass
+class AuditResult:
+    """What one audit found.
+
+    Attributes:
+        summary: the audit.json content.
+        table: one row per manifest row (``row`` = its position) with every per-image measurement.
+        manifest: the audited manifest.
+        thumbs: JPEG thumbnail bytes per ``row`` (readable images only), for the HTML report.
+        out_dir: where audit.json / audit.html were written, if anywhere.
+        fixed: the cleaned manifest when ``fix`` was requested.
+        changes: the change records of the fix.
+    """
+
+    summary: dict[str, Any]
+    table: pd.DataFrame
+    manifest: Manifest
+    thumbs: dict[int, bytes] = field(default_factory=dict, repr=False)
+    out_dir: Path | None = None
+    fixed: Manifest | None = None
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The audit.json content."""
+        return self.summary
+
+    @property
+    def findings_count(self) -> int:
+        """Unreadable or non-image files + size outliers + duplicate groups."""
+        return int(self.summary["findings"]["total"])
+
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        return self.summary["duplicates"]["groups"]
+
+
+def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
+          near_threshold: int | None = None, k_range=range(2, 9), fix: Path | str | None = None,
+          prefer: str = "train", progress: bool = True, workers: int = 2) -> AuditResult:
+    """Audit a dataset: integrity, geometry outliers, class balance, duplicates/leakage, intensity clusters.
+
+    Args:
+        source: a Manifest, a manifest CSV or any source ``medlens.ingest`` understands.
+        out_dir: folder for audit.json and audit.html (created; files replaced atomically); None writes nothing.
+        near_threshold: largest pHash Hamming distance (0-64) counted as a near duplicate; default 6.
+        k_range: numbers of intensity clusters to try.
+        fix: if given, write the cleaned manifest (see :func:`medlens.audit.fix.apply_fix`) to this CSV.
+        prefer: split that keeps duplicates and receives moved leakage groups: "train" or "test".
+        progress: show a progress bar.
+        workers: decoding threads.
+
+    Raises:
+        MedlensError: bad arguments or an unreadable source.
+    """
+    threshold = DEFAULT_THRESHOLD if near_threshold is None else near_threshold
+    _check_args(threshold, prefer, workers)
+    manifest, source_dir = load_source(source)
+    if len(manifest) == 0:
+        raise MedlensError(f"nothing to audit: {manifest.source or manifest.root} has no cases")
+    start = time.perf_counter()
+    table, thumbs = scan_manifest(manifest, workers=workers, progress=progress)
+    elapsed = time.perf_counter() - start
+    summary = build_summary(table, manifest, threshold=threshold, k_range=k_range, source_dir=source_dir)
+    summary["timing"] = {"scan_s": round(elapsed, 3), "total_s": round(time.perf_counter() - start, 3),
+                         "images_per_s": round(len(table) / max(elapsed, 1e-9), 1), "workers": workers}
+    result = AuditResult(summary, table, manifest, thumbs)
+    if fix is not None:
+        from medlens.audit.fix import apply_fix
+
+        result.fixed, result.changes = apply_fix(manifest, result, prefer=prefer)
+        saved = result.fixed.save(fix)
+        summary["fix"] = fix_record(result.changes, prefer, saved, len(manifest), len(result.fixed))
+    if out_dir is not None:
+        from medlens.audit.report import write_report
+
+        result.out_dir = write_report(result, Path(out_dir))
+    return result
+
+
+def _check_args(threshold: Any, prefer: str, workers: Any) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not 0 <= threshold <= 64:
+        raise MedlensError(f"near_threshold must be a whole number of bits from 0 to 64, got {threshold!r}")
+    if prefer not in ("train", "test"):
+        raise MedlensError(f"prefer must be 'train' or 'test', got {prefer!r}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise MedlensError(f"workers must be a positive whole number, got {workers!r}")
+
+
+def load_source(source: Manifest | str | Path) -> tuple[Manifest, Path | None]:
+    """The manifest to audit, and the source folder (for stray-file checks) when ``source`` is one."""
+    if isinstance(source, Manifest):
+        return source, None
+    path = Path(source)
+    if not path.exists():
+        raise MedlensError(f"audit source {path} does not exist; pass a dataset folder or a manifest CSV")
+    if path.is_file() and path.suffix.lower() == ".csv":
+        try:
+            from medlens.data.ingest import ingest
+        except ImportError:  # ingest adapters not installed in this build: a saved manifest still works
+            return Manifest.load(path), None
+        return ingest(path), None
+    from medlens.data.ingest import ingest
+
+    return ingest(path), path if path.is_dir() else None
+
+
+def scan_manifest(manifest: Manifest, workers: int = 2, progress: bool = True) -> tuple[pd.DataFrame,
+                                                                                         dict[int, bytes]]:
+    """Decode every image once; the per-image table (one row per manifest row) and thumbnails."""
+    paths = manifest.paths()
+    with _progress_bar(len(paths), progress) as advance:
+        records = scan_images(paths, workers=workers, progress=advance)
+    thumbs = {i: r.pop("thumb") for i, r in enumerate(records) if "thumb" in r}
+    df = manifest.df
+    table = pd.DataFrame({"row": np.arange(len(df)), "case_id": df["case_id"].astype(str),
+                          "image": df["image"].astype(str), "path": paths, "split": df["split"],
+                          "patient_id": df["patient_id"].astype(str)})
+    if manifest.has_labels:
+        table["label"] = df["label"].astype(str).to_numpy()
+    feats = pd.DataFrame([{**_FEATURES, **r} for r in records], columns=list(_FEATURES))
+    feats["phash"] = feats["phash"].astype(np.uint64)
+    return pd.concat([table, feats], axis=1), thumbs
+
+
+class _progress_bar:
+    """Rich progress bar (or nothing) yielding an ``advance(n)`` callback."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self._progress = total, enabled, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._progress = Progress("[progress.description]{task.description}", BarColumn(),
+                                  MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+        self._progress.__enter__()
+        task = self._progress.add_task("audit: reading images", total=self.total)
+        return lambda n: self._progress.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = DEFAULT_THRESHOLD,
+                  k_range=range(2, 9), source_dir: Path | None = None) -> dict[str, Any]:
+    """Every analysis on the per-image table, as the audit.json dict (also sets ``table["cluster"]``)."""
+    unreadable = unreadable_list(table) + stray_files(source_dir, table)
+    outliers, bounds = size_outliers(table)
+    classes, balance = class_balance(table)
+    groups = find_duplicate_groups(table, threshold)
+    dups = duplicates_summary(groups, threshold)
+    clusters, assign = intensity_clusters(table, k_range)
+    table["cluster"] = assign
+    findings = {"unreadable": len(unreadable), "size_outliers": len(outliers), "duplicate_groups": len(groups),
+                "cross_split_groups": dups["n_cross_split"], "label_conflict_groups": dups["n_label_conflict"],
+                "cross_patient_groups": dups["n_cross_patient"]}
+    findings["total"] = len(unreadable) + len(outliers) + len(groups)
+    return {
+        "schema": SCHEMA, "source": manifest.source or str(manifest.root), "n_images": int(len(table)),
+        "n_readable": int(table["readable"].sum()), "findings": findings,
+        "unreadable": unreadable, "census": census(table),
+        "size_outliers": outliers, "size_rules": bounds, "classes": classes, "class_balance": balance,
+        "duplicates": dups, "clusters": clusters,
+        "settings": {"near_threshold": threshold, "mad_k": MAD_K, "k_range": [int(k) for k in k_range]},
+    }
+
+
+def fix_record(changes: list[dict[str, Any]], prefer: str, saved: Path | None, n_before: int,
+               n_after: int) -> dict[str, Any]:
+    """The ``fix`` block of audit.json (also recorded by ``train --audit-fix``)."""
+    return {"manifest": str(saved) if saved else None, "prefer": prefer, "n_before": n_before,
+            "n_after": n_after, "n_dropped": sum(c["action"] == "drop" for c in changes),
+            "n_moved": sum(c["action"] == "move" for c in changes), "changes": changes}
+
+
+def print_summary(result: AuditResult, console=None) -> None:
+    """One-screen rich summary (see :func:`medlens.audit.summary.print_summary`)."""
+    from medlens.audit.summary import print_summary as _print
+
+    _print(result, console)

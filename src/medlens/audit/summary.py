@@ -1,0 +1,82 @@
+"""One-screen terminal summary of an audit (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SHOW_GROUPS = 5
+SHOW_CHANGES = 10
+
+
+def print_summary(result, console=None) -> None:
+    """Print the findings, class balance, worst duplicate groups, clusters and fix in about one screen.
+
+    Args:
+        result: an :class:`~medlens.audit.run.AuditResult`.
+        console: a ``rich.console.Console``; a new one on stdout by default.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console()
+    s = result.summary
+    timing = s.get("timing", {})
+    console.print(f"[bold]medlens audit[/bold] {escape(s['source'])}: {s['n_images']} images, {s['n_readable']} readable"
+                  + (f" ({timing['scan_s']:.1f} s, {timing['images_per_s']:.0f} images/s)" if timing else ""))
+    findings = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
+    findings.add_column("check")
+    findings.add_column("found", justify="right")
+    for name, count in s["findings"].items():
+        if name != "total":
+            findings.add_row(name.replace("_", " "), f"[{'red' if count else 'green'}]{count}[/]")
+    console.print(findings)
+    for u in s["unreadable"][:3]:
+        console.print(escape(f"  unreadable: {u['path']} ({u['reason']})"), soft_wrap=True)
+    _print_classes(console, s)
+    _print_groups(console, s["duplicates"])
+    clusters = s["clusters"]
+    if clusters.get("k"):
+        parts = ", ".join(f"{c['size']} @ {c['mean_intensity']:.0f}±{c['std_intensity']:.0f}"
+                          for c in clusters["clusters"])
+        console.print(f"intensity clusters: k = {clusters['k']} (best silhouette): {parts}")
+    if s.get("fix"):
+        _print_fix(console, s["fix"])
+
+
+def _print_classes(console, s: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    if not s["classes"]:
+        return
+    ratios = s["class_balance"]["imbalance_ratio"]
+    for split, counts in s["classes"].items():
+        ratio = f"{ratios[split]:.2f}" if ratios.get(split) is not None else "a class is missing"
+        console.print(escape(f"classes [{split}]: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+                             + f"  (imbalance {ratio})"))
+
+
+def _print_groups(console, dups: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    console.print(f"duplicates (pHash ≤ {dups['threshold']} bits): {dups['n_exact_groups']} exact + "
+                  f"{dups['n_near_groups']} near groups, {dups['n_images_in_groups']} images; "
+                  f"[{'red' if dups['n_cross_split'] else 'green'}]{dups['n_cross_split']} cross-split[/], "
+                  f"[{'red' if dups['n_label_conflict'] else 'green'}]{dups['n_label_conflict']} label conflicts[/]")
+    for g in dups["groups"][:SHOW_GROUPS]:
+        names = ", ".join(f"{m['path']} ({m['split'] or '-'}/{m['label']})" for m in g["members"][:3])
+        more = f" +{g['size'] - 3}" if g["size"] > 3 else ""
+        console.print(escape(f"  #{g['id']} {g['kind']} [{', '.join(g['flags'])}]: {names}{more}"), soft_wrap=True)
+
+
+def _print_fix(console, fix: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    where = f" -> {fix['manifest']}" if fix.get("manifest") else ""
+    console.print(f"fix: {fix['n_before']} -> {fix['n_after']} cases, {fix['n_dropped']} dropped, "
+                  f"{fix['n_moved']} moved to {fix['prefer']}{escape(where)}")
+    for c in fix["changes"][:SHOW_CHANGES]:
+        move = f" {c['from_split']} -> {c['to_split']}" if c["action"] == "move" else ""
+        console.print(escape(f"  {c['action']}{move}: {c['path']} ({c['reason']})"), soft_wrap=True)
+    if len(fix["changes"]) > SHOW_CHANGES:
+        console.print(f"  ... {len(fix['changes']) - SHOW_CHANGES} more changes in audit.json")

@@ -1,0 +1,95 @@
+"""Convert a slice dataset into volumes: ``medlens convert slices-to-volumes SRC OUT``.
+
+Each kaggle_3m patient's slices are stacked, in slice order, into one NIfTI image and one mask volume:
+
+- ``OUT/imagesTr/<patient>.nii.gz``: the image, channel-first (C, H, W, N) in memory and stored 4D with the
+  channel last (H, W, N, C) as NIfTI prescribes; dtype kept (uint8 for kaggle_3m's 3 channels).
+- ``OUT/labelsTr/<patient>.nii.gz``: the mask (H, W, N), uint8 {0, 1}.
+- ``OUT/manifest.csv``: one row per patient (``case_id`` = ``patient_id`` = folder name, ``n_slices`` and
+  the patient's metadata columns).
+
+Voxel (i, j, k) is pixel row i, column j of slice k, so ``volume[..., k]`` is exactly the k-th slice image.
+The slices carry no spacing, so the affine is the identity (1 mm voxels, unknown anatomical orientation).
+The output is also a valid ``imagesTr``/``labelsTr`` NIfTI folder source. Everything is written in a
+temporary folder renamed to OUT at the end: a failure leaves no half-converted dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medlens.data.manifest import Manifest
+from medlens.data.seg_sources import check_pair, load_kaggle_3m
+from medlens.errors import MedlensError
+from medlens.utils.files import atomic_dir
+
+PER_SLICE = ("case_id", "image", "mask", "slice_index")
+
+
+def slices_to_volumes(src_root: str | Path, out_dir: str | Path, *, progress: bool = True,
+                      overwrite: bool = False) -> Manifest:
+    """Stack each kaggle_3m patient's slices into NIfTI image and mask volumes.
+
+    Args:
+        src_root: the kaggle_3m folder (or its parent).
+        out_dir: output folder (must not exist unless ``overwrite``).
+        progress: show a progress bar.
+        overwrite: replace an existing ``out_dir``.
+
+    Returns:
+        The manifest of the volumes, rooted at ``out_dir`` (also saved as ``out_dir/manifest.csv``).
+
+    Raises:
+        MedlensError: a missing mask, a mask that does not fit its slice, or slices of different sizes
+            within a patient, naming the case; ``out_dir`` is then left untouched.
+    """
+    slices = load_kaggle_3m(src_root)
+    patients = list(dict.fromkeys(slices.df["patient_id"]))
+    out_dir = Path(out_dir)
+    rows = []
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        for patient in _track(patients, progress):
+            group = slices.df[slices.df["patient_id"] == patient].sort_values("slice_index", kind="stable")
+            image, mask = _stack_patient(slices, group, patient)
+            _write_pair(tmp, patient, image, mask)
+            meta = group.iloc[0].drop(labels=[c for c in PER_SLICE if c in group.columns]).to_dict()
+            rows.append({"case_id": patient, "patient_id": patient, "split": meta.pop("split", ""),
+                         "image": f"imagesTr/{patient}.nii.gz", "mask": f"labelsTr/{patient}.nii.gz",
+                         "n_slices": len(group), **{k: v for k, v in meta.items() if k != "patient_id"}})
+        manifest = Manifest(pd.DataFrame(rows), tmp, source=f"slices-to-volumes of {slices.root}")
+        manifest.save(tmp / "manifest.csv")
+    return Manifest(manifest.df, out_dir, source=str(out_dir / "manifest.csv"))
+
+
+def _stack_patient(slices: Manifest, group: pd.DataFrame, patient: str) -> tuple[np.ndarray, np.ndarray]:
+    from medlens.io import read_image
+
+    images, masks = [], []
+    for row in group.itertuples(index=False):
+        image = read_image(slices.resolve(row.image))
+        masks.append(check_pair(image, read_image(slices.resolve(row.mask)), row.case_id))
+        images.append(image if image.ndim == 3 else image[..., np.newaxis])
+    shapes = sorted({im.shape for im in images})
+    if len(shapes) > 1:
+        raise MedlensError(f"patient {patient}: slices have different sizes {shapes}; cannot stack them into "
+                           "a volume (resize them to one size first)")
+    image = np.stack(images, axis=2)  # (H, W, N, C)
+    return np.moveaxis(image, -1, 0), np.stack(masks, axis=-1)
+
+
+def _write_pair(folder: Path, patient: str, image: np.ndarray, mask: np.ndarray) -> None:
+    from medlens.io.volumes import write_nifti
+
+    write_nifti(image, np.eye(4), folder / "imagesTr" / f"{patient}.nii.gz")
+    write_nifti(mask.astype(np.uint8), np.eye(4), folder / "labelsTr" / f"{patient}.nii.gz")
+
+
+def _track(items: list, progress: bool):
+    if not progress:
+        return items
+    from rich.progress import track
+
+    return track(items, description="stacking slices", transient=True)
