@@ -40,8 +40,9 @@ def _train_ours(x_tr: np.ndarray, y_tr: np.ndarray, num_classes: int) -> torch.n
     x = torch.tensor(x_tr, dtype=torch.float32).reshape(-1, 1, 8, 8)
     y = torch.tensor(y_tr)
     weight = model.head.linear.weight
-    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-6,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        model.parameters(), lr=1.0, max_iter=100, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()

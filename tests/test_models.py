@@ -28,8 +28,14 @@ def one_thread():
 def _build(name: str, spatial_dims: int = 2, size: int = 32, **options) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     channels = get_model_info(name).channels or 1
-    model = create_model(name, num_classes=NUM_CLASSES, in_channels=channels, spatial_dims=spatial_dims,
-                         image_size=size, **options)
+    model = create_model(
+        name,
+        num_classes=NUM_CLASSES,
+        in_channels=channels,
+        spatial_dims=spatial_dims,
+        image_size=size,
+        **options,
+    )
     return model, torch.randn(2, channels, *[size] * spatial_dims)
 
 
@@ -50,8 +56,16 @@ def _check_forward_backward(model: nn.Module, x: torch.Tensor) -> None:
 
 
 def test_registry_lists_the_zoo():
-    assert {"logreg", "cnn-small", "resnet18", "resnet50", "densenet121", "efficientnet-b0", "vgg19",
-            "efficientnet-lite0"} <= set(CLASSIFIERS)
+    assert {
+        "logreg",
+        "cnn-small",
+        "resnet18",
+        "resnet50",
+        "densenet121",
+        "efficientnet-b0",
+        "vgg19",
+        "efficientnet-lite0",
+    } <= set(CLASSIFIERS)
     lite = get_model_info("efficientnet-lite0")
     assert (lite.channels, lite.default_size, lite.pretrained) == (3, 224, True)
 
@@ -111,14 +125,25 @@ def test_unknown_model_suggests_the_close_name():
         create_model("resnet-18", num_classes=2)
 
 
-@pytest.mark.parametrize(("name", "options", "message"), [
-    ("cnn-small", {"drop_out": 0.2}, "unknown option 'drop_out' for model 'cnn-small'"),
-    ("resnet18", {"head": "transformer"}, "unknown head 'transformer'"),
-    ("cnn-small", {"dropout": 1.5}, r"dropout must be a number in \[0, 1\), got 1.5"),
-    ("cnn-small", {"freeze_backbone": "yes"}, "'freeze_backbone' of model 'cnn-small' must be true or false"),
-    ("resnet18", {"pretrained": True}, "model 'resnet18' has no offline pretrained weights: pass weights=PATH"),
-    ("logreg", {"head": "mlp"}, "model 'logreg' takes no head option"),
-])
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("cnn-small", {"drop_out": 0.2}, "unknown option 'drop_out' for model 'cnn-small'"),
+        ("resnet18", {"head": "transformer"}, "unknown head 'transformer'"),
+        ("cnn-small", {"dropout": 1.5}, r"dropout must be a number in \[0, 1\), got 1.5"),
+        (
+            "cnn-small",
+            {"freeze_backbone": "yes"},
+            "'freeze_backbone' of model 'cnn-small' must be true or false",
+        ),
+        (
+            "resnet18",
+            {"pretrained": True},
+            "model 'resnet18' has no offline pretrained weights: pass weights=PATH",
+        ),
+        ("logreg", {"head": "mlp"}, "model 'logreg' takes no head option"),
+    ],
+)
 def test_bad_options_are_named(name, options, message):
     with pytest.raises(MedlensError, match=message):
         create_model(name, num_classes=2, **options)
@@ -147,7 +172,11 @@ def test_logreg_binary_returns_zero_and_one_logit():
 def test_summary_of_logreg_matches_hand_counts():
     d, k = 1 * 8 * 8, 5
     result = summarize("logreg", 8, in_channels=1, num_classes=k)
-    assert (result["total_params"], result["trainable_params"], result["macs"]) == (d * k + k, d * k + k, d * k)
+    assert (result["total_params"], result["trainable_params"], result["macs"]) == (
+        d * k + k,
+        d * k + k,
+        d * k,
+    )
     binary = summarize("logreg", (6, 6, 6), in_channels=2, num_classes=2)
     assert (binary["total_params"], binary["macs"]) == (2 * 216 + 1, 2 * 216)
     assert [m["name"] for m in result["modules"]] == ["backbone", "head"]
@@ -162,4 +191,7 @@ def test_summary_of_one_conv_matches_hand_counts():
     assert result["total_params"] == 76 + 1203 and result["trainable_params"] == 76
     assert result["macs"] == 7200 + 1200
     assert [(m["name"], m["macs"], m["params"]) for m in result["modules"]] == [
-        ("0", 7200, 76), ("1", 0, 0), ("2", 1200, 1203)]
+        ("0", 7200, 76),
+        ("1", 0, 0),
+        ("2", 1200, 1203),
+    ]

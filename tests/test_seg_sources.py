@@ -68,7 +68,8 @@ def test_check_pair_normalises_binary_masks():
 
 
 def test_check_pair_errors_name_the_case():
-    with pytest.raises(MedlensError, match=r"case p1_4: mask shape \(4, 4\) does not match image shape \(4, 5\)"):
+    with pytest.raises(MedlensError, match=r"case p1_4: mask shape \(4, 4\) does not match image shape "
+                                           r"\(4, 5\)"):
         check_pair(np.zeros((4, 5, 3)), np.zeros((4, 4)), "p1_4")
     with pytest.raises(MedlensError, match=r"case p1_5: mask values \[0, 1, 2, 254, 255\] are not binary"):
         check_pair(np.zeros((2, 3)), np.array([[0, 1, 2], [254, 255, 0]]), "p1_5")
@@ -85,7 +86,7 @@ def test_kaggle_3m_rows_order_and_metadata(tmp_path):
     assert detect_kaggle_3m(tmp_path) and detect_kaggle_3m(root) and not detect_kaggle_3m(root / "data.csv")
     manifest = load_kaggle_3m(tmp_path)  # the parent of kaggle_3m/ works too
     df = manifest.df
-    assert manifest.root == root
+    assert manifest.root == root and manifest.source.endswith("(2 patients, 5 slices)")
     assert df["case_id"].tolist() == ["TCGA_AA_0001_20000101_1", "TCGA_AA_0001_20000101_2",
                                       "TCGA_AA_0001_20000101_10", "TCGA_AA_0002_20010101_1",
                                       "TCGA_AA_0002_20010101_3"]

@@ -244,6 +244,22 @@ def demo(output: Path = typer.Option(Path("medlens-demo"), "-o", "--output", hel
     _print_summary(run / "summary.json")
 
 
+convert_app = typer.Typer(no_args_is_help=True, help="Convert datasets between layouts.")
+app.add_typer(convert_app, name="convert")
+
+
+@convert_app.command("slices-to-volumes")
+def slices_to_volumes(src: Path = typer.Argument(..., help="kaggle_3m tree: <patient>/<patient>_<n>.tif + _mask.tif."),
+                      output: Path = typer.Argument(..., help="Folder for imagesTr/, labelsTr/ and manifest.csv."),
+                      overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+                      quiet: bool = QUIET) -> None:
+    """Stack each patient's slices (in slice order) into NIfTI image and mask volumes."""
+    from medlens.data.convert import slices_to_volumes as convert
+
+    manifest = convert(src, output, progress=not quiet, overwrite=overwrite)
+    _console().print(f"[green]wrote[/] {len(manifest)} volumes to {output}")
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

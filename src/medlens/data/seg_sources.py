@@ -73,7 +73,8 @@ def check_pair(image: np.ndarray, mask: np.ndarray, case_id: str, *, spatial_dim
         if set(values.tolist()) <= {0, 255}:
             return (mask == 255).astype(np.uint8)
         raise MedlensError(f"case {case_id}: mask values {_show(values)} are not binary ({{0, 1}} or "
-                           "{0, 255}); lossy formats such as JPEG blur masks: save them as PNG, TIFF or NIfTI")
+                           "{0, 255}); lossy formats such as JPEG blur masks: "
+                           "save them as PNG, TIFF or NIfTI")
     if values.min() < 0 or values.max() >= num_classes or not np.all(np.mod(values, 1) == 0):
         raise MedlensError(f"case {case_id}: mask values {_show(values)} are outside the labels "
                            f"0..{num_classes - 1}; check num_classes or the mask file")
@@ -114,13 +115,16 @@ def validate_pairs(manifest: Manifest, *, num_classes: int = 2) -> None:
             check_pair(read_image(image_path), read_image(mask_path), row.case_id, num_classes=num_classes)
 
 
-def _finish(df: pd.DataFrame, root: Path, source: str, opts: dict[str, Any]) -> Manifest:
+def _finish(df: pd.DataFrame, root: Path, kind: str, where: Path, opts: dict[str, Any]) -> Manifest:
     unknown = sorted(set(opts) - {"validate", "num_classes"})
     if unknown:
-        raise MedlensError(f"unknown option {unknown[0]!r} for a segmentation source: use validate, num_classes")
+        raise MedlensError(f"unknown option {unknown[0]!r} for a segmentation source: "
+                           "use validate, num_classes")
     if df.empty:
-        raise MedlensError(f"no image/mask pairs found in {source}")
-    manifest = Manifest(df, root, source=source)
+        raise MedlensError(f"no image/mask pairs found in {where}")
+    patients = df["patient_id"].nunique() if "patient_id" in df.columns else len(df)
+    counts = f"{patients} patients, {len(df)} slices" if "slice_index" in df.columns else f"{len(df)} cases"
+    manifest = Manifest(df, root, source=f"{kind}: {where} ({counts})")
     if opts.get("validate"):
         validate_pairs(manifest, num_classes=int(opts.get("num_classes", 2)))
     return manifest
@@ -162,7 +166,7 @@ def load_kaggle_3m(path: str | Path, **opts: Any) -> Manifest:
         rows += _kaggle_patient(root, folder)
     df = pd.DataFrame(rows, columns=["case_id", "patient_id", "split", "image", "mask", "slice_index"])
     df = _merge_patient_csv(df, root / "data.csv")
-    return _finish(df, root, str(root), opts)
+    return _finish(df, root, "kaggle_3m slices", root, opts)
 
 
 def _kaggle_patient(root: Path, folder: Path) -> list[dict]:
@@ -174,8 +178,8 @@ def _kaggle_patient(root: Path, folder: Path) -> list[dict]:
             images[int(m["n"])] = f
     orphans = sorted(set(masks) - set(images))
     if orphans:
-        raise MedlensError(f"case {folder.name}_{orphans[0]}: mask {masks[orphans[0]]} has no image beside it; "
-                           "add the image or remove the mask")
+        raise MedlensError(f"case {folder.name}_{orphans[0]}: mask {masks[orphans[0]]} has no image "
+                           "beside it; add the image or remove the mask")
     rows = []
     for n in sorted(images):
         case_id = images[n].name.rsplit(".", 1)[0]
@@ -201,7 +205,8 @@ def _merge_patient_csv(df: pd.DataFrame, csv: Path) -> pd.DataFrame:
         return df
     ids = meta[key].astype(str).tolist()
     # TCGA folder names add the scan date: TCGA_CS_4941_19960909 belongs to patient TCGA_CS_4941.
-    match = {p: next((i for i in ids if p == i or p.startswith(i + "_")), None) for p in df["patient_id"].unique()}
+    match = {p: next((i for i in ids if p == i or p.startswith(i + "_")), None)
+             for p in df["patient_id"].unique()}
     meta = meta.rename(columns={c: f"{c}_meta" for c in meta.columns if c in RESERVED})
     meta = meta.drop_duplicates(subset=[key]).set_index(key)
     extra = meta.reindex([match[p] for p in df["patient_id"]]).reset_index(drop=True)
@@ -248,12 +253,14 @@ def load_pairs_csv(path: str | Path, **opts: Any) -> Manifest:
             if not value or not (root / value).is_file():
                 raise MedlensError(f"case {row.case_id}: {column} file {value or '(empty)'} listed in {path} "
                                    "does not exist; fix the path (relative to the CSV's folder)")
-    return _finish(df, root, str(path), opts)
+    return _finish(df, root, "image/mask CSV", path, opts)
 
 
 def _stem(path: str) -> str:
     name = Path(str(path)).name
-    return re.sub(r"\.nii(\.gz)?$", "", name, flags=re.IGNORECASE) if ".nii" in name.lower() else Path(name).stem
+    if ".nii" in name.lower():
+        return re.sub(r"\.nii(\.gz)?$", "", name, flags=re.IGNORECASE)
+    return Path(name).stem
 
 
 # -- NIfTI folders -------------------------------------------------------------------------------------
@@ -286,18 +293,19 @@ def load_nifti_folders(path: str | Path, **opts: Any) -> Manifest:
     images, labels = (_nifti_cases(folder) for folder in pair)
     for case, files in images.items():
         if len(files) > 1:
-            raise MedlensError(f"case {case}: {len(files)} channel files in {pair[0]}; multi-file channels are "
-                               "not supported yet: stack them into one 4D NIfTI (channels last)")
+            raise MedlensError(f"case {case}: {len(files)} channel files in {pair[0]}; multi-file channels "
+                               "are not supported yet: stack them into one 4D NIfTI (channels last)")
         if case not in labels:
-            raise MedlensError(f"case {case}: no label file for {files[0].name} in {pair[1]}; add it or remove "
-                               "the image")
+            raise MedlensError(f"case {case}: no label file for {files[0].name} in {pair[1]}; "
+                               "add it or remove the image")
     orphans = sorted(set(labels) - set(images), key=natural_key)
     if orphans:
         raise MedlensError(f"case {orphans[0]}: label {labels[orphans[0]][0].name} has no image in {pair[0]}")
     rows = [{"case_id": case, "patient_id": case, "split": "",
              "image": images[case][0].relative_to(root).as_posix(),
-             "mask": labels[case][0].relative_to(root).as_posix()} for case in sorted(images, key=natural_key)]
-    return _finish(pd.DataFrame(rows), root, str(root), opts)
+             "mask": labels[case][0].relative_to(root).as_posix()}
+            for case in sorted(images, key=natural_key)]
+    return _finish(pd.DataFrame(rows), root, "NIfTI folders", root, opts)
 
 
 def _nifti_cases(folder: Path) -> dict[str, list[Path]]:
@@ -326,9 +334,10 @@ def detect_msd(path: str | Path) -> bool:
 
 
 def msd_info(path: str | Path) -> dict[str, Any]:
-    """Dataset-level fields of an MSD ``dataset.json``: ``name``, ``labels`` (value → name), ``modality``."""
+    """Dataset-level fields of an MSD ``dataset.json``: ``name``, ``labels`` (value → name) and
+    ``modality`` (channel → name)."""
     data = _read_msd(_dataset_json(Path(path)))
-    return {"name": data.get("name", ""), "labels": data.get("labels", {}), "modality": data.get("modality", {})}
+    return {key: data.get(key, default) for key, default in (("name", ""), ("labels", {}), ("modality", {}))}
 
 
 def _read_msd(path: Path) -> dict:
@@ -355,7 +364,8 @@ def load_msd(path: str | Path, **opts: Any) -> Manifest:
     rows = []
     for i, entry in enumerate(data["training"]):
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("image", "label")):
-            raise MedlensError(f"training entry {i} of {path} needs string 'image' and 'label' paths, got {entry!r}")
+            raise MedlensError(f"training entry {i} of {path} needs string 'image' and 'label' paths, "
+                               f"got {entry!r}")
         case = _stem(entry["image"])
         for key in ("image", "label"):
             if not (root / entry[key]).is_file():
@@ -363,7 +373,7 @@ def load_msd(path: str | Path, **opts: Any) -> Manifest:
         rows.append({"case_id": case, "patient_id": case, "split": "",
                      "image": Path(entry["image"]).as_posix().removeprefix("./"),
                      "mask": Path(entry["label"]).as_posix().removeprefix("./")})
-    return _finish(pd.DataFrame(rows), root, str(path), opts)
+    return _finish(pd.DataFrame(rows), root, "MSD dataset.json", path, opts)
 
 
 #: name → (detect, load) for the ingest registry.

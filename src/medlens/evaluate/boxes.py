@@ -101,7 +101,8 @@ def giou_loss(pred, target, reduction: str = "mean", eps: float = 1e-7):
         (torch.minimum(py1, ty1) - torch.maximum(py0, ty0)).clamp(min=0)
     union = (px1 - px0) * (py1 - py0) + (tx1 - tx0).clamp(min=0) * (ty1 - ty0).clamp(min=0) - inter
     iou = inter / (union + eps)
-    hull = (torch.maximum(px1, tx1) - torch.minimum(px0, tx0)) * (torch.maximum(py1, ty1) - torch.minimum(py0, ty0))
+    hull = (torch.maximum(px1, tx1) - torch.minimum(px0, tx0)) * \
+        (torch.maximum(py1, ty1) - torch.minimum(py0, ty0))
     loss = 1.0 - (iou - (hull - union) / (hull + eps))
     return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
 

@@ -65,7 +65,8 @@ def segmentation_case_metrics(pred, target, spacing: Sequence[float] | None = No
         return {
             "dice": float(compute_dice(yp, yt, include_background=True)),
             "iou": float(compute_iou(yp, yt, include_background=True)),
-            "hd95": float(compute_hausdorff_distance(yp, yt, include_background=True, percentile=95, spacing=sp)),
+            "hd95": float(compute_hausdorff_distance(yp, yt, include_background=True, percentile=95,
+                                                     spacing=sp)),
             "surface_dice": float(compute_surface_dice(yp, yt, [float(tolerance)], include_background=True,
                                                        spacing=sp)),
             "empty": "none",
@@ -85,7 +86,8 @@ def mean_case_metrics(cases: Sequence[dict]) -> dict:
     return out
 
 
-def dice_per_patient(pred_slices: Sequence, target_slices: Sequence, patient_ids: Sequence[str]) -> dict[str, float]:
+def dice_per_patient(pred_slices: Sequence, target_slices: Sequence,
+                     patient_ids: Sequence[str]) -> dict[str, float]:
     """Dice of each patient's whole volume: the slices of a patient pooled together.
 
     Pooling the voxel counts equals stacking the slices into a volume, and also works when slice sizes
@@ -106,7 +108,8 @@ def dice_per_patient(pred_slices: Sequence, target_slices: Sequence, patient_ids
     for pred, target, patient in zip(pred_slices, target_slices, patient_ids):
         p, t = _binary(pred), _binary(target)
         if p.shape != t.shape:
-            raise MedlensError(f"patient {patient}: prediction shape {p.shape} does not match target {t.shape}")
+            raise MedlensError(f"patient {patient}: prediction shape {p.shape} does not match "
+                               f"target {t.shape}")
         acc = sums.setdefault(str(patient), [0, 0])
         acc[0] += int(np.logical_and(p, t).sum())
         acc[1] += int(p.sum()) + int(t.sum())

@@ -60,8 +60,9 @@ def list_dicom_series(folder: str | Path) -> list[SeriesInfo]:
         if "PixelData" not in ds and "SeriesInstanceUID" not in ds:
             continue
         groups.setdefault(str(ds.get("SeriesInstanceUID", "unknown")), []).append((path, ds))
-    return [SeriesInfo(uid, str(items[0][1].get("SeriesDescription", "")), str(items[0][1].get("Modality", "")),
-                       tuple(p for p, _ in items)) for uid, items in groups.items()]
+    return [SeriesInfo(uid, str(items[0][1].get("SeriesDescription", "")),
+                       str(items[0][1].get("Modality", "")), tuple(p for p, _ in items))
+            for uid, items in groups.items()]
 
 
 def read_dicom_series(folder: str | Path, series_uid: str | None = None
@@ -89,7 +90,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None
             raise MedlensError(f"series {series_uid} is not in {folder}; it holds {[s.uid for s in series]}")
     elif len(series) > 1:
         listing = "; ".join(f"{s.uid} ({s.description or s.modality}, {len(s.files)} files)" for s in series)
-        raise MedlensError(f"{folder} holds {len(series)} DICOM series: {listing}; pass series_uid to pick one")
+        raise MedlensError(f"{folder} holds {len(series)} DICOM series: {listing}; "
+                           "pass series_uid to pick one")
     else:
         chosen = series
     return _read_series(chosen[0])
@@ -106,8 +108,8 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
                            "DICOM volumes are not supported yet: export the series as single-frame files")
     for ds, path in zip(datasets, info.files):
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
-            raise MedlensError(f"{path} (series {info.uid}) has no ImagePositionPatient/ImageOrientationPatient;"
-                               " cannot place its slices in a volume")
+            raise MedlensError(f"{path} (series {info.uid}) has no ImagePositionPatient/"
+                               "ImageOrientationPatient; cannot place its slices in a volume")
     row, col = _check_orientation(info, datasets)
     normal = np.cross(row, col)
     positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
@@ -185,7 +187,8 @@ def _decode(ds, path: Path) -> np.ndarray:
                            "pylibjpeg-openjpeg") from err
 
 
-def _read_mosaic(info: SeriesInfo, datasets: list) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+def _read_mosaic(info: SeriesInfo, datasets: list
+                 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nibabel warns that its DICOM readers are experimental
         from nibabel.nicom import dicomwrappers

@@ -18,17 +18,23 @@ from medlens.errors import UnreadableImageError
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
-NPZ_REF = re.compile(r"^(?P<path>.+\.npz)::(?P<key>[\w\-]+)\[(?P<index>\d+)\]$")
+NPZ_REF = re.compile(r"^(?P<path>.+\.npz)::(?P<key>[\w\-]+)\[(?P<index>\d+)\]$", re.IGNORECASE)
+#: Suffixes that are never 2D images: skipped without opening the file.
+NON_IMAGE_SUFFIXES = {".csv", ".tsv", ".json", ".txt", ".md", ".npz", ".npy", ".nii", ".gz", ".zip", ".yaml",
+                      ".yml", ".xml", ".html", ".pdf", ".py", ".log", ".ini", ".db", ".pt", ".pth", ".h5"}
 
 
 def is_image_file(path: str | Path) -> bool:
-    """True for files whose suffix is a supported image format, or DICOM by suffix or preamble."""
+    """True for files whose suffix is a supported image format, or DICOM by suffix or preamble.
+
+    Files without a known image suffix (``IM0001``, ``MR.1.3.12...``) are opened and count as images only
+    when they carry the DICOM preamble.
+    """
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in RASTER_SUFFIXES or suffix in DICOM_SUFFIXES:
         return True
-    return suffix == "" or suffix not in {".csv", ".json", ".txt", ".md", ".npz", ".nii", ".gz"} and \
-        is_dicom_file(p)
+    return suffix not in NON_IMAGE_SUFFIXES and is_dicom_file(p)
 
 
 def is_dicom_file(path: str | Path) -> bool:

@@ -81,7 +81,8 @@ def write_nifti(array: np.ndarray, affine: np.ndarray | None, path: str | Path) 
     if array.ndim == 4:
         array = np.moveaxis(array, 0, -1)
     elif array.ndim != 3:
-        raise MedlensError(f"cannot write {path}: expected (X, Y, Z) or (C, X, Y, Z), got shape {array.shape}")
+        raise MedlensError(f"cannot write {path}: expected (X, Y, Z) or (C, X, Y, Z), "
+                           f"got shape {array.shape}")
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
     if array.dtype == np.float64:

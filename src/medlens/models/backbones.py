@@ -18,13 +18,44 @@ from torch import nn
 from medlens.models.classifier import Classifier, build_classifier, no_shipped_weights, resolve_options
 from medlens.models.registry import register_model
 
-VGG19_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+VGG19_CONFIG = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 def _resnet(block: str, layers: list[int], spatial_dims: int, in_channels: int) -> ResNet:
-    net = ResNet(block=block, layers=layers, block_inplanes=[64, 128, 256, 512], spatial_dims=spatial_dims,
-                 n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=2, num_classes=1,
-                 feed_forward=False, bias_downsample=False)
+    net = ResNet(
+        block=block,
+        layers=layers,
+        block_inplanes=[64, 128, 256, 512],
+        spatial_dims=spatial_dims,
+        n_input_channels=in_channels,
+        conv1_t_size=7,
+        conv1_t_stride=2,
+        num_classes=1,
+        feed_forward=False,
+        bias_downsample=False,
+    )
     return net
 
 
@@ -44,8 +75,11 @@ class VGGFeatures(nn.Module):
             if item == "M":
                 layers.append(Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2, ceil_mode=True))
                 continue
-            layers += [Conv[Conv.CONV, spatial_dims](channels, item, kernel_size=3, padding=1),
-                       Norm[Norm.BATCH, spatial_dims](item), nn.ReLU(inplace=True)]
+            layers += [
+                Conv[Conv.CONV, spatial_dims](channels, item, kernel_size=3, padding=1),
+                Norm[Norm.BATCH, spatial_dims](item),
+                nn.ReLU(inplace=True),
+            ]
             channels = item
         self.features = nn.Sequential(*layers)
         self.avgpool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
@@ -67,22 +101,34 @@ def _options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-@register_model("resnet18", "MONAI ResNet-18 (2D/3D), torchvision stem; weights=PATH loads torchvision/MONAI weights")
-def resnet18(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> Classifier:
+@register_model(
+    "resnet18", "MONAI ResNet-18 (2D/3D), torchvision stem; weights=PATH loads torchvision/MONAI weights"
+)
+def resnet18(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> Classifier:
     """ResNet-18 features (512) + head."""
     opts = _options("resnet18", options)
     return build_classifier(_resnet("basic", [2, 2, 2, 2], spatial_dims, in_channels), 512, num_classes, opts)
 
 
-@register_model("resnet50", "MONAI ResNet-50 (2D/3D), torchvision stem; weights=PATH loads torchvision/MONAI weights")
-def resnet50(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> Classifier:
+@register_model(
+    "resnet50", "MONAI ResNet-50 (2D/3D), torchvision stem; weights=PATH loads torchvision/MONAI weights"
+)
+def resnet50(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> Classifier:
     """ResNet-50 features (2048) + head."""
     opts = _options("resnet50", options)
-    return build_classifier(_resnet("bottleneck", [3, 4, 6, 3], spatial_dims, in_channels), 2048, num_classes, opts)
+    return build_classifier(
+        _resnet("bottleneck", [3, 4, 6, 3], spatial_dims, in_channels), 2048, num_classes, opts
+    )
 
 
 @register_model("densenet121", "MONAI DenseNet-121 (2D/3D); weights=PATH loads torchvision/MONAI weights")
-def densenet121(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> Classifier:
+def densenet121(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> Classifier:
     """DenseNet-121 features (1024, after its final ReLU and global pooling) + head."""
     opts = _options("densenet121", options)
     net = DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, pretrained=False)
@@ -90,20 +136,26 @@ def densenet121(spatial_dims: int, in_channels: int, num_classes: int, image_siz
     return build_classifier(net, 1024, num_classes, opts)
 
 
-@register_model("efficientnet-b0", "MONAI EfficientNet-B0 (2D/3D, random init; lukemelas-named weights=PATH load)")
-def efficientnet_b0(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
-                    **options: Any) -> Classifier:
+@register_model(
+    "efficientnet-b0", "MONAI EfficientNet-B0 (2D/3D, random init; lukemelas-named weights=PATH load)"
+)
+def efficientnet_b0(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> Classifier:
     """EfficientNet-B0 features (1280) + head (its own dropout and ``_fc`` are replaced by the head)."""
     opts = _options("efficientnet-b0", options)
-    net = EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=spatial_dims, in_channels=in_channels,
-                         num_classes=1)
+    net = EfficientNetBN(
+        "efficientnet-b0", pretrained=False, spatial_dims=spatial_dims, in_channels=in_channels, num_classes=1
+    )
     net._dropout = nn.Identity()
     net._fc = nn.Identity()
     return build_classifier(net, 1280, num_classes, opts)
 
 
 @register_model("vgg19", "VGG-19 with BatchNorm (2D/3D) + global average pooling; torchvision vgg19_bn names")
-def vgg19(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> Classifier:
+def vgg19(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> Classifier:
     """VGG19-BN convolutional features (512) + head."""
     opts = _options("vgg19", options)
     net = VGGFeatures(spatial_dims, in_channels)

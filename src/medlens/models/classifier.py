@@ -36,7 +36,9 @@ class Classifier(nn.Module):
             (pretrained) values: a frozen backbone is a fixed feature extractor.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, num_features: int, freeze_backbone: bool = False):
+    def __init__(
+        self, backbone: nn.Module, head: nn.Module, num_features: int, freeze_backbone: bool = False
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -81,27 +83,40 @@ def resolve_options(model: str, options: dict[str, Any], **overrides: Any) -> di
     """
     unknown = sorted(set(options) - set(STANDARD_OPTIONS))
     if unknown:
-        raise MedlensError(f"unknown option {unknown[0]!r} for model {model!r}: "
-                           f"allowed options are {', '.join(STANDARD_OPTIONS)}")
+        raise MedlensError(
+            f"unknown option {unknown[0]!r} for model {model!r}: "
+            f"allowed options are {', '.join(STANDARD_OPTIONS)}"
+        )
     opts = {**STANDARD_OPTIONS, **overrides, **options}
     if opts["head"] not in HEAD_KINDS:
-        raise MedlensError(f"unknown head {opts['head']!r} for model {model!r}: use one of {', '.join(HEAD_KINDS)}")
+        raise MedlensError(
+            f"unknown head {opts['head']!r} for model {model!r}: use one of {', '.join(HEAD_KINDS)}"
+        )
     check_dropout(opts["dropout"])
     for flag in ("freeze_backbone", "pretrained"):
         if not isinstance(opts[flag], bool):
-            raise MedlensError(f"option {flag!r} of model {model!r} must be true or false, got {opts[flag]!r}")
+            raise MedlensError(
+                f"option {flag!r} of model {model!r} must be true or false, got {opts[flag]!r}"
+            )
     return opts
 
 
 def no_shipped_weights(model: str, opts: dict[str, Any]) -> None:
     """Refuse ``pretrained=True`` for a model whose weights do not ship offline."""
     if opts["pretrained"]:
-        raise MedlensError(f"model {model!r} has no offline pretrained weights: pass weights=PATH to a state dict "
-                           "you have (torchvision/MONAI names are mapped), or use efficientnet-lite0")
+        raise MedlensError(
+            f"model {model!r} has no offline pretrained weights: pass weights=PATH to a state dict "
+            "you have (torchvision/MONAI names are mapped), or use efficientnet-lite0"
+        )
 
 
-def build_classifier(backbone: nn.Module, num_features: int, num_classes: int, opts: dict[str, Any],
-                     pretrained_path: str | None = None) -> Classifier:
+def build_classifier(
+    backbone: nn.Module,
+    num_features: int,
+    num_classes: int,
+    opts: dict[str, Any],
+    pretrained_path: str | None = None,
+) -> Classifier:
     """Add the head chosen in ``opts``, load weights and apply ``freeze_backbone``.
 
     Args:

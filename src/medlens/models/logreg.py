@@ -48,7 +48,7 @@ class LogisticLayer(nn.Module):
 
 
 class Flatten(nn.Module):
-    """Flatten to (N, d), with a clear message when the image size differs from the one the model was built for."""
+    """Flatten to (N, d); a clear message when the input size is not the one the model was built for."""
 
     def __init__(self, expected: int, shape_hint: str):
         super().__init__()
@@ -59,14 +59,19 @@ class Flatten(nn.Module):
         """(N, C, *spatial) -> (N, d)."""
         flat = x.flatten(1)
         if flat.shape[1] != self.expected:
-            raise MedlensError(f"logreg was built for inputs of {self.shape_hint} ({self.expected} values) but got "
-                               f"shape {tuple(x.shape[1:])}: resize images to the model's image_size")
+            raise MedlensError(
+                f"logreg was built for inputs of {self.shape_hint} ({self.expected} values) but got "
+                f"shape {tuple(x.shape[1:])}: resize images to the model's image_size"
+            )
         return flat
 
 
-@register_model("logreg", "logistic regression on the resized pixels (one weighted sum; a baseline)",
-                default_size=64)
-def logreg(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> Classifier:
+@register_model(
+    "logreg", "logistic regression on the resized pixels (one weighted sum; a baseline)", default_size=64
+)
+def logreg(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> Classifier:
     """Logistic regression: flatten -> one linear layer.
 
     ``head`` must stay "linear" (an MLP head would no longer be logistic regression); ``freeze_backbone`` has
@@ -74,7 +79,9 @@ def logreg(spatial_dims: int, in_channels: int, num_classes: int, image_size: in
     """
     opts = resolve_options("logreg", options)
     if opts["head"] != "linear":
-        raise MedlensError("model 'logreg' takes no head option: it is one linear layer; use cnn-small for an MLP")
+        raise MedlensError(
+            "model 'logreg' takes no head option: it is one linear layer; use cnn-small for an MLP"
+        )
     if opts["pretrained"]:
         raise MedlensError("model 'logreg' has no pretrained weights: drop pretrained=true")
     size = [image_size] * spatial_dims

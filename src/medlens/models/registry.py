@@ -98,7 +98,7 @@ def create_model(name: str, *, num_classes: int, in_channels: int = 1, spatial_d
     """
     info = get_model_info(name)
     if num_classes < 2:
-        raise MedlensError(f"a classifier needs at least 2 classes, got {num_classes}")
+        raise MedlensError(f"a model needs at least 2 output classes (background counts for segmentation), got {num_classes}")
     if spatial_dims not in (2, 3):
         raise MedlensError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     return info.factory(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,

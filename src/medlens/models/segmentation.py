@@ -1,4 +1,4 @@
-"""Segmentation networks (2D and 3D through ``spatial_dims``): ``unet``, ``resunet``, ``basicunet``, ``segresnet``.
+"""Segmentation networks, 2D and 3D through ``spatial_dims``: unet, resunet, basicunet, segresnet.
 
 Every factory is ``factory(spatial_dims, in_channels, num_classes, image_size, **options)`` and returns a
 module whose forward maps (N, in_channels, *spatial) to logits (N, num_classes, *spatial); background is
@@ -49,7 +49,8 @@ class ResUNet(nn.Module):
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
-                 channels: tuple[int, ...] = (16, 32, 64, 128, 256), norm: str = "batch", dropout: float = 0.0):
+                 channels: tuple[int, ...] = (16, 32, 64, 128, 256), norm: str = "batch",
+                 dropout: float = 0.0):
         super().__init__()
         kw = {"spatial_dims": spatial_dims, "norm": norm, "dropout": dropout, "subunits": 2}
         widths = (in_channels, *channels)
@@ -58,7 +59,8 @@ class ResUNet(nn.Module):
             for i in range(len(channels)))
         self.up = nn.ModuleList(
             Convolution(spatial_dims, channels[i + 1], channels[i], strides=2, kernel_size=2, padding=0,
-                        output_padding=0, is_transposed=True, norm=norm) for i in reversed(range(len(channels) - 1)))
+                        output_padding=0, is_transposed=True, norm=norm)
+            for i in reversed(range(len(channels) - 1)))
         self.decoder = nn.ModuleList(
             ResidualUnit(in_channels=2 * channels[i], out_channels=channels[i], **kw)
             for i in reversed(range(len(channels) - 1)))
@@ -84,8 +86,8 @@ def _options(name: str, options: dict[str, Any]) -> dict[str, Any]:
                            f"{', '.join(allowed)}")
     opts = {**allowed, **options}
     if opts["pretrained"]:
-        raise MedlensError(f"model {name!r} has no offline pretrained weights: pass weights=PATH to a state dict "
-                           "saved from the same architecture, or train from scratch")
+        raise MedlensError(f"model {name!r} has no offline pretrained weights: pass weights=PATH to a "
+                           "state dict saved from the same architecture, or train from scratch")
     if not 0.0 <= float(opts["dropout"]) < 1.0:
         raise MedlensError(f"dropout of model {name!r} must be in [0, 1), got {opts['dropout']!r}")
     return opts
@@ -106,29 +108,32 @@ def _finish(model: nn.Module, name: str, opts: dict[str, Any]) -> nn.Module:
 @register_model("unet", "MONAI UNet, 5 levels (16-256 channels), 2 residual units per level (2D/3D)",
                 task="segmentation", default_size=128)
 def unet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> nn.Module:
-    """MONAI ``UNet`` with stride-2 downsampling between ``channels`` levels (``num_res_units``: 0 = plain)."""
+    """MONAI ``UNet``, stride-2 downsampling between ``channels`` levels (``num_res_units`` 0 = plain)."""
     from monai.networks.nets import UNet
 
     opts = _options("unet", options)
     channels = tuple(opts["channels"])
-    model = UNet(spatial_dims, in_channels, num_classes, channels=channels, strides=(2,) * (len(channels) - 1),
-                 num_res_units=int(opts["num_res_units"]), norm=opts["norm"], dropout=float(opts["dropout"]))
+    model = UNet(spatial_dims, in_channels, num_classes, channels=channels,
+                 strides=(2,) * (len(channels) - 1), num_res_units=int(opts["num_res_units"]),
+                 norm=opts["norm"], dropout=float(opts["dropout"]))
     return _finish(model, "unet", opts)
 
 
 @register_model("resunet", "residual U-Net (brief 4): residual blocks in encoder, bottleneck and decoder, "
                 "1x1 conv output (2D/3D)", task="segmentation", default_size=128)
-def resunet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> nn.Module:
+def resunet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
+            **options: Any) -> nn.Module:
     """:class:`ResUNet` with ``channels`` widths per level."""
     opts = _options("resunet", options)
-    model = ResUNet(spatial_dims, in_channels, num_classes, channels=tuple(opts["channels"]), norm=opts["norm"],
-                    dropout=float(opts["dropout"]))
+    model = ResUNet(spatial_dims, in_channels, num_classes, channels=tuple(opts["channels"]),
+                    norm=opts["norm"], dropout=float(opts["dropout"]))
     return _finish(model, "resunet", opts)
 
 
 @register_model("basicunet", "MONAI BasicUNet: the classic two-conv U-Net, 5 levels (2D/3D)",
                 task="segmentation", default_size=128)
-def basicunet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> nn.Module:
+def basicunet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
+              **options: Any) -> nn.Module:
     """MONAI ``BasicUNet`` with ``features`` (six widths: five levels plus the last decoder)."""
     from monai.networks.nets import BasicUNet
 
@@ -138,15 +143,17 @@ def basicunet(spatial_dims: int, in_channels: int, num_classes: int, image_size:
     return _finish(model, "basicunet", opts)
 
 
-@register_model("segresnet", "MONAI SegResNet: residual encoder, light decoder (BraTS 2018 winner's design; 2D/3D)",
+@register_model("segresnet", "MONAI SegResNet: residual encoder, light decoder (BraTS 2018 winner; 2D/3D)",
                 task="segmentation", default_size=128)
-def segresnet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> nn.Module:
+def segresnet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
+              **options: Any) -> nn.Module:
     """MONAI ``SegResNet`` (group norm with 8 groups: ``init_filters`` must be a multiple of 8)."""
     from monai.networks.nets import SegResNet
 
     opts = _options("segresnet", options)
     if int(opts["init_filters"]) % 8:
-        raise MedlensError(f"init_filters of model 'segresnet' must be a multiple of 8, got {opts['init_filters']}")
+        raise MedlensError("init_filters of model 'segresnet' must be a multiple of 8, "
+                           f"got {opts['init_filters']}")
     model = SegResNet(spatial_dims, init_filters=int(opts["init_filters"]), in_channels=in_channels,
                       out_channels=num_classes, dropout_prob=float(opts["dropout"]) or None,
                       blocks_down=tuple(opts["blocks_down"]), blocks_up=tuple(opts["blocks_up"]))

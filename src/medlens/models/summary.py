@@ -29,10 +29,11 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, A
         "trainable_params", "macs"}, ...]}`` with one entry per direct child of ``model``.
     """
     was_training = model.training
+    device = next(model.parameters(), torch.empty(0)).device
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(input_shape))
+            model(torch.zeros(input_shape, device=device))
     finally:
         model.train(was_training)
     counts = counter.get_flop_counts()
@@ -41,15 +42,28 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, A
     for name, child in model.named_children():
         total, trainable = _count(child.parameters())
         flops = sum(counts.get(f"{root}.{name}", {}).values())
-        modules.append({"name": name, "type": type(child).__name__, "params": total,
-                        "trainable_params": trainable, "macs": int(flops) // 2})
+        modules.append(
+            {
+                "name": name,
+                "type": type(child).__name__,
+                "params": total,
+                "trainable_params": trainable,
+                "macs": int(flops) // 2,
+            }
+        )
     total, trainable = _count(model.parameters())
-    return {"total_params": total, "trainable_params": trainable, "macs": int(counter.get_total_flops()) // 2,
-            "input_shape": list(input_shape), "modules": modules}
+    return {
+        "total_params": total,
+        "trainable_params": trainable,
+        "macs": int(counter.get_total_flops()) // 2,
+        "input_shape": list(input_shape),
+        "modules": modules,
+    }
 
 
-def summarize(name: str, input_size: int | tuple[int, ...], in_channels: int = 1, num_classes: int = 2,
-              **options: Any) -> dict[str, Any]:
+def summarize(
+    name: str, input_size: int | tuple[int, ...], in_channels: int = 1, num_classes: int = 2, **options: Any
+) -> dict[str, Any]:
     """Build registry model ``name`` and summarise it for one input.
 
     Args:
@@ -63,6 +77,12 @@ def summarize(name: str, input_size: int | tuple[int, ...], in_channels: int = 1
     from medlens.models.registry import create_model
 
     spatial = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    model = create_model(name, num_classes=num_classes, in_channels=in_channels, spatial_dims=len(spatial),
-                         image_size=spatial[0], **options)
+    model = create_model(
+        name,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        spatial_dims=len(spatial),
+        image_size=spatial[0],
+        **options,
+    )
     return {"model": name, **model_summary(model, (1, in_channels, *spatial))}

@@ -11,7 +11,6 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -23,13 +22,13 @@ log = logging.getLogger(__name__)
 
 # Wrappers that training code puts around a network's own names.
 _WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "network.")
-# Final classification layers of the source architectures (torchvision, MONAI, lukemelas): they go to our head.
+# Final classification layers (torchvision, MONAI, lukemelas names): they go to our head.
 _CLASSIFIER_PREFIXES = ("fc.", "_fc.", "classifier.", "class_layers.out.")
 # torchvision DenseNet layers ("denselayer1.norm1." or the older "denselayer1.norm.1.") -> MONAI's
 # "denselayer1.layers.norm1."; the same rule as MONAI's own densenet ``_load_state_dict``.
 _DENSE_LAYER = re.compile(r"^(.*denselayer\d+)\.(norm|relu|conv)\.?([12])\.(.+)$")
-# MONAI's EfficientNet nests blocks per stage ("_blocks.<stage>.<block>.") where lukemelas' weights number them
-# flat ("_blocks.<block>."); the block number is global in both, so dropping the stage gives the flat name.
+# MONAI's EfficientNet nests blocks per stage ("_blocks.<stage>.<block>.") where lukemelas' weights number
+# them flat ("_blocks.<block>."); the block number is global in both, so dropping the stage gives it.
 _NESTED_BLOCK = re.compile(r"^(?:backbone\.)?_blocks\.\d+\.(\d+\..+)$")
 
 
@@ -39,16 +38,22 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # weights_only refuses pickled code; anything else is a broken file
-        raise MedlensError(f"weights file {path} is not a readable PyTorch state dict ({type(err).__name__}): "
-                           "save one with torch.save(model.state_dict(), path)") from err
+        raise MedlensError(
+            f"weights file {path} is not a readable PyTorch state dict ({type(err).__name__}): "
+            "save one with torch.save(model.state_dict(), path)"
+        ) from err
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, Mapping) else {}
+    tensors = (
+        {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, Mapping) else {}
+    )
     if not tensors:
-        raise MedlensError(f"weights file {path} holds no state dict (a mapping of names to tensors): "
-                           "save one with torch.save(model.state_dict(), path)")
+        raise MedlensError(
+            f"weights file {path} holds no state dict (a mapping of names to tensors): "
+            "save one with torch.save(model.state_dict(), path)"
+        )
     return tensors
 
 
@@ -58,7 +63,7 @@ def _strip_wrappers(key: str) -> str:
         changed = False
         for prefix in _WRAPPER_PREFIXES:
             if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
+                key, changed = key[len(prefix) :], True
     return key
 
 
@@ -90,8 +95,13 @@ def _adapt(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:
     """``src`` fitted to ``dst``'s shape, or None. Handles the RGB -> 1-channel first conv."""
     if src.shape == dst.shape:
         return src
-    if src.dim() >= 3 and src.shape[1] == 3 and dst.shape[1] == 1 and src.shape[2:] == dst.shape[2:] \
-            and src.shape[0] == dst.shape[0]:
+    if (
+        src.dim() >= 3
+        and src.shape[1] == 3
+        and dst.shape[1] == 1
+        and src.shape[2:] == dst.shape[2:]
+        and src.shape[0] == dst.shape[0]
+    ):
         return src.sum(dim=1, keepdim=True)
     return None
 
@@ -109,9 +119,8 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False) ->
         strict: raise when any model tensor stays unloaded or any source tensor has a different shape.
 
     Returns:
-        ``{"matched": [...], "missing": [...], "unexpected": [...], "shape_mismatch": [...], "adapted": [...]}``:
-        model names loaded / not loaded, source names unused / of the wrong shape, and model names whose
-        tensor was channel-summed.
+        A dict of name lists: "matched" / "missing" (model names loaded / not loaded), "unexpected" /
+        "shape_mismatch" (file names unused / of another shape), "adapted" (model names channel-summed).
 
     Raises:
         MedlensError: missing file, not a state dict, no tensor matched, or ``strict`` and incomplete.
@@ -123,7 +132,13 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False) ->
     head_linear = last_linear_name(head) if isinstance(head, nn.Module) else None
     aliases = _aliases(target)
     loaded: dict[str, torch.Tensor] = {}
-    report: dict[str, list[str]] = {"matched": [], "missing": [], "unexpected": [], "shape_mismatch": [], "adapted": []}
+    report: dict[str, list[str]] = {
+        "matched": [],
+        "missing": [],
+        "unexpected": [],
+        "shape_mismatch": [],
+        "adapted": [],
+    }
     for key, tensor in source.items():
         names = [n for n in _candidates(key, head_linear, aliases) if n in target and n not in loaded]
         if not names:
@@ -140,19 +155,29 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False) ->
     report["missing"] = [k for k in target if k not in loaded]
     _check(report, path, strict)
     model.load_state_dict({**target, **loaded})
-    log.info("loaded %s: %d tensors matched, %d missing, %d unexpected, %d shape mismatches%s", path,
-             len(report["matched"]), len(report["missing"]), len(report["unexpected"]), len(report["shape_mismatch"]),
-             f", {len(report['adapted'])} RGB conv(s) summed to 1 channel" if report["adapted"] else "")
+    log.info(
+        "loaded %s: %d tensors matched, %d missing, %d unexpected, %d shape mismatches%s",
+        path,
+        len(report["matched"]),
+        len(report["missing"]),
+        len(report["unexpected"]),
+        len(report["shape_mismatch"]),
+        f", {len(report['adapted'])} RGB conv(s) summed to 1 channel" if report["adapted"] else "",
+    )
     return report
 
 
 def _check(report: dict[str, list[str]], path: Path, strict: bool) -> None:
     if not report["matched"]:
         example = (report["unexpected"] + report["shape_mismatch"] + ["?"])[0]
-        raise MedlensError(f"no tensor in {path} matches the model (first file key: {example!r}): "
-                           "the weights belong to another architecture; pick the matching model")
+        raise MedlensError(
+            f"no tensor in {path} matches the model (first file key: {example!r}): "
+            "the weights belong to another architecture; pick the matching model"
+        )
     if strict and (report["missing"] or report["shape_mismatch"]):
         bad = (report["missing"] + report["shape_mismatch"])[:3]
-        raise MedlensError(f"weights file {path} does not fit the model completely ({len(report['missing'])} missing, "
-                           f"{len(report['shape_mismatch'])} shape mismatches, e.g. {', '.join(bad)}): "
-                           "use strict=False to load what fits")
+        raise MedlensError(
+            f"weights file {path} does not fit the model completely ({len(report['missing'])} missing, "
+            f"{len(report['shape_mismatch'])} shape mismatches, e.g. {', '.join(bad)}): "
+            "use strict=False to load what fits"
+        )

@@ -50,6 +50,9 @@ def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfi
 
     cfg = (config or TrainConfig()).replace(**{k: v for k, v in overrides.items() if v is not None})
     info = get_model_info(cfg.model)  # unknown model: fail before any work
+    if info.task != cfg.task:
+        raise MedlensError(f"model {cfg.model!r} is a {info.task} model and cannot be trained for {cfg.task}; "
+                           f"pick one from `medlens models` with task {cfg.task}")
     out_dir = Path(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
     if out_dir.exists() and not overwrite:

@@ -70,7 +70,7 @@ class LitClassifier(L.LightningModule):
         if cfg.scheduler == "none":
             return opt
         total = max(1, self.trainer.estimated_stepping_batches)
-        if cfg.scheduler == "onecycle":
+        if cfg.scheduler == "onecycle" and total >= 20:  # one-cycle needs a few steps per phase
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.resolved_lr, total_steps=total,
                                                         pct_start=0.25)
         else:
