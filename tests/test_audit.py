@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,8 @@ def planted(tmp_path_factory):
              {"image": "train/b/notes.txt", "label": "b", "split": "train"}]
     small = np.asarray(Image.fromarray(imgs[src[1]]).resize((51, 51), Image.Resampling.BILINEAR))
     planted = {
-        "jpeg_cross_split": (src[0], save(root, "test/a/img000_copy.jpg", imgs[src[0]], quality=75), "test", "a"),
+        "jpeg_cross_split": (src[0], save(root, "test/a/img000_copy.jpg", imgs[src[0]], quality=75),
+                             "test", "a"),
         "resized": (src[1], save(root, "train/b/img001_small.png", small), "train", "b"),
         "exact_cross_split": (src[2], save(root, "test/a/img002_copy.png", imgs[src[2]]), "test", "a"),
         "rgb_copy": (src[4], save(root, "train/a/img004_rgb.png", np.stack([imgs[src[4]]] * 3, -1)),
@@ -196,7 +198,8 @@ def test_clean_dataset_has_no_findings(tmp_path):
 
 def test_bad_arguments_and_sources(planted, tmp_path):
     manifest, result, _, _ = planted
-    with pytest.raises(MedlensError, match="near_threshold must be a whole number of bits from 0 to 64, got 65"):
+    with pytest.raises(MedlensError, match="near_threshold must be a whole number of bits from 0 to 64, "
+                                           "got 65"):
         audit(manifest, near_threshold=65, progress=False)
     with pytest.raises(MedlensError, match="prefer must be 'train' or 'test', got 'val'"):
         audit(manifest, prefer="val", progress=False)
@@ -215,3 +218,15 @@ def test_audit_accepts_a_manifest_csv(planted, tmp_path):
     path = manifest.save(tmp_path / "m.csv")
     result = audit(path, progress=False, workers=1)
     assert result.to_dict()["n_images"] == len(manifest)
+
+
+def test_folder_source_reports_stray_non_image_files(tmp_path):
+    for i in range(6):
+        save(tmp_path, f"{'ab'[i % 2]}/{i}.png", texture(2000 + i))
+    (tmp_path / "a" / "scan.doc").write_text("a word document in a class folder")
+    (tmp_path / "a" / "notes.txt").write_text("sidecar notes are fine")
+    (tmp_path / "README.md").write_text("top-level files are not part of the image tree")
+    result = audit(tmp_path, progress=False, workers=1)
+    unreadable = result.to_dict()["unreadable"]
+    assert [(Path(u["path"]).name, u["kind"]) for u in unreadable] == [("scan.doc", "non-image")]
+    assert result.to_dict()["n_images"] == 6

@@ -107,6 +107,13 @@ def test_3d_models(name):
     _check_forward_backward(model, x)
 
 
+def test_cnn_small_2d_uses_channels_last_and_3d_does_not():
+    model_2d, _ = _build("cnn-small")
+    model_3d, _ = _build("cnn-small", spatial_dims=3, size=16)
+    assert model_2d.backbone.stem[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model_3d.backbone.stem[0][0].weight.is_contiguous()
+
+
 def test_mlp_head_and_dropout_option():
     model, x = _build("cnn-small", head="mlp", dropout=0.3)
     linears = [m for m in model.head if isinstance(m, nn.Linear)]

@@ -46,6 +46,30 @@ def ingest(src: Path = typer.Argument(..., help=SRC_HELP),
 
 
 @app.command()
+def audit(src: Path = typer.Argument(..., help=SRC_HELP),
+          output: Path = typer.Option(Path("audit"), "-o", "--output", help="Folder for audit.json and audit.html."),
+          fix: Optional[Path] = typer.Option(None, help="Write a cleaned manifest CSV here (drops unreadable files, "
+                                                         "keeps one of each exact duplicate, moves leaked groups into "
+                                                         "one split, drops label conflicts)."),
+          prefer: str = typer.Option("train", help="Split that leaked duplicate groups move to: train or test."),
+          threshold: Optional[int] = typer.Option(None, help="Near-duplicate perceptual-hash Hamming threshold "
+                                                              "(default 6 of 64 bits)."),
+          workers: int = typer.Option(2, help="Decoding threads."),
+          strict: bool = typer.Option(False, help="Exit with code 1 when anything is found."),
+          quiet: bool = QUIET) -> None:
+    """Find unreadable files, size outliers, imbalance, exact/near duplicates, train/test leakage, clusters."""
+    from medlens.audit.run import audit as do_audit
+    from medlens.audit.run import print_summary
+
+    result = do_audit(src, output, near_threshold=threshold, fix=fix, prefer=prefer, workers=workers,
+                      progress=not quiet)
+    print_summary(result, _console())
+    _console().print(f"report: {output / 'audit.html'}")
+    if strict and result.findings_count:
+        raise typer.Exit(1)
+
+
+@app.command()
 def models(pattern: Optional[str] = typer.Argument(None, help="Glob filter, e.g. 'resnet*'.")) -> None:
     """List the registered models."""
     from rich.table import Table

@@ -1,13 +1,14 @@
 """Exact and near-duplicate groups, and whether each one leaks across splits, labels or patients.
 
-Edges come from the multi-index hash (pHash distance ≤ threshold; identical pixels give distance 0) and
-are kept when the two images' 16 × 16 signatures also correlate ≥ 0.9, which removes look-alikes such as an
-axial and a coronal slice that share a pHash by chance (on the brain-MRI set: 383 of 5868 pairs at
-threshold 6, without losing any re-encoded, resized or 2-4 % cropped copy in the threshold test). They
-are merged with a union-find in order of increasing distance, and two groups are joined only while every
-pair of members stays within the threshold (complete linkage). Plain connected components chain through
-look-alike slices: on the brain-MRI set at threshold 6 they build a 115-image "group" whose members differ
-by up to 30 bits; with the diameter check the largest group has 22 images, all within 6 bits of each other.
+Candidate pairs come from the multi-index hash (pHash distance ≤ threshold; identical pixels give
+distance 0). A candidate is kept when the two images' structure signatures (32 × 32 high-pass, see
+:func:`medlens.audit.hashing.fingerprint`) also correlate ≥ 0.7: the 64-bit pHash mostly encodes the head's
+outline, so on the brain-MRI set at distance ≤ 6 it pairs some plainly different slices (an axial glioma
+and a meningioma); the check removes most of them without losing re-encoded, resized or 2 % cropped
+copies. Pairs are merged with a union-find in order of increasing distance, and two
+groups are joined only while every pair of members stays within the threshold (complete linkage): plain
+connected components chain through look-alike slices into 100-image "groups" whose members differ by up
+to 30 bits.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import pandas as pd
 from medlens.audit.hashing import phash_hex
 from medlens.audit.mih import HammingIndex
 
-# Chosen by tests/test_audit_threshold.py: JPEG (q75) and 0.8x resizes stay within 2 bits, 2-3 % crops
-# within 6 bits for >= 93 % of real MRI slices, while distinct slices fall within 6 bits for < 0.1 % of
-# pairs; at 8 the brain-MRI set's pair count doubles (look-alike slices, not copies).
+# Chosen by tests/test_audit_threshold.py (numbers in its docstring): every JPEG (q75) and 0.8x resize
+# matches, 2-3 % crops >= 93 %, distinct slices of different patients 0 of 64 620 pairs; at 8 the
+# brain-MRI set gains mostly false cross-label pairs (6 -> 45 even with the signature check).
 DEFAULT_THRESHOLD = 6
-MIN_CORRELATION = 0.9
+MIN_CORRELATION = 0.7
 
 
 class _UnionFind:
@@ -98,7 +99,8 @@ def find_duplicate_groups(table: pd.DataFrame, threshold: int = DEFAULT_THRESHOL
     signatures = np.stack(t["signature"].to_numpy()) if len(t) else None
     groups = [_describe(t, m, phashes, patient_ids)
               for m in duplicate_components(phashes, threshold, signatures)]
-    groups.sort(key=lambda g: (not g["label_conflict"], not g["cross_split"], -g["size"], g["members"][0]["path"]))
+    groups.sort(key=lambda g: (not g["label_conflict"], not g["cross_split"], -g["size"],
+                               g["members"][0]["path"]))
     for n, g in enumerate(groups, start=1):
         g["id"] = n
     return groups
@@ -121,7 +123,8 @@ def _describe(t: pd.DataFrame, members: list[int], phashes: np.ndarray, patient_
     flags = []
     cross_split, conflict = len(splits) > 1, len(labels) > 1
     cross_patient = patient_ids and len(patients) > 1
-    for flag, on in (("cross-split", cross_split), ("cross-label", conflict), ("cross-patient", cross_patient)):
+    for flag, on in (("cross-split", cross_split), ("cross-label", conflict),
+                     ("cross-patient", cross_patient)):
         if on:
             flags.append(flag)
     return {
@@ -137,7 +140,7 @@ def duplicates_summary(groups: list[dict[str, Any]], threshold: int) -> dict[str
     """The ``duplicates`` block of audit.json."""
     return {
         "hash": "phash-dct-64", "threshold": int(threshold),
-        "verification": {"signature": "16x16 grayscale", "min_correlation": MIN_CORRELATION},
+        "verification": {"signature": "32x32 high-pass", "min_correlation": MIN_CORRELATION},
         "n_groups": len(groups),
         "n_exact_groups": sum(g["kind"] == "exact" for g in groups),
         "n_near_groups": sum(g["kind"] == "near" for g in groups),

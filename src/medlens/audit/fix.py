@@ -105,7 +105,8 @@ def fix_manifest(manifest: Manifest, **kwargs) -> tuple[Manifest, list[dict[str,
     from medlens.audit.run import audit, fix_record
 
     if "fix" in kwargs:
-        raise MedlensError("fix_manifest() cleans in memory; save the returned manifest instead of passing fix")
+        raise MedlensError("fix_manifest() cleans in memory; save the returned manifest instead of "
+                           "passing fix")
     prefer = kwargs.get("prefer", "train")
     out_dir = kwargs.pop("out_dir", None)
     result = audit(manifest, **kwargs)

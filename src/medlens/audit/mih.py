@@ -26,6 +26,10 @@ class HammingIndex:
         hashes: 1-D array of hashes (anything convertible to uint64).
         radius: the largest radius you will query; it picks the number of chunks.
         n_chunks: override the number of chunks (2..16); by default a cost model picks it.
+
+    Raises:
+        ValueError: radius outside 0..64, n_chunks outside 2..16, or a radius so large for the chunking
+            that the search would probe more than a million chunk values per query.
     """
 
     def __init__(self, hashes, radius: int, n_chunks: int | None = None):
@@ -34,8 +38,8 @@ class HammingIndex:
             raise ValueError(f"radius must be between 0 and {BITS}, got {radius}")
         self.radius = int(radius)
         self.n_chunks = int(n_chunks) if n_chunks else _choose_chunks(len(self.hashes), self.radius)
-        if not 1 <= self.n_chunks <= 16:
-            raise ValueError(f"n_chunks must be between 1 and 16, got {n_chunks}")
+        if not 2 <= self.n_chunks <= 16:
+            raise ValueError(f"n_chunks must be between 2 and 16, got {n_chunks}")
         widths = [BITS // self.n_chunks + (i < BITS % self.n_chunks) for i in range(self.n_chunks)]
         self.shifts = np.cumsum([0] + widths[:-1]).tolist()
         self.widths = widths
@@ -65,6 +69,10 @@ class HammingIndex:
     def _search(self, q: np.ndarray, radius: int, self_join: bool):
         found_i, found_j = [], []
         sub = radius // self.n_chunks
+        probes = sum(math.comb(self.widths[0], k) for k in range(min(sub, self.widths[0]) + 1))
+        if probes > 1_000_000:
+            raise ValueError(f"radius {radius} needs {probes} probes per chunk with {self.n_chunks} chunks; "
+                             f"build the index with radius={radius} (or more chunks)")
         for (vals, order), shift, width in zip(self._tables, self.shifts, self.widths):
             qchunk = _chunk(q, shift, width)
             masks = _masks(width, sub)
@@ -133,7 +141,7 @@ def _lookup(qchunk: np.ndarray, masks: np.ndarray, vals: np.ndarray, order: np.n
 def _choose_chunks(n: int, radius: int) -> int:
     """Number of chunks minimising probes + expected candidates (uniform hashes assumed)."""
     best, best_cost = 4, math.inf
-    for m in range(1, 17):
+    for m in range(2, 17):
         width = BITS // m
         probes = sum(math.comb(width, k) for k in range(min(radius // m, width) + 1))
         cost = m * probes * (math.log2(max(n, 2)) + n / 2.0 ** width)

@@ -6,7 +6,6 @@ import base64
 import io
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 

@@ -36,7 +36,8 @@ def render_html(result) -> str:
 def _context(result) -> dict[str, Any]:
     s = result.summary
     thumbs = result.thumbs
-    groups = [{**g, "shown": [{**m, "thumb": thumb_uri(thumbs.get(m["row"]))} for m in g["members"][:MAX_MEMBERS]]}
+    groups = [{**g, "shown": [{**m, "thumb": thumb_uri(thumbs.get(m["row"]))}
+                              for m in g["members"][:MAX_MEMBERS]]}
               for g in s["duplicates"]["groups"][:MAX_GROUPS]]
     outliers = [{**o, "thumb": thumb_uri(thumbs.get(o["row"]))} for o in s["size_outliers"][:MAX_ROWS]]
     clusters = [{**c, "thumbs": [thumb_uri(thumbs.get(r)) for r in c["example_rows"]]}

@@ -72,7 +72,8 @@ def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
 
     Args:
         source: a Manifest, a manifest CSV or any source ``medlens.ingest`` understands.
-        out_dir: folder for audit.json and audit.html (created; files replaced atomically); None writes nothing.
+        out_dir: folder for audit.json and audit.html (created; each file replaced atomically); None
+            writes nothing.
         near_threshold: largest pHash Hamming distance (0-64) counted as a near duplicate; default 6.
         k_range: numbers of intensity clusters to try.
         fix: if given, write the cleaned manifest (see :func:`medlens.audit.fix.apply_fix`) to this CSV.
@@ -109,7 +110,8 @@ def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
 
 
 def _check_args(threshold: Any, prefer: str, workers: Any) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not 0 <= threshold <= 64:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) \
+            or not 0 <= threshold <= 64:
         raise MedlensError(f"near_threshold must be a whole number of bits from 0 to 64, got {threshold!r}")
     if prefer not in ("train", "test"):
         raise MedlensError(f"prefer must be 'train' or 'test', got {prefer!r}")
@@ -124,15 +126,10 @@ def load_source(source: Manifest | str | Path) -> tuple[Manifest, Path | None]:
     path = Path(source)
     if not path.exists():
         raise MedlensError(f"audit source {path} does not exist; pass a dataset folder or a manifest CSV")
-    if path.is_file() and path.suffix.lower() == ".csv":
-        try:
-            from medlens.data.ingest import ingest
-        except ImportError:  # ingest adapters not installed in this build: a saved manifest still works
-            return Manifest.load(path), None
-        return ingest(path), None
     from medlens.data.ingest import ingest
 
-    return ingest(path), path if path.is_dir() else None
+    # unlabelled sources can still be audited (integrity, duplicates, clusters)
+    return ingest(path, require_labels=False), path if path.is_dir() else None
 
 
 def scan_manifest(manifest: Manifest, workers: int = 2, progress: bool = True) -> tuple[pd.DataFrame,
@@ -185,8 +182,9 @@ def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = D
     dups = duplicates_summary(groups, threshold)
     clusters, assign = intensity_clusters(table, k_range)
     table["cluster"] = assign
-    findings = {"unreadable": len(unreadable), "size_outliers": len(outliers), "duplicate_groups": len(groups),
-                "cross_split_groups": dups["n_cross_split"], "label_conflict_groups": dups["n_label_conflict"],
+    findings = {"unreadable": len(unreadable), "size_outliers": len(outliers),
+                "duplicate_groups": len(groups), "cross_split_groups": dups["n_cross_split"],
+                "label_conflict_groups": dups["n_label_conflict"],
                 "cross_patient_groups": dups["n_cross_patient"]}
     findings["total"] = len(unreadable) + len(outliers) + len(groups)
     return {

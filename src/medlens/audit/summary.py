@@ -22,7 +22,8 @@ def print_summary(result, console=None) -> None:
     console = console or Console()
     s = result.summary
     timing = s.get("timing", {})
-    console.print(f"[bold]medlens audit[/bold] {escape(s['source'])}: {s['n_images']} images, {s['n_readable']} readable"
+    console.print(f"[bold]medlens audit[/bold] {escape(s['source'])}: {s['n_images']} images, "
+                  f"{s['n_readable']} readable"
                   + (f" ({timing['scan_s']:.1f} s, {timing['images_per_s']:.0f} images/s)" if timing else ""))
     findings = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
     findings.add_column("check")
@@ -62,11 +63,13 @@ def _print_groups(console, dups: dict[str, Any]) -> None:
     console.print(f"duplicates (pHash ≤ {dups['threshold']} bits): {dups['n_exact_groups']} exact + "
                   f"{dups['n_near_groups']} near groups, {dups['n_images_in_groups']} images; "
                   f"[{'red' if dups['n_cross_split'] else 'green'}]{dups['n_cross_split']} cross-split[/], "
-                  f"[{'red' if dups['n_label_conflict'] else 'green'}]{dups['n_label_conflict']} label conflicts[/]")
+                  f"[{'red' if dups['n_label_conflict'] else 'green'}]{dups['n_label_conflict']} "
+                  "label conflicts[/]")
     for g in dups["groups"][:SHOW_GROUPS]:
         names = ", ".join(f"{m['path']} ({m['split'] or '-'}/{m['label']})" for m in g["members"][:3])
         more = f" +{g['size'] - 3}" if g["size"] > 3 else ""
-        console.print(escape(f"  #{g['id']} {g['kind']} [{', '.join(g['flags'])}]: {names}{more}"), soft_wrap=True)
+        line = f"  #{g['id']} {g['kind']} [{', '.join(g['flags'])}]: {names}{more}"
+        console.print(escape(line), soft_wrap=True)
 
 
 def _print_fix(console, fix: dict[str, Any]) -> None:

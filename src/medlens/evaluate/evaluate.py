@@ -79,7 +79,7 @@ def _write_outputs(loaded, sub: Manifest, images, targets, skipped, out: Path, *
     cases = cases_from_arrays(df["case_id"].tolist(), df["patient_id"].tolist(), targets, probs, classes)
     calib = result.get("calibration") or calibration(targets, probs)
     extra = {"model": {"name": loaded.name, "options": loaded.options}, "skipped": skipped,
-             "calibration": calib, "class_names": classes}
+             "calibration": calib, "class_names": classes, "audit_fix": _audit_fix(run_dir)}
     summary = build_summary(task="classification", run=run, data=data, split=split, n_cases=len(targets),
                             metrics_result=result, cases=cases,
                             extra={k: v for k, v in extra.items() if k not in result})
@@ -123,6 +123,16 @@ def _data_summary(run_dir: Path) -> dict[str, dict[str, int]] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text()).get("class_counts")
+
+
+def _audit_fix(run_dir: Path) -> dict[str, Any]:
+    """Whether training data was leakage-checked and cleaned by `--audit-fix`, and how many changes."""
+    import json
+
+    cfg = _read_yaml(run_dir / "config.yaml") or {}
+    path = run_dir / "train.json"
+    changes = json.loads(path.read_text()).get("audit_fix") or [] if path.is_file() else []
+    return {"applied": bool(cfg.get("audit_fix")), "changes": len(changes)}
 
 
 def _slug(manifest: Manifest) -> str:

@@ -87,12 +87,12 @@ def _prepare(source, cfg: TrainConfig, info, progress: bool):
 
     manifest = resolve_source(source)
     check_labels(manifest)
+    manifest = carve_validation(manifest, cfg.val_fraction, seed=cfg.seed)
     audit_changes: list[dict] = []
-    if cfg.audit_fix:
+    if cfg.audit_fix:  # after carving, so duplicates that straddle train/val are moved into one split
         from medlens.audit.fix import fix_manifest
 
         manifest, audit_changes, _ = fix_manifest(manifest, progress=progress)
-    manifest = carve_validation(manifest, cfg.val_fraction, seed=cfg.seed)
     if cfg.fraction < 1:
         manifest = stratified_subset(manifest, cfg.fraction, seed=cfg.seed)
     classes = check_labels(manifest.subset("train"))
