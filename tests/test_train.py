@@ -64,3 +64,20 @@ def test_identity_augmentation_keeps_the_image():
     x = torch.randn(2, 1, 16, 16)
     spec = AugmentSpec(rotate_deg=0, scale=0, translate=0, hflip=0, brightness=0, contrast=0)
     assert torch.allclose(augment_batch(x, spec, torch.Generator().manual_seed(0)), x, atol=1e-5)
+
+
+def test_audit_fix_moves_a_leaked_duplicate_out_of_test(tmp_path, make_folders):
+    import shutil
+
+    data = make_folders(tmp_path / "d", n_per_class=12, split_level=True)
+    leaked = data / "test" / "cyst" / "cyst_000.png"
+    shutil.copy(leaked, data / "train" / "cyst" / "copy_of_test.png")
+    run = train(data, tmp_path / "r", audit_fix=True, **{**FAST, "epochs": 1})
+    changes = json.loads((run / "train.json").read_text())["audit_fix"]
+    assert any("cyst_000" in c["path"] for c in changes)
+    manifest = pd.read_csv(run / "manifest.csv")
+    leaked_rows = manifest[manifest["image"].str.endswith("test/cyst/cyst_000.png")]
+    assert not (leaked_rows["split"] == "test").any()  # moved to train, or dropped as an exact copy
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["audit_fix"]["applied"] and summary["audit_fix"]["changes"] >= 1
+    assert "Leakage-checked" in (run / "report.html").read_text()

@@ -106,6 +106,32 @@ def _adapt(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+def _match(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], head_linear: str | None
+) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+    """Source tensors keyed by the model names they load into, and the report lists."""
+    aliases = _aliases(target)
+    loaded: dict[str, torch.Tensor] = {}
+    report: dict[str, list[str]] = {
+        k: [] for k in ("matched", "missing", "unexpected", "shape_mismatch", "adapted")
+    }
+    for key, tensor in source.items():
+        names = [n for n in _candidates(key, head_linear, aliases) if n in target and n not in loaded]
+        if not names:
+            report["unexpected"].append(key)
+            continue
+        fitted = _adapt(tensor, target[names[0]])
+        if fitted is None:
+            report["shape_mismatch"].append(key)
+            continue
+        if fitted is not tensor:
+            report["adapted"].append(names[0])
+        loaded[names[0]] = fitted.to(target[names[0]].dtype)
+    report["matched"] = [k for k in target if k in loaded]
+    report["missing"] = [k for k in target if k not in loaded]
+    return loaded, report
+
+
 def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False) -> dict[str, list[str]]:
     """Load matching tensors from a state-dict file into ``model``.
 
@@ -126,33 +152,10 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False) ->
         MedlensError: missing file, not a state dict, no tensor matched, or ``strict`` and incomplete.
     """
     path = Path(path)
-    source = _read_state_dict(path)
     target = model.state_dict()
     head = getattr(model, "head", None)
     head_linear = last_linear_name(head) if isinstance(head, nn.Module) else None
-    aliases = _aliases(target)
-    loaded: dict[str, torch.Tensor] = {}
-    report: dict[str, list[str]] = {
-        "matched": [],
-        "missing": [],
-        "unexpected": [],
-        "shape_mismatch": [],
-        "adapted": [],
-    }
-    for key, tensor in source.items():
-        names = [n for n in _candidates(key, head_linear, aliases) if n in target and n not in loaded]
-        if not names:
-            report["unexpected"].append(key)
-            continue
-        fitted = _adapt(tensor, target[names[0]])
-        if fitted is None:
-            report["shape_mismatch"].append(key)
-            continue
-        if fitted is not tensor:
-            report["adapted"].append(names[0])
-        loaded[names[0]] = fitted.to(target[names[0]].dtype)
-    report["matched"] = [k for k in target if k in loaded]
-    report["missing"] = [k for k in target if k not in loaded]
+    loaded, report = _match(_read_state_dict(path), target, head_linear)
     _check(report, path, strict)
     model.load_state_dict({**target, **loaded})
     log.info(

@@ -11,6 +11,7 @@ import logging
 import resource
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,8 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     from medlens.train.callbacks import HistoryCallback
     from medlens.train.module import LitClassifier
 
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation noise
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # in-memory tensors need none
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -133,7 +136,6 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
         weights = list(class_weights(train_labels, data.classes).values())
     model = create_model(cfg.model, num_classes=len(data.classes), in_channels=spec.channels,
                          image_size=spec.image_size, **model_options(cfg))
-    model = model.to(memory_format=torch.channels_last)
     lit = LitClassifier(model, ClassificationTask(data.classes, weights, cfg.label_smoothing), spec, cfg)
     ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=cfg.monitor, mode="max",
                            save_top_k=1, save_last=True)
@@ -153,7 +155,7 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     lit.load_state_dict(state)
     n_seen = history.train_images(len(data.indices("train")))
-    return {"model": lit.model.to(memory_format=torch.contiguous_format), "history": history.rows,
+    return {"model": lit.model, "history": history.rows,
             "train_seconds": round(wall, 2), "epochs_run": len(history.rows),
             "images_per_second": round(n_seen / wall, 1) if wall else None,
             "best_checkpoint": Path(best).name, "best_score": _best(history.rows, cfg.monitor),

@@ -36,7 +36,9 @@ class LitClassifier(L.LightningModule):
         x = normalize(x, self.spec)
         if self.trainer.training and self.augment is not None:
             x = augment_batch(x, self.augment, self._gen)
-        return x.contiguous(memory_format=torch.channels_last), y
+        if x.dim() == 4:  # channels_last is ~1.4x faster for 2D convs on CPU
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
 
     def training_step(self, batch, batch_idx: int):
         x, y = batch
