@@ -26,7 +26,7 @@ RUNS = {
     "brain-logreg": [BRAIN, "--model", "logreg", "--image-size", "64", "--epochs", "30", "--no-augment"],
     "brain-effnet-frozen": [BRAIN, "--model", "efficientnet-lite0", "--freeze-backbone", "--head", "mlp",
                             "--dropout", "0.2", "--image-size", "128", "--epochs", "8"],
-    "brain-effnet-finetune": [BRAIN, "--model", "efficientnet-lite0", "--image-size", "128", "--epochs", "6",
+    "brain-effnet-finetune": [BRAIN, "--model", "efficientnet-lite0", "--image-size", "128", "--epochs", "5",
                               "--lr", "1e-3"],
     "pneumonia-cnn": [PNEUMONIA, "--model", "cnn-small", "--image-size", "28", "--epochs", "20"],
     "pneumonia-logreg": [PNEUMONIA, "--model", "logreg", "--image-size", "28", "--epochs", "30", "--no-augment"],

@@ -20,8 +20,8 @@ class TrainConfig:
 
     model: str = "cnn-small"
     task: str = "classification"
-    epochs: int = 24
-    batch_size: int = 64
+    epochs: int = 16
+    batch_size: int = 32
     lr: float | None = None
     weight_decay: float = 0.05
     momentum: float = 0.9
