@@ -47,3 +47,14 @@ def shared_data() -> Path:
 def make_folders():
     """The generator function itself, for tests that need several datasets or other shapes."""
     return make_class_folders
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP start-up and spinning costs on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

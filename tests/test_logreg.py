@@ -15,12 +15,7 @@ from medlens.models import create_model
 C = 0.1  # sklearn's inverse regularisation strength (strong enough that the optimum is well defined)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _digits(classes: tuple[int, ...] | None = None):

@@ -16,13 +16,7 @@ CLASSIFIERS = [info.name for info in list_models(task="classification")]
 NUM_CLASSES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: one thread avoids OpenMP start-up and spinning costs (large on a busy 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(name: str, spatial_dims: int = 2, size: int = 32, **options) -> tuple[nn.Module, torch.Tensor]:

@@ -67,15 +67,6 @@ def test_weights_option_loads_a_state_dict(tmp_path):
 
 
 # -- phantoms ------------------------------------------------------------------------------------------
-@pytest.fixture
-def one_thread():
-    # The test machine's 2 cores are shared: one thread avoids oversubscription stalls in the small convs.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def phantoms(n: int, size: int, dims: int, gen: torch.Generator, rmin: float = 0.12
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ellipses (2D) or ellipsoids (3D) of varying brightness in Gaussian noise."""

@@ -14,12 +14,7 @@ from medlens.models import create_model
 from medlens.models.weights import load_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _torchvision_densenet_names(state: dict) -> dict:

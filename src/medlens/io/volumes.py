@@ -8,14 +8,12 @@ is read too. The affine maps voxel indices to RAS+ millimetres (nibabel's conven
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from medlens.errors import MedlensError, UnreadableImageError
+from medlens.utils.files import atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -90,18 +88,10 @@ def write_nifti(array: np.ndarray, affine: np.ndarray | None, path: str | Path) 
     affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
     img = nib.Nifti1Image(np.ascontiguousarray(array), affine)
     img.header.set_xyzt_units("mm", "sec")
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the real suffix on the temporary name: nibabel picks gzip from ".gz".
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=f".tmp{suffix}") as tmp:
+        nib.save(img, str(tmp))
     return path
 
 
