@@ -94,3 +94,36 @@ def test_help_explains_every_option(monkeypatch, capsys):
     assert code == 0
     for option in ("--model", "--fraction", "--class-weights", "--freeze-backbone", "--resume", "--audit-fix"):
         assert option in out
+
+
+def test_audit_fix_manifest_is_accepted_by_train(monkeypatch, capsys, tmp_path, make_folders):
+    import shutil
+
+    data = make_folders(tmp_path / "data", n_per_class=10, split_level=True)
+    shutil.copy(data / "test" / "cyst" / "cyst_000.png", data / "train" / "cyst" / "leaked.png")
+    code, out, err = run_cli(monkeypatch, capsys, "audit", data, "-o", tmp_path / "audit", "--fix",
+                             tmp_path / "clean.csv", "--quiet")
+    assert code == 0, err
+    report = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert any(g["cross_split"] for g in report["duplicates"]["groups"])
+    assert (tmp_path / "audit" / "audit.html").is_file() and (tmp_path / "clean.csv").is_file()
+    code, out, err = run_cli(monkeypatch, capsys, "train", tmp_path / "clean.csv", "-o", tmp_path / "run",
+                             "--epochs", "1", "--image-size", "32", "--quiet")
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["split"] == "test"
+
+
+def test_curve_trains_each_fraction_and_plots(monkeypatch, capsys, tmp_path, make_folders):
+    data = make_folders(tmp_path / "data", n_per_class=12)
+    code, out, err = run_cli(monkeypatch, capsys, "curve", data, "-o", tmp_path / "curve", "--fractions",
+                             "0.5,1.0", "--epochs", "1", "--image-size", "32", "--quiet")
+    assert code == 0, err
+    table = (tmp_path / "curve" / "curve.csv").read_text().splitlines()
+    assert len(table) == 3 and (tmp_path / "curve" / "curve.png").is_file()
+    assert "0.5" in table[1] and "val" in table[1]
+
+
+def test_summary_prints_parameters_and_macs(monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "summary", "logreg", "--input-size", "8", "--num-classes", "3")
+    assert code == 0, err
+    assert "195" in out  # 64 pixels x 3 classes + 3 biases
