@@ -19,7 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="medlens: ingest, audit, train, evaluate and compare medical image models.")
 
 SRC_HELP = "Dataset: class folders (ROOT/<class>/<img> or ROOT/<split>/<class>/<img>), a CSV (image,label), " \
-           "a manifest CSV, or a MedMNIST .npz."
+           "a manifest CSV, a MedMNIST .npz; for segmentation/detection image/mask pairs (kaggle_3m folders, a CSV " \
+           "with image,mask), NIfTI imagesTr/labelsTr folders, an MSD dataset.json or a CSV image,x0,y0,x1,y1."
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
@@ -61,12 +62,23 @@ def audit(src: Path = typer.Argument(..., help=SRC_HELP),
     from medlens.audit.run import audit as do_audit
     from medlens.audit.run import print_summary
 
+    _refuse_volumes(src)
     result = do_audit(src, output, near_threshold=threshold, fix=fix, prefer=prefer, workers=workers,
                       progress=not quiet)
     print_summary(result, _console())
     _console().print(f"report: {output / 'audit.html'}")
     if strict and result.findings_count:
         raise typer.Exit(1)
+
+
+def _refuse_volumes(src: Path) -> None:
+    """The audit reads 2D images; say so for NIfTI volume sources instead of calling every volume unreadable."""
+    from medlens.data.ingest import ingest
+    from medlens.train.localise import is_volume_source
+
+    if src.exists() and is_volume_source(ingest(src, require_labels=False)):
+        raise MedlensError(f"{src} holds NIfTI volumes; `medlens audit` checks 2D images only (slices, "
+                           "photos, DICOM images): audit the kaggle_3m slices before converting them to volumes")
 
 
 @app.command()
@@ -117,7 +129,7 @@ def train(src: Path = typer.Argument(..., help=SRC_HELP),
           output: Path = typer.Option(..., "-o", "--output", help="Run directory to create."),
           model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default cnn-small)."),
           config: Optional[Path] = typer.Option(None, help="YAML config; command-line options override it."),
-          epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 16)."),
+          epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 20)."),
           batch_size: Optional[int] = typer.Option(None, help="Batch size (default 32)."),
           lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 3e-3 adamw, 5e-2 sgd)."),
           weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default 0.05)."),
@@ -145,12 +157,25 @@ def train(src: Path = typer.Argument(..., help=SRC_HELP),
           num_nodes: Optional[int] = typer.Option(None, help="Nodes for multi-node DDP."),
           strategy: Optional[str] = typer.Option(None, help="Lightning strategy, e.g. ddp (default auto)."),
           accelerator: Optional[str] = typer.Option(None, help="cpu, gpu or auto (default)."),
+          precision: Optional[str] = typer.Option(None, help="auto (default: bf16 mixed where the CPU/GPU does "
+                                                              "bf16 natively, else 32), 32, bf16-mixed or 16-mixed."),
           audit_fix: Optional[bool] = typer.Option(None, "--audit-fix/--no-audit-fix",
                                                    help="Audit SRC first and train on the cleaned manifest."),
+          task: Optional[str] = typer.Option(None, help="classification (default), segmentation or detection."),
+          boxes_from_masks: bool = typer.Option(False, "--boxes-from-masks", help="Detection: the box of each "
+                                                "mask's largest component is the target."),
+          model_arg: Optional[List[str]] = typer.Option(None, "--model-arg", metavar="<k=v>", help="Network option KEY=VALUE, "
+                                                        "repeatable, e.g. channels=16,32,64,128 for unet."),
+          spatial_dims: Optional[int] = typer.Option(None, help="2 or 3 (default: 3 for NIfTI volumes)."),
+          patch_size: Optional[str] = typer.Option(None, help="3D patch X,Y,Z in voxels (default: up to "
+                                                              "96,96,32)."),
+          spacing: Optional[str] = typer.Option(None, help="3D: resample volumes to this voxel size X,Y,Z mm."),
+          samples_per_volume: Optional[int] = typer.Option(None, help="3D: random patches per volume and epoch "
+                                                                       "(default 4)."),
           resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
           overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
           quiet: bool = QUIET) -> None:
-    """Train a classifier on SRC and write a run directory with model, metrics and report.html."""
+    """Train a classifier (or a segmentation / detection model) on SRC; write a run directory with report.html."""
     from medlens.train.fit import train as do_train
 
     cfg = _train_config(config, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -159,9 +184,42 @@ def train(src: Path = typer.Argument(..., help=SRC_HELP),
                         class_weights=class_weights, augment=augment, freeze_backbone=freeze_backbone, head=head,
                         dropout=dropout, weights=weights, patience=patience, max_minutes=max_minutes, seed=seed,
                         devices=devices, num_nodes=num_nodes, strategy=strategy, accelerator=accelerator,
-                        audit_fix=audit_fix)
+                        precision=precision,
+                        audit_fix=audit_fix, task=task, boxes_from_masks=boxes_from_masks or None,
+                        model_args=_model_args(model_arg), spatial_dims=spatial_dims,
+                        patch_size=_numbers(patch_size, int, "--patch-size"),
+                        spacing=_numbers(spacing, float, "--spacing"), samples_per_volume=samples_per_volume)
     run = do_train(src, output, cfg, overwrite=overwrite, resume=resume, progress=not quiet)
     _print_summary(run / "summary.json")
+
+
+def _numbers(text: Optional[str], kind, option: str) -> Optional[list]:
+    """"96,96,32" → [96, 96, 32]."""
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise MedlensError(f"{option} needs comma-separated numbers like 96,96,32, got {text!r}") from err
+
+
+def _model_args(items: Optional[List[str]]) -> Optional[dict]:
+    """KEY=VALUE strings → a dict; VALUE is read as YAML, and "a,b,c" as a list (channels=16,32,64)."""
+    if not items:
+        return None
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise MedlensError(f"--model-arg needs KEY=VALUE, e.g. channels=16,32,64; got {item!r}")
+        text = f"[{value}]" if "," in value and not value.strip().startswith("[") else value
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise MedlensError(f"--model-arg {item!r}: cannot read the value ({err})") from err
+    return out
 
 
 def _print_summary(path: Path) -> None:
@@ -207,44 +265,90 @@ def evaluate(run_dir: Path = typer.Argument(..., help="Run directory from `medle
                                                             "else val; with --data: all of it)."),
              output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder."),
              bootstrap: int = typer.Option(1000, help="Bootstrap resamples for 95% CIs."),
+             gate: Optional[Path] = typer.Option(None, help="Segmentation runs: a classification run that decides "
+                                                            "per slice whether to segment (two-stage pipeline)."),
+             negative_class: Optional[str] = typer.Option(None, help="The gate's 'nothing to segment' class "
+                                                                     "(default: found by name, e.g. notumor)."),
+             gate_threshold: float = typer.Option(0.5, help="Segment when 1 - p(negative) reaches this."),
              quiet: bool = QUIET) -> None:
     """Write summary.json, predictions.csv, figures and a self-contained report.html."""
     from medlens.evaluate.evaluate import evaluate as do_evaluate
 
-    s = do_evaluate(run_dir, data, split=split, out=output, n_bootstrap=bootstrap, progress=not quiet)
+    gate_obj = None
+    if gate is not None:
+        from medlens.tasks.gate import load_gate
+
+        gate_obj = load_gate(gate, negative_class, gate_threshold)
+    s = do_evaluate(run_dir, data, split=split, out=output, n_bootstrap=bootstrap, progress=not quiet,
+                    gate=gate_obj)
     out = output or (run_dir if data is None else None)
     if out is None:
         from medlens.evaluate.evaluate import _slug
         from medlens.train.data import resolve_source
 
-        out = run_dir / f"eval-{_slug(resolve_source(data))}-{split or 'all'}"
+        task = json.loads((run_dir / "train.json").read_text()).get("task", "classification") \
+            if (run_dir / "train.json").is_file() else "classification"
+        out = run_dir / f"eval-{_slug(resolve_source(data, task))}-{split or 'all'}"
     _print_summary(Path(out) / "summary.json")
-    del s
+    if s.get("pipeline"):
+        p = s["pipeline"]
+        _console().print(f"  gate: {p['slices_segmented']} slices segmented, {p['slices_gated_out']} gated out; "
+                         f"false-positive slices {p['false_positive_slices']} (without the gate "
+                         f"{p['false_positive_slices_without_gate']})")
 
 
 @app.command()
-def predict(run_dir: Path = typer.Argument(..., help="Run directory from `medlens train`."),
-            files: List[Path] = typer.Argument(..., help="Image files to classify."),
+def predict(paths: List[Path] = typer.Argument(..., help="RUN_DIR then the files to predict (images, NIfTI "
+                                                        "volumes or DICOM series folders); with --segment only "
+                                                        "the files."),
+            segment: Optional[Path] = typer.Option(None, help="Segmentation run (then every argument is a file)."),
+            gate: Optional[Path] = typer.Option(None, help="Classification run that decides per image whether to "
+                                                           "segment it; negatives get an empty mask."),
+            negative_class: Optional[str] = typer.Option(None, help="The gate's 'nothing to segment' class "
+                                                                    "(default: found by name, e.g. notumor)."),
+            gate_threshold: float = typer.Option(0.5, help="Segment when 1 - p(negative) reaches this."),
+            output: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder for masks, boxes and "
+                                                                               "overlays (default RUN_DIR/predictions)."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """Print the predicted class and per-class confidences for each image."""
+    """Classify images, or segment them / find their box, by the run's task (masks and overlays to files)."""
     from medlens.predict import predict as do_predict
 
-    results = do_predict(run_dir, files)
+    if segment is not None:
+        run_dir, files = segment, list(paths)
+    else:
+        run_dir, files = paths[0], list(paths[1:])
+    results = do_predict(run_dir, files, out_dir=output, gate=gate, negative_class=negative_class,
+                         gate_threshold=gate_threshold)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     else:
-        from rich.table import Table
-
-        table = Table("file", "prediction", "confidence", "probabilities")
-        for r in results:
-            if "error" in r:
-                table.add_row(r["path"], "[red]unreadable[/]", "", r["error"])
-            else:
-                probs = ", ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
-                table.add_row(r["path"], r["prediction"], f"{r['confidence']:.3f}", probs)
-        _console().print(table)
+        _console().print(_prediction_table(results))
     if any("error" in r for r in results):
         raise typer.Exit(2)
+
+
+def _prediction_table(results: list):
+    from rich.table import Table
+
+    if any("probabilities" in r for r in results):
+        table = Table("file", "prediction", "confidence", "probabilities")
+    elif any("box" in r for r in results):
+        table = Table("file", "box x0,y0,x1,y1", "overlay")
+    else:
+        table = Table("file", "foreground", "tumour probability", "mask")
+    for r in results:
+        if "error" in r:
+            table.add_row(r["path"], "[red]unreadable[/]", "", r["error"])
+        elif "probabilities" in r:
+            probs = ", ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
+            table.add_row(r["path"], r["prediction"], f"{r['confidence']:.3f}", probs)
+        elif "box" in r:
+            table.add_row(r["path"], ", ".join(f"{v:.1f}" for v in r["box"]), r["overlay"])
+        else:
+            area = r.get("foreground_pixels", r.get("foreground_voxels", 0))
+            p = r.get("tumour_probability")
+            table.add_row(r["path"], str(area), "" if p is None else f"{p:.3f}", r["mask"])
+    return table
 
 
 @app.command()
@@ -282,6 +386,19 @@ def slices_to_volumes(src: Path = typer.Argument(..., help="kaggle_3m tree: <pat
 
     manifest = convert(src, output, progress=not quiet, overwrite=overwrite)
     _console().print(f"[green]wrote[/] {len(manifest)} volumes to {output}")
+
+
+@convert_app.command("masks-to-labels")
+def masks_to_labels(src: Path = typer.Argument(..., help="Image/mask pairs (kaggle_3m folders or a CSV image,mask)."),
+                    output: Path = typer.Argument(..., help="CSV to write: image,label,patient_id,..."),
+                    positive: str = typer.Option("tumour", help="Label of images whose mask has foreground."),
+                    negative: str = typer.Option("notumor", help="Label of images whose mask is empty.")) -> None:
+    """Label each image by whether its mask is empty, to train the classifier gate of a two-stage pipeline."""
+    from medlens.data.convert import masks_to_labels as convert
+
+    manifest = convert(src, output, positive=positive, negative=negative)
+    counts = manifest.df["label"].value_counts().to_dict()
+    _console().print(f"[green]wrote[/] {output}: {len(manifest)} images {counts}")
 
 
 def main() -> None:

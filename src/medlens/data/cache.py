@@ -65,9 +65,14 @@ def to_uint8(arr: np.ndarray, channels: int) -> np.ndarray:
 
 def load_image(path: str, size: int, channels: int) -> np.ndarray:
     """Decode, convert and resize one image → uint8 (channels, size, size)."""
+    return resize_image(read_image(path), size, channels)
+
+
+def resize_image(array: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """A decoded image (H, W[, C]) → uint8 (channels, size, size), resized bilinearly."""
     from PIL import Image
 
-    a = to_uint8(read_image(path), channels)
+    a = to_uint8(array, channels)
     im = Image.fromarray(a[..., 0] if channels == 1 else a)
     if im.size != (size, size):
         im = im.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
@@ -75,10 +80,10 @@ def load_image(path: str, size: int, channels: int) -> np.ndarray:
     return out[None] if channels == 1 else np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
-def _key(paths: list[str], size: int, channels: int) -> str:
+def _key(paths: list[str], size: int, channels: int, extra: str = "") -> str:
     import os
 
-    h = hashlib.sha1(f"{size}|{channels}".encode())
+    h = hashlib.sha1(f"{size}|{channels}|{extra}".encode())
     for p in paths:
         try:
             st = os.stat(p.split("::")[0])
@@ -120,6 +125,109 @@ def cache_images(manifest: Manifest, size: int, channels: int, *, workers: int =
                 images[i], ok[i] = arr, True
     kept = np.flatnonzero(ok)
     result = CachedImages(images=images[kept] if len(kept) < len(paths) else images, kept=kept, skipped=skipped)
+    _MEMORY[key] = result
+    while len(_MEMORY) > _MEMORY_MAX:
+        _MEMORY.popitem(last=False)
+    return result
+
+
+@dataclass
+class CachedPairs:
+    """Decoded image/mask pairs of a segmentation (or detection) manifest.
+
+    Attributes:
+        images: uint8 (N, C, S, S) of the readable cases, in manifest order.
+        masks: uint8 label maps (N, S, S) resized with nearest neighbour, or None when masks were not read.
+        shapes: (N, 2) original (height, width) of each kept image.
+        kept: row positions (into the manifest) of the readable cases.
+        skipped: one {"path", "reason", "case_id"} per unreadable image.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray | None
+    shapes: np.ndarray
+    kept: np.ndarray
+    skipped: list[dict] = field(default_factory=list)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """A label map (H, W) → uint8 (size, size) with nearest-neighbour resizing (labels stay labels)."""
+    from PIL import Image
+
+    if mask.shape == (size, size):
+        return np.ascontiguousarray(mask, dtype=np.uint8)
+    return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST))
+
+
+def load_pair(image_path: str, mask_path: str | None, size: int, channels: int, case_id: str,
+              num_classes: int = 2) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """Decode, check and resize one image and its mask.
+
+    Returns:
+        ``(image (C, S, S), mask (S, S) or None, (height, width) of the original image)``.
+
+    Raises:
+        UnreadableImageError: the image cannot be decoded (the case is skipped by the caller).
+        MedlensError: the mask is missing or unreadable, does not fit the image, or holds values other
+            than the labels, naming the case.
+    """
+    from medlens.data.seg_sources import check_pair
+    from medlens.errors import MedlensError
+
+    image = read_image(image_path)
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    if mask_path is None:
+        return resize_image(image, size, channels), None, shape
+    try:
+        raw = read_image(mask_path)
+    except UnreadableImageError as err:
+        raise MedlensError(f"case {case_id}: mask {mask_path} cannot be read ({err.reason}); every image "
+                           "needs a readable mask (an all-zero mask when there is nothing to segment)") from err
+    mask = check_pair(image, raw, case_id, num_classes=num_classes)
+    return resize_image(image, size, channels), resize_mask(mask, size), shape
+
+
+def cache_pairs(manifest: Manifest, size: int, channels: int, *, masks: bool = True, num_classes: int = 2,
+                workers: int = 2, progress: bool = True) -> CachedPairs:
+    """Decode every image (and its ``mask``) of ``manifest`` once; memoised like :func:`cache_images`.
+
+    Unreadable images are skipped and reported; a broken mask is an error naming the case, because a
+    silently dropped mask would change what the model learns.
+    """
+    paths = manifest.paths()
+    mask_paths = [manifest.resolve(p) for p in manifest.df["mask"]] if masks else [None] * len(paths)
+    key = _key(paths + [p for p in mask_paths if p], size, channels, f"pairs|{masks}|{num_classes}")
+    if key in _MEMORY:
+        _MEMORY.move_to_end(key)
+        return _MEMORY[key]
+    case_ids = manifest.df["case_id"].astype(str).tolist()
+
+    def one(i: int):
+        try:
+            return i, load_pair(paths[i], mask_paths[i], size, channels, case_ids[i], num_classes), None
+        except UnreadableImageError as err:
+            return i, None, err.reason
+
+    images = np.zeros((len(paths), channels, size, size), dtype=np.uint8)
+    labels = np.zeros((len(paths), size, size), dtype=np.uint8) if masks else None
+    shapes = np.zeros((len(paths), 2), dtype=np.int64)
+    ok = np.zeros(len(paths), dtype=bool)
+    skipped = []
+    from medlens.utils.progress import track
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for i, loaded, reason in track(pool.map(one, range(len(paths))), total=len(paths),
+                                       description="Decoding image/mask pairs", disable=not progress):
+            if loaded is None:
+                skipped.append({"path": paths[i], "reason": reason, "case_id": case_ids[i]})
+                continue
+            images[i], shapes[i], ok[i] = loaded[0], loaded[2], True
+            if labels is not None:
+                labels[i] = loaded[1]
+    kept = np.flatnonzero(ok)
+    full = len(kept) == len(paths)
+    result = CachedPairs(images if full else images[kept], None if labels is None else
+                         (labels if full else labels[kept]), shapes[kept], kept, skipped)
     _MEMORY[key] = result
     while len(_MEMORY) > _MEMORY_MAX:
         _MEMORY.popitem(last=False)

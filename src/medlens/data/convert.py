@@ -93,3 +93,41 @@ def _track(items: list, progress: bool):
     from rich.progress import track
 
     return track(items, description="stacking slices", transient=True)
+
+
+def masks_to_labels(src: str | Path, output_csv: str | Path, *, positive: str = "tumour",
+                    negative: str = "notumor") -> Manifest:
+    """Label each image of an image/mask source by whether its mask has foreground.
+
+    The result trains the classifier gate of the two-stage pipeline (``medlens predict --gate``): the same
+    patients, slices and splits, a ``label`` column instead of ``mask``.
+
+    Args:
+        src: image/mask pairs (kaggle_3m folders, a CSV with image,mask columns).
+        output_csv: the labelled CSV to write (paths relative to its folder).
+        positive: label of images whose mask has foreground.
+        negative: label of images whose mask is empty.
+
+    Raises:
+        MedlensError: a source without masks, a mask that cannot be read or holds unexpected values.
+    """
+    from medlens.data.ingest import ingest
+    from medlens.errors import UnreadableImageError
+    from medlens.io import read_image
+
+    if positive == negative:
+        raise MedlensError(f"--positive and --negative must differ, both are {positive!r}")
+    manifest = ingest(src, require_labels=False)
+    if "mask" not in manifest.df.columns:
+        raise MedlensError(f"{src} has no masks; give image/mask pairs (kaggle_3m folders or a CSV image,mask)")
+    labels = []
+    for row in manifest.df.itertuples(index=False):
+        try:
+            mask = read_image(manifest.resolve(row.mask))
+        except UnreadableImageError as err:
+            raise MedlensError(f"case {row.case_id}: mask {err.path} cannot be read ({err.reason})") from err
+        labels.append(positive if check_pair(mask, mask, row.case_id).any() else negative)
+    df = manifest.df.drop(columns=["mask"]).assign(label=labels)
+    labelled = Manifest(df, manifest.root, source=f"labels from masks of {src}")
+    labelled.save(output_csv)
+    return labelled

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+TASKS = ("classification", "segmentation", "detection")
+INTENSITY = ("dataset", "volume")
 
 
 @dataclass(frozen=True)
 class PreprocessingSpec:
     """How raw images become model input; saved in checkpoints so predict reproduces training.
 
+    Fields added after the first release have defaults, so older checkpoints still load.
+
     Attributes:
-        image_size: square side in pixels after resizing.
-        channels: 1 (grayscale) or 3 (RGB; grayscale images are repeated to 3 channels).
-        mean: per-channel mean subtracted after scaling intensities to [0, 1].
+        image_size: square side in pixels after resizing (2D); for 3D the in-plane side is not resized.
+        channels: 1 or 3 for 2D images (grayscale is repeated to 3 channels); any count for 3D volumes.
+        mean: per-channel mean subtracted after scaling intensities to [0, 1] (``intensity="dataset"``).
         std: per-channel standard deviation divided by after subtracting ``mean``.
-        class_names: label names in model-output order.
-        task: "classification" (others later).
+        class_names: label names in model-output order (segmentation: "background" first).
+        task: "classification", "segmentation" or "detection".
+        spatial_dims: 2 for images and slices, 3 for volumes.
+        patch_size: training patch and sliding-window size of 3D models (voxels per axis).
+        spacing: target voxel size in mm that 3D volumes are resampled to (None: kept as stored).
+        intensity: "dataset" (the mean/std above) or "volume" (each volume's channels standardised over
+            their non-zero voxels, as nnU-Net does for MRI).
     """
 
     image_size: int = 128
@@ -25,24 +35,47 @@ class PreprocessingSpec:
     std: tuple[float, ...] = (0.25,)
     class_names: tuple[str, ...] = field(default_factory=tuple)
     task: str = "classification"
+    spatial_dims: int = 2
+    patch_size: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    intensity: str = "dataset"
 
     def __post_init__(self) -> None:
         if not 8 <= int(self.image_size) <= 2048:
             raise ValueError(f"image_size must be between 8 and 2048 pixels, got {self.image_size}")
-        if self.channels not in (1, 3):
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if self.spatial_dims == 2 and self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if len(self.mean) != self.channels or len(self.std) != self.channels:
+        if not 1 <= int(self.channels) <= 64:
+            raise ValueError(f"channels must be between 1 and 64, got {self.channels}")
+        if self.intensity == "dataset" and (len(self.mean) != self.channels or len(self.std) != self.channels):
             raise ValueError(f"mean/std need {self.channels} values, got {self.mean} / {self.std}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.intensity not in INTENSITY:
+            raise ValueError(f"intensity must be one of {', '.join(INTENSITY)}, got {self.intensity!r}")
+        for name in ("patch_size", "spacing"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.spatial_dims:
+                raise ValueError(f"{name} needs {self.spatial_dims} values, got {value}")
+
+    @property
+    def num_outputs(self) -> int:
+        """Output width of the network: 4 box numbers for detection, else one logit per class."""
+        return 4 if self.task == "detection" else len(self.class_names)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["mean"], d["std"], d["class_names"] = list(self.mean), list(self.std), list(self.class_names)
+        for key in ("mean", "std", "class_names", "patch_size", "spacing"):
+            d[key] = None if d[key] is None else list(d[key])
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessingSpec:
-        d = dict(d)
-        for key in ("mean", "std", "class_names"):
-            if key in d:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}  # a newer file's extra fields are ignored
+        for key in ("mean", "std", "class_names", "patch_size", "spacing"):
+            if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)

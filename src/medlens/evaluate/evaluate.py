@@ -18,8 +18,11 @@ from medlens.utils.files import atomic_write_text, write_json
 
 def evaluate(run_dir: str | Path, data: Manifest | str | Path | None = None, *, split: str | None = None,
              out: str | Path | None = None, n_bootstrap: int = 1000, progress: bool = True,
-             run_name: str | None = None, prepared=None) -> dict[str, Any]:
+             run_name: str | None = None, prepared=None, gate=None) -> dict[str, Any]:
     """Evaluate the run's model and write summary.json, predictions.csv, figures and report.html.
+
+    The run's task decides what is measured: classification (accuracy, F1, AUC, calibration), segmentation
+    (:mod:`medlens.evaluate.seg_evaluate`) or detection (:mod:`medlens.evaluate.det_evaluate`).
 
     Args:
         run_dir: a run directory written by ``medlens train``.
@@ -29,6 +32,11 @@ def evaluate(run_dir: str | Path, data: Manifest | str | Path | None = None, *, 
         out: output folder (default: the run directory, or ``RUN_DIR/eval-<data>-<split>`` with ``data``).
         n_bootstrap: bootstrap resamples for the 95 % confidence intervals.
         progress: show progress bars.
+        run_name: the run's name in the summary (default: ``run_dir``).
+        prepared: the data training just cached (reused instead of decoding again).
+        gate: for a 2D segmentation run, a classification run directory (or a loaded
+            :class:`~medlens.tasks.gate.Gate`): slices it calls negative get an empty mask, and the summary
+            gains a ``pipeline`` section with false-positive slice counts.
 
     Returns:
         The summary dict (also written as summary.json).
@@ -40,6 +48,11 @@ def evaluate(run_dir: str | Path, data: Manifest | str | Path | None = None, *, 
     if not run_dir.is_dir():
         raise MedlensError(f"run directory {run_dir} not found; train one with `medlens train SRC -o {run_dir}`")
     loaded = load_model(run_dir)
+    if loaded.spec.task != "classification":
+        return _evaluate_localisation(loaded, run_dir, data, split=split, out=out, n_bootstrap=n_bootstrap,
+                                      progress=progress, run_name=run_name, prepared=prepared, gate=gate)
+    if gate is not None:
+        raise MedlensError(f"--gate applies to segmentation runs; {run_dir} is a classification run")
     classes = list(loaded.spec.class_names)
     own = data is None
     manifest = Manifest.load(run_dir / "manifest.csv") if own and prepared is None else \
@@ -63,6 +76,42 @@ def evaluate(run_dir: str | Path, data: Manifest | str | Path | None = None, *, 
     return _write_outputs(loaded, sub, images, targets, skipped, out, run=run_name or str(run_dir),
                           data=str(manifest.source or manifest.root), split=split or "all",
                           n_bootstrap=n_bootstrap, run_dir=run_dir)
+
+
+def _evaluate_localisation(loaded, run_dir: Path, data, *, split, out, n_bootstrap, progress, run_name, prepared,
+                           gate) -> dict[str, Any]:
+    """Segmentation and detection: pick the cases like classification does, then the task's evaluator."""
+    from medlens.train.data import resolve_source
+
+    task = loaded.spec.task
+    own = data is None
+    if own:
+        manifest = prepared.manifest if prepared is not None else Manifest.load(run_dir / "manifest.csv")
+    else:
+        manifest = resolve_source(data, task)
+    split = split or ("test" if "test" in manifest.splits else "val" if own else None)
+    if split is not None and split not in manifest.splits:
+        raise MedlensError(f"split {split!r} not found in {manifest.source or manifest.root}; "
+                           f"it has {manifest.splits or ['no split column']}")
+    if task == "segmentation" and "mask" not in manifest.df.columns:
+        raise MedlensError(f"{manifest.source or manifest.root} has no masks to compare with; use `medlens predict`")
+    sub = manifest.subset(split) if split else manifest
+    out = Path(out) if out else (run_dir if own else run_dir / f"eval-{_slug(manifest)}-{split or 'all'}")
+    kwargs = dict(run=run_name or str(run_dir), data=str(manifest.source or manifest.root), split=split or "all",
+                  n_bootstrap=n_bootstrap, run_dir=run_dir, prepared=prepared if own else None, progress=progress)
+    if task == "detection":
+        if gate is not None:
+            raise MedlensError("--gate applies to segmentation runs, not detection")
+        from medlens.evaluate.det_evaluate import evaluate_detection
+
+        return evaluate_detection(loaded, sub, out, **kwargs)
+    from medlens.evaluate.seg_evaluate import evaluate_segmentation
+
+    if gate is not None and not hasattr(gate, "positive_probability"):
+        from medlens.tasks.gate import load_gate
+
+        gate = load_gate(gate)
+    return evaluate_segmentation(loaded, sub, out, gate=gate, **kwargs)
 
 
 def _write_outputs(loaded, sub: Manifest, images, targets, skipped, out: Path, *, run: str, data: str,

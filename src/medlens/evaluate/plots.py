@@ -275,6 +275,24 @@ def summary_figures(
     return figures
 
 
+def plot_examples(panels: Sequence[tuple[str, np.ndarray]], path: str | Path) -> Path:
+    """A row of RGB pictures with titles (segmentation contours or detection boxes already drawn in).
+
+    Args:
+        panels: ``(title, uint8 RGB array (H, W, 3))`` per picture, e.g. best, median and worst case.
+        path: PNG to write.
+    """
+    if not panels:
+        raise MedlensError("plot_examples needs at least one (title, image) panel")
+    fig = Figure(figsize=(3.6 * len(panels), 3.9))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (title, rgb) in zip(axes, panels):
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    return _save(fig, path)
+
+
 def _num(value: Any) -> float:
     try:
         return float(value)

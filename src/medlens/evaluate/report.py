@@ -95,6 +95,7 @@ def render_report(
         data_table=_data_table(data_summary if data_summary is not None else summary.get("data_summary")),
         worst=_worst_cases(summary, N_WORST),
         n_worst=N_WORST,
+        loc=_localisation(summary, N_WORST),
     )
     return atomic_write_text(out_path, html)
 
@@ -172,6 +173,8 @@ def _confusion_table(summary: dict[str, Any]) -> dict[str, Any] | None:
 def _worst_cases(summary: dict[str, Any], k: int) -> list[dict[str, str]]:
     """The ``k`` cases with the lowest probability on their true class."""
     scored = []
+    if summary.get("task", "classification") != "classification":
+        return []
     for case in summary.get("cases") or []:
         probs = case.get("probabilities") or {}
         if case.get("target") in probs:
@@ -180,6 +183,28 @@ def _worst_cases(summary: dict[str, Any], k: int) -> list[dict[str, str]]:
     return [{"case_id": str(c.get("case_id", "")), "patient_id": str(c.get("patient_id", "")),
              "target": str(c["target"]), "prediction": str(c.get("prediction", "")), "p_true": fmt(p),
              "p_pred": fmt((c["probabilities"] or {}).get(c.get("prediction")))} for p, c in scored[:k]]
+
+
+def _localisation(summary: dict[str, Any], k: int) -> dict[str, Any] | None:
+    """Segmentation/detection extras: the empty-mask rule, counts, the gate pipeline and the worst cases."""
+    task = summary.get("task")
+    if task not in ("segmentation", "detection"):
+        return None
+    rule = summary.get("empty_mask_rule") or summary.get("missing_box_rule") or ""
+    if task == "segmentation" and summary.get("per_patient"):
+        rows = sorted(summary["per_patient"], key=lambda r: r.get("dice", 0))[:k]
+        table = {"title": "Worst patients", "columns": ["Patient", "Dice (stacked slices)", "Cases"],
+                 "rows": [[r["patient_id"], fmt(r.get("dice")), fmt(r.get("n_cases"))] for r in rows]}
+    else:
+        rows = sorted(summary.get("cases") or [], key=lambda c: c.get("iou", 0))[:k]
+        table = {"title": "Worst cases", "columns": ["Case", "Patient", "IoU", "True box", "Predicted box"],
+                 "rows": [[c["case_id"], c.get("patient_id", ""), fmt(c.get("iou")), str(c.get("target")),
+                           str(c.get("prediction"))] for c in rows]}
+    facts = {**(summary.get("counts") or {}), **(summary.get("pipeline") or {})}
+    for key in ("n_patients", "cases_without_box", "inference_seconds_per_case"):
+        if summary.get(key) is not None:
+            facts[key] = summary[key]
+    return {"rule": rule, "table": table, "facts": [(k.replace("_", " "), fmt(v)) for k, v in facts.items()]}
 
 
 def _data_table(data_summary: dict[str, dict[str, int]] | None) -> dict[str, Any] | None:

@@ -122,3 +122,38 @@ def dice_patient(pred_slices: Sequence, target_slices: Sequence, patient_ids: Se
     if not per_patient:
         raise MedlensError("dice_patient needs at least one slice")
     return float(np.mean(list(per_patient.values())))
+
+
+def patient_bootstrap_ci(values: Sequence[float], patient_ids: Sequence[str], *, n_bootstrap: int = 1000,
+                         seed: int = 0, ci: float = 0.95) -> list[float] | None:
+    """Percentile-bootstrap interval of the mean of per-case ``values``, resampling whole patients.
+
+    Slices (or boxes) of one patient are correlated, so the patient, not the case, is the unit resampled
+    (a cluster bootstrap). NaN values (an undefined HD95) are left out of every mean.
+
+    Args:
+        values: one value per case (for ``dice_patient``: one per patient).
+        patient_ids: the patient of each case.
+        n_bootstrap: resamples; 0 gives None.
+        seed: the same seed gives the same interval.
+        ci: coverage.
+
+    Returns:
+        ``[low, high]``, or None with fewer than two patients or resamples.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    _, codes = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    n_patients = int(codes.max()) + 1 if codes.size else 0
+    if n_bootstrap <= 0 or n_patients < 2:
+        return None
+    defined = ~np.isnan(values)
+    sums = np.bincount(codes, weights=np.where(defined, values, 0.0), minlength=n_patients)
+    counts = np.bincount(codes, weights=defined.astype(np.float64), minlength=n_patients)
+    idx = np.random.default_rng(seed).integers(0, n_patients, size=(int(n_bootstrap), n_patients))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums[idx].sum(1) / counts[idx].sum(1)
+    means = means[np.isfinite(means)]
+    if means.size < 2:
+        return None
+    lo, hi = np.percentile(means, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
+    return [float(lo), float(hi)]

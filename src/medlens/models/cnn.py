@@ -19,6 +19,7 @@ from medlens.models.registry import register_model
 
 STEM_WIDTH = 24
 STAGE_WIDTHS = (32, 64, 128, 256)
+STAGE_DEPTHS = (1, 1, 2, 2)  # extra blocks where the feature maps are small (cheap, adds capacity)
 
 
 def conv_bn(spatial_dims: int, in_ch: int, out_ch: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -49,6 +50,19 @@ class ResidualStage(nn.Module):
         return self.act(out + self.shortcut(x))
 
 
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity shortcut (same width, same size)."""
+
+    def __init__(self, spatial_dims: int, ch: int):
+        super().__init__()
+        self.conv1 = conv_bn(spatial_dims, ch, ch)
+        self.conv2 = conv_bn(spatial_dims, ch, ch)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.conv2(self.act(self.conv1(x))))
+
+
 class SmallCNN(nn.Module):
     """Feature extractor of ``cnn-small``: stem + 4 residual stages + global average pool -> (N, 256).
 
@@ -58,15 +72,19 @@ class SmallCNN(nn.Module):
         widths: output width of each stage.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, widths: tuple[int, ...] = STAGE_WIDTHS):
+    def __init__(self, spatial_dims: int, in_channels: int, widths: tuple[int, ...] = STAGE_WIDTHS,
+                 depths: tuple[int, ...] = STAGE_DEPTHS):
         super().__init__()
         self.stem = nn.Sequential(
             conv_bn(spatial_dims, in_channels, STEM_WIDTH, stride=2), nn.ReLU(inplace=True)
         )
         chans = (STEM_WIDTH, *widths)
-        self.stages = nn.Sequential(
-            *[ResidualStage(spatial_dims, chans[i], chans[i + 1]) for i in range(len(widths))]
-        )
+        stages = []
+        for i, depth in enumerate(depths):
+            blocks = [ResidualStage(spatial_dims, chans[i], chans[i + 1])]
+            blocks += [BasicBlock(spatial_dims, chans[i + 1]) for _ in range(depth - 1)]
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
         self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
         self.num_features = widths[-1]
         for module in self.modules():

@@ -1,3 +1,3 @@
 """Imports every model module so that their ``@register_model`` decorators run."""
 
-from medlens.models import backbones, cnn, efficientnet_lite, logreg, segmentation  # noqa: F401
+from medlens.models import backbones, cnn, detection, efficientnet_lite, logreg, segmentation  # noqa: F401

@@ -6,8 +6,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medlens.tasks.base import Task
 
-class ClassificationTask:
+
+class ClassificationTask(Task):
     """Hooks the shared loop calls for single-label classification."""
 
     name = "classification"

@@ -59,8 +59,8 @@ def load_model(path: str | Path) -> LoadedModel:
     spec = PreprocessingSpec.from_dict(payload["spec"])
     options = dict(payload["model_options"])
     options.update(weights=None, pretrained=False)  # the state dict below restores every weight
-    model = create_model(payload["model_name"], num_classes=len(spec.class_names), in_channels=spec.channels,
-                         image_size=spec.image_size, **options)
+    model = create_model(payload["model_name"], num_classes=spec.num_outputs, in_channels=spec.channels,
+                         spatial_dims=spec.spatial_dims, image_size=spec.image_size, **options)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return LoadedModel(model=model, spec=spec, name=payload["model_name"], options=payload["model_options"],

@@ -12,6 +12,10 @@ from medlens.errors import MedlensError, did_you_mean
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "none")
 HEADS = ("linear", "mlp")
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+TASKS = ("classification", "segmentation", "detection")
+#: The metric early stopping and the best checkpoint follow when ``monitor`` is left at its default.
+TASK_MONITOR = {"classification": "val_accuracy", "segmentation": "val_dice", "detection": "val_iou"}
 
 
 @dataclass
@@ -20,7 +24,7 @@ class TrainConfig:
 
     model: str = "cnn-small"
     task: str = "classification"
-    epochs: int = 16
+    epochs: int = 20
     batch_size: int = 32
     lr: float | None = None
     weight_decay: float = 0.05
@@ -48,7 +52,14 @@ class TrainConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
+    precision: str = "auto"
     audit_fix: bool = False
+    boxes_from_masks: bool = False
+    model_args: dict[str, Any] | None = None
+    spatial_dims: int | None = None
+    patch_size: list[int] | None = None
+    spacing: list[float] | None = None
+    samples_per_volume: int = 4
 
     def __post_init__(self) -> None:
         self.validate()
@@ -58,7 +69,8 @@ class TrainConfig:
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("head", self.head, HEADS)
         _choice("class_weights", self.class_weights, ("none", "auto"))
-        _choice("task", self.task, ("classification",))
+        _choice("task", self.task, TASKS)
+        self._validate_localisation()
         if not 0 < self.fraction <= 1:
             raise MedlensError(f"--fraction must be in (0, 1], got {self.fraction}")
         if not 0 < self.val_fraction < 1:
@@ -74,11 +86,44 @@ class TrainConfig:
         if self.channels not in (None, 1, 3):
             raise MedlensError(f"--channels must be 1 or 3, got {self.channels}")
 
+    def _validate_localisation(self) -> None:
+        """Options of the segmentation and detection tasks."""
+        if self.boxes_from_masks and self.task != "detection":
+            raise MedlensError("--boxes-from-masks only applies to --task detection")
+        if self.spatial_dims not in (None, 2, 3):
+            raise MedlensError(f"--spatial-dims must be 2 or 3, got {self.spatial_dims}")
+        if self.model_args is not None and not isinstance(self.model_args, dict):
+            raise MedlensError(f"model_args must be a mapping of option: value, got {self.model_args!r}")
+        if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 8):
+            raise MedlensError(f"--patch-size needs 3 sides of at least 8 voxels (X,Y,Z), got {self.patch_size}")
+        if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise MedlensError(f"--spacing needs 3 positive voxel sizes in mm (X,Y,Z), got {self.spacing}")
+        if self.samples_per_volume < 1:
+            raise MedlensError(f"--samples-per-volume must be at least 1, got {self.samples_per_volume}")
+
+    @property
+    def resolved_monitor(self) -> str:
+        """``monitor``, with the task's own validation metric when the classification default was left."""
+        if self.monitor == TASK_MONITOR["classification"]:
+            return TASK_MONITOR[self.task]
+        return self.monitor
+
     @property
     def resolved_lr(self) -> float:
         if self.lr is not None:
             return self.lr
         return 0.05 if self.optimizer == "sgd" else 3e-3
+
+    def resolved_precision(self) -> str:
+        """"auto": bf16 mixed precision where the hardware does bf16 natively (1.7x faster on AVX512-BF16 CPUs,
+        standard on recent GPUs), else full fp32. Weights and the exported model stay fp32."""
+        if self.precision != "auto":
+            return self.precision
+        import torch
+
+        if self.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16-mixed" if _cpu_has_native_bf16() else "32"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +153,15 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _cpu_has_native_bf16() -> bool:
+    """True when the CPU has AVX512-BF16 or AMX-BF16 (emulated bf16 elsewhere would be slower than fp32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,28 +19,35 @@ class PreparedData:
 
     manifest: Manifest  # readable cases only, aligned with ``images``
     images: np.ndarray  # uint8 (N, C, S, S)
-    targets: np.ndarray  # int64 class indices
+    targets: np.ndarray  # int64 class indices; uint8 masks (N, S, S) for segmentation; box masks for detection
     classes: list[str]
     skipped: list[dict]
+    extra: tuple[np.ndarray, ...] = ()  # more per-case tensors of a batch (segmentation: patient codes)
+    shapes: np.ndarray | None = None  # (N, 2) original (height, width), for resizing predictions back
+    info: dict = field(default_factory=dict)  # task-specific facts for train.json
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.manifest.df["split"].to_numpy() == split)
 
     def loader(self, split: str, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
         idx = self.indices(split)
-        ds = TensorDataset(torch.from_numpy(self.images[idx]), torch.from_numpy(self.targets[idx]))
+        ds = TensorDataset(torch.from_numpy(self.images[idx]), torch.from_numpy(self.targets[idx]),
+                           *(torch.from_numpy(e[idx]) for e in self.extra))
         gen = torch.Generator().manual_seed(seed)
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
                           drop_last=shuffle and len(idx) > batch_size)
 
 
-def resolve_source(source) -> Manifest:
-    """A Manifest as given, or ingest a path (manifest CSV, class folders, npz, ...)."""
+def resolve_source(source, task: str = "classification") -> Manifest:
+    """A Manifest as given, or ingest a path (manifest CSV, class folders, npz, image/mask pairs, ...).
+
+    Segmentation and detection sources are checked by their task (masks or boxes instead of labels).
+    """
     if isinstance(source, Manifest):
         return source
     from medlens.data.ingest import ingest
 
-    return ingest(source)
+    return ingest(source, require_labels=task == "classification")
 
 
 def check_labels(manifest: Manifest) -> list[str]:

@@ -24,20 +24,28 @@ from medlens.errors import MedlensError
 from medlens.train.config import TrainConfig
 from medlens.utils.files import atomic_write_text, write_json
 
+#: Validation batch size (at least the training batch size): whole images are cheap to classify, 2D masks
+#: cost activations at full resolution, and 3D validation runs one whole volume at a time.
+VAL_BATCH = {"classification": 128, "segmentation": 32, "detection": 128}
 MODEL_OPTION_KEYS = ("freeze_backbone", "head", "dropout", "weights", "pretrained")
+#: Options the segmentation and detection networks take from the config (the rest come from model_args).
+LOCAL_OPTION_KEYS = ("dropout", "weights", "pretrained")
 
 
 def model_options(cfg: TrainConfig) -> dict[str, Any]:
-    opts = {k: getattr(cfg, k) for k in MODEL_OPTION_KEYS}
+    keys = MODEL_OPTION_KEYS if cfg.task == "classification" else LOCAL_OPTION_KEYS
+    opts = {k: getattr(cfg, k) for k in keys}
+    opts.update(cfg.model_args or {})
     return {k: v for k, v in opts.items() if v is not None}
 
 
 def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfig | None = None, *,
           overwrite: bool = False, resume: bool = False, progress: bool = True, **overrides: Any) -> Path:
-    """Train a classifier on ``source`` and write a complete run directory at ``out_dir``.
+    """Train a model for ``config.task`` on ``source`` and write a complete run directory at ``out_dir``.
 
     Args:
-        source: a Manifest, a manifest CSV, class folders, an npz file, ... (anything ``ingest`` reads).
+        source: a Manifest, a manifest CSV, class folders, an npz file, image/mask pairs, NIfTI volumes, a
+            boxes CSV ... (anything ``ingest`` reads that fits the task).
         out_dir: the run directory to create.
         config: a TrainConfig; ``overrides`` (non-None keyword arguments) replace its fields.
         overwrite: replace an existing run directory.
@@ -83,6 +91,12 @@ def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfi
 
 
 def _prepare(source, cfg: TrainConfig, info, progress: bool):
+    if cfg.task != "classification":
+        from medlens.train.localise import prepare_detection, prepare_segmentation
+
+        prepare = prepare_segmentation if cfg.task == "segmentation" else prepare_detection
+        (data, spec), changes = prepare(source, cfg, info, progress)
+        return data, spec, changes
     from medlens.data.splits import carve_validation, stratified_subset
     from medlens.train.data import channel_stats, check_labels, prepare, resolve_source
 
@@ -119,36 +133,32 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from medlens.data.balance import class_weights
     from medlens.models.registry import create_model
-    from medlens.tasks.classification import ClassificationTask
     from medlens.train.callbacks import HistoryCallback
-    from medlens.train.module import LitClassifier
+    from medlens.train.module import LitModel
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation noise
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # in-memory tensors need none
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen backbones, on purpose
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    train_labels = data.manifest.df["label"].to_numpy()[data.indices("train")]
-    weights = None
-    if cfg.class_weights == "auto":
-        weights = list(class_weights(train_labels, data.classes).values())
-    model = create_model(cfg.model, num_classes=len(data.classes), in_channels=spec.channels,
-                         image_size=spec.image_size, **model_options(cfg))
-    lit = LitClassifier(model, ClassificationTask(data.classes, weights, cfg.label_smoothing), spec, cfg)
-    ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=cfg.monitor, mode="max",
+    model = create_model(cfg.model, num_classes=spec.num_outputs, in_channels=spec.channels,
+                         spatial_dims=spec.spatial_dims, image_size=spec.image_size, **model_options(cfg))
+    lit = LitModel(model, make_task(cfg, data, spec), spec, cfg)
+    monitor = cfg.resolved_monitor
+    ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor, mode="max",
                            save_top_k=1, save_last=True)
     history = HistoryCallback()
-    callbacks = [ckpt, history, EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.patience)]
+    callbacks = [ckpt, history, EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience)]
     trainer = L.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
                         num_nodes=cfg.num_nodes, strategy=cfg.strategy, logger=False, callbacks=callbacks,
                         enable_progress_bar=progress, enable_model_summary=False, deterministic=True,
                         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
-                        default_root_dir=run, num_sanity_val_steps=0)
+                        default_root_dir=run, num_sanity_val_steps=0, precision=cfg.resolved_precision())
     t0 = time.perf_counter()
     trainer.fit(lit, data.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed),
-                data.loader("val", max(cfg.batch_size, 128), shuffle=False),
+                data.loader("val", max(cfg.batch_size, VAL_BATCH[cfg.task]), shuffle=False),
                 ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
     wall = time.perf_counter() - t0
     best = ckpt.best_model_path or str(run / "checkpoints" / "last.ckpt")
@@ -158,8 +168,28 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     return {"model": lit.model, "history": history.rows,
             "train_seconds": round(wall, 2), "epochs_run": len(history.rows),
             "images_per_second": round(n_seen / wall, 1) if wall else None,
-            "best_checkpoint": Path(best).name, "best_score": _best(history.rows, cfg.monitor),
+            "best_checkpoint": Path(best).name, "best_score": _best(history.rows, monitor),
             "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def make_task(cfg: TrainConfig, data, spec: PreprocessingSpec):
+    """The task object whose hooks the loop calls."""
+    if cfg.task == "segmentation":
+        from medlens.tasks.segmentation import SegmentationTask
+
+        return SegmentationTask(list(spec.class_names), spec.spatial_dims, spec.patch_size)
+    if cfg.task == "detection":
+        from medlens.tasks.detection import DetectionTask
+
+        return DetectionTask()
+    from medlens.data.balance import class_weights
+    from medlens.tasks.classification import ClassificationTask
+
+    weights = None
+    if cfg.class_weights == "auto":
+        train_labels = data.manifest.df["label"].to_numpy()[data.indices("train")]
+        weights = list(class_weights(train_labels, data.classes).values())
+    return ClassificationTask(data.classes, weights, cfg.label_smoothing)
 
 
 def _best(rows: list[dict], monitor: str) -> float | None:
@@ -178,9 +208,12 @@ def _write_run_files(run: Path, data, spec: PreprocessingSpec, cfg: TrainConfig,
     atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     data.manifest.save(run / "manifest.csv")
     pd.DataFrame(stats.pop("history")).to_csv(run / "history.csv", index=False)
-    counts = data.manifest.df.groupby(["split", "label"]).size().unstack(fill_value=0)
+    counts = {}
+    if data.manifest.has_labels:
+        table = data.manifest.df.groupby(["split", "label"]).size().unstack(fill_value=0)
+        counts = {s: {c: int(v) for c, v in row.items()} for s, row in table.iterrows()}
     write_json(run / "train.json", {
-        **stats, "spec": spec.to_dict(), "skipped": data.skipped, "audit_fix": audit_changes,
-        "class_counts": {s: {c: int(v) for c, v in row.items()} for s, row in counts.iterrows()},
-        "n_images": {s: int(len(data.indices(s))) for s in ("train", "val", "test")},
+        **stats, "task": cfg.task, "spec": spec.to_dict(), "skipped": data.skipped, "audit_fix": audit_changes,
+        "class_counts": counts, "n_images": {s: int(len(data.indices(s))) for s in ("train", "val", "test")},
+        **getattr(data, "info", {}),
     })

@@ -99,6 +99,6 @@ def detect_source(path: Path) -> SourceInfo | None:
 
 
 # Register the built-in kinds (these modules import register_source from here, so they come last).
-from medlens.data.sources import folders, image_file, npz, segmentation, table  # noqa: E402,F401
+from medlens.data.sources import boxes, folders, image_file, npz, segmentation, table  # noqa: E402,F401
 
 __all__ = ["SourceAdapter", "SourceInfo", "detect_source", "get_source", "list_sources", "register_source"]

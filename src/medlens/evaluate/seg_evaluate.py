@@ -1,0 +1,229 @@
+"""`medlens evaluate` for segmentation runs: masks at the original resolution, per-case and per-patient metrics.
+
+Metrics (summary.json ``metrics``, each with a 95 % bootstrap interval over patients):
+``dice_patient`` (Buda et al. 2019: the Dice of each patient's slices stacked into one volume, averaged over
+patients), ``dice_case`` and ``iou_case`` (mean over cases), ``hd95`` (mean over cases where it is defined;
+pixels for slices, mm for volumes), ``surface_dice``. Every non-background label counts as foreground.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medlens.data.manifest import Manifest
+from medlens.errors import MedlensError
+from medlens.utils.files import atomic_write_text, write_json
+
+EMPTY_MASK_RULE = ("A case whose true and predicted masks are both empty scores Dice = IoU = surface Dice = 1 and "
+                   "HD95 = 0; when exactly one is empty, Dice = IoU = surface Dice = 0 and HD95 is undefined (left "
+                   "out of its mean and counted in hd95_undefined). A patient without foreground in truth and "
+                   "prediction scores dice_patient 1.")
+
+
+def evaluate_segmentation(loaded, sub: Manifest, out: Path, *, run: str, data: str, split: str, n_bootstrap: int,
+                          run_dir: Path, prepared=None, gate=None, progress: bool = True) -> dict[str, Any]:
+    """Predict every case of ``sub``, score it and write summary.json, predictions.csv, figures, report.html."""
+    t0 = time.perf_counter()
+    if loaded.spec.spatial_dims == 3:
+        if gate is not None:
+            raise MedlensError("--gate classifies 2D slices; it cannot gate a 3D segmentation run")
+        preds, truths, spacings, sub, skipped = _predict_volumes(loaded, sub, progress)
+    else:
+        preds, truths, sub, skipped, pipeline = _predict_slices(loaded, sub, prepared, gate, progress)
+        spacings = [None] * len(preds)
+    seconds = (time.perf_counter() - t0) / max(1, len(preds))
+    cases = _case_records(sub, preds, truths, spacings)
+    summary = _summary(loaded, sub, cases, preds, truths, run=run, data=data, split=split, n_bootstrap=n_bootstrap,
+                       skipped=skipped, seconds=seconds)
+    if loaded.spec.spatial_dims == 2 and gate is not None:
+        summary["pipeline"] = pipeline
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "summary.json", summary)
+    atomic_write_text(out / "predictions.csv", pd.DataFrame(
+        [{k: v for k, v in c.items() if k != "empty"} | {"image": img} for c, img in zip(cases, sub.df["image"])]
+    ).to_csv(index=False))
+    figures = _figures(loaded, sub, preds, truths, cases, out / "figures", run_dir)
+    from medlens.evaluate.evaluate import _read_yaml
+    from medlens.evaluate.report import render_report
+
+    render_report(summary, out / "report.html", figures=figures, config=_read_yaml(run_dir / "config.yaml"),
+                  data_summary=None, skipped=skipped, title=f"medlens report: {Path(run).name}")
+    return summary
+
+
+def _predict_slices(loaded, sub: Manifest, prepared, gate, progress: bool):
+    from medlens.data.cache import cache_pairs
+    from medlens.tasks.segmentation import predict_masks
+
+    spec = loaded.spec
+    if prepared is not None and prepared.images.shape[1:3] == (spec.channels, spec.image_size) \
+            and prepared.manifest.df["case_id"].isin(sub.df["case_id"]).sum() == len(sub):
+        rows = np.flatnonzero(prepared.manifest.df["case_id"].isin(set(sub.df["case_id"])).to_numpy())
+        images, masks, shapes = prepared.images[rows], prepared.targets[rows], prepared.shapes[rows]
+        sub, skipped = prepared.manifest.with_df(prepared.manifest.df.iloc[rows]), []
+    else:
+        cached = cache_pairs(sub, spec.image_size, spec.channels, progress=progress)
+        images, masks, shapes, skipped = cached.images, cached.masks, cached.shapes, cached.skipped
+        sub = sub.with_df(sub.df.iloc[cached.kept])
+    preds = predict_masks(loaded.model, spec, images, shapes)
+    truths = _original_masks(sub, masks, shapes, spec.image_size)
+    pipeline = None
+    if gate is not None:
+        pipeline = _apply_gate(gate, sub, preds, truths, progress)
+    return preds, truths, sub, skipped, pipeline
+
+
+def _original_masks(sub: Manifest, masks: np.ndarray, shapes: np.ndarray, size: int) -> list[np.ndarray]:
+    """True masks at each image's own resolution (re-read only where the cache resized them)."""
+    from medlens.data.seg_sources import check_pair
+    from medlens.io import read_image
+
+    out = []
+    for i, row in enumerate(sub.df.itertuples(index=False)):
+        if tuple(shapes[i]) == (size, size):
+            out.append(masks[i])
+        else:
+            raw = read_image(sub.resolve(row.mask))
+            out.append(check_pair(raw, raw, row.case_id))
+    return out
+
+
+def _apply_gate(gate, sub: Manifest, preds: list, truths: list, progress: bool) -> dict[str, Any]:
+    """Empty the masks of slices the classifier calls negative; count false-positive slices both ways."""
+    from medlens.data.cache import cache_images
+
+    spec = gate.loaded.spec
+    cached = cache_images(sub, spec.image_size, spec.channels, progress=progress, description="Gating slices")
+    positive = np.zeros(len(sub), dtype=bool)
+    positive[cached.kept] = gate.positive_probability(cached.images) >= gate.threshold
+    empty_truth = np.array([not t.any() for t in truths])
+    fp_before = int(sum(p.any() and e for p, e in zip(preds, empty_truth)))
+    for i in np.flatnonzero(~positive):
+        preds[i] = np.zeros_like(preds[i])
+    fp_after = int(sum(p.any() and e for p, e in zip(preds, empty_truth)))
+    return {**gate.to_dict(), "slices_segmented": int(positive.sum()), "slices_gated_out": int((~positive).sum()),
+            "false_positive_slices": fp_after, "false_positive_slices_without_gate": fp_before,
+            "missed_tumour_slices_by_gate": int((~positive & ~empty_truth).sum())}
+
+
+def _predict_volumes(loaded, sub: Manifest, progress: bool):
+    from medlens.data.seg_sources import check_pair
+    from medlens.io.volumes import read_volume
+    from medlens.tasks.volumes import predict_volume
+    from medlens.utils.progress import track
+
+    preds, truths, spacings, kept, skipped = [], [], [], [], []
+    rows = list(sub.df.itertuples(index=False))
+    for pos, row in enumerate(track(rows, total=len(rows), description="Segmenting volumes", disable=not progress)):
+        try:
+            volume, _, spacing = read_volume(sub.resolve(row.image))
+        except MedlensError as err:
+            skipped.append({"path": sub.resolve(row.image), "reason": getattr(err, "reason", str(err)),
+                            "case_id": row.case_id})
+            continue
+        truth = check_pair(volume, read_volume(sub.resolve(row.mask))[0], row.case_id, spatial_dims=3)
+        preds.append(predict_volume(loaded.model, loaded.spec, volume, spacing))
+        truths.append(truth)
+        spacings.append(spacing)
+        kept.append(pos)
+    return preds, truths, spacings, sub.with_df(sub.df.iloc[kept]), skipped
+
+
+def _case_records(sub: Manifest, preds, truths, spacings) -> list[dict[str, Any]]:
+    from medlens.evaluate.seg_metrics import segmentation_case_metrics
+
+    cases = []
+    for (case_id, patient_id), p, t, sp in zip(sub.df[["case_id", "patient_id"]].itertuples(index=False, name=None),
+                                               preds, truths, spacings):
+        m = segmentation_case_metrics(p > 0, t > 0, sp)
+        cases.append({"case_id": str(case_id), "patient_id": str(patient_id),
+                      **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()},
+                      "foreground_true": int((t > 0).sum()), "foreground_pred": int((p > 0).sum())})
+    return cases
+
+
+def _summary(loaded, sub: Manifest, cases, preds, truths, *, run, data, split, n_bootstrap, skipped,
+             seconds) -> dict[str, Any]:
+    from medlens.evaluate.metrics import build_summary
+    from medlens.evaluate.seg_metrics import dice_per_patient, mean_case_metrics, patient_bootstrap_ci
+
+    if not cases:
+        raise MedlensError(f"no readable cases to evaluate in {data} ({split})")
+    pids = [c["patient_id"] for c in cases]
+    per_patient = dice_per_patient([p > 0 for p in preds], [t > 0 for t in truths], pids)
+    means = mean_case_metrics(cases)
+    ci = {"n_bootstrap": n_bootstrap, "seed": 0}
+    metrics = {"dice_patient": {"value": float(np.mean(list(per_patient.values()))),
+                                "ci95": patient_bootstrap_ci(list(per_patient.values()), list(per_patient), **ci)}}
+    for name, key in (("dice_case", "dice"), ("iou_case", "iou"), ("hd95", "hd95"), ("surface_dice", "surface_dice")):
+        metrics[name] = {"value": means[key], "ci95": patient_bootstrap_ci([c[key] for c in cases], pids, **ci)}
+    unit = "mm" if loaded.spec.spatial_dims == 3 else "pixels"
+    metrics["hd95"]["note"] = f"{unit}; undefined for {means['hd95_undefined']} case(s) with one empty mask"
+    counts = {"slices_with_foreground": sum(c["foreground_true"] > 0 for c in cases),
+              "false_positive_cases": sum(c["empty"] == "target" for c in cases),
+              "false_negative_cases": sum(c["empty"] == "pred" for c in cases), "both_empty": means["both_empty"]}
+    extra = {"model": {"name": loaded.name, "options": loaded.options}, "skipped": skipped,
+             "class_names": list(loaded.spec.class_names), "empty_mask_rule": EMPTY_MASK_RULE,
+             "spatial_dims": loaded.spec.spatial_dims, "n_patients": len(per_patient), "counts": counts,
+             "inference_seconds_per_case": round(seconds, 4),
+             "per_patient": [{"patient_id": p, "dice": round(d, 6), "n_cases": pids.count(p)}
+                             for p, d in per_patient.items()]}
+    result = {"metrics": metrics, "bootstrap": {"method": "percentile bootstrap over patients",
+                                                "n_resamples": n_bootstrap, "seed": 0, "ci": 0.95}}
+    return build_summary(task="segmentation", run=run, data=data, split=split, n_cases=len(cases),
+                         metrics_result=result, cases=cases, extra=extra)
+
+
+def _figures(loaded, sub: Manifest, preds, truths, cases, folder: Path, run_dir: Path) -> dict[str, Path]:
+    """Contour overlays (truth green, prediction red) of the best, median and worst case with foreground."""
+    from medlens.evaluate.plots import plot_examples, plot_history
+    from medlens.tasks.segmentation import overlay_rgb
+
+    figures: dict[str, Path] = {}
+    picks = pick_examples(cases, "dice")
+    if picks:
+        panels = []
+        for label, i in picks:
+            image, pred, truth = _display(loaded, sub, i, preds[i], truths[i])
+            panels.append((f"{label}: {cases[i]['case_id']} (Dice {cases[i]['dice']:.3f})",
+                           overlay_rgb(image, pred, truth)))
+        figures["Examples: truth (green) vs prediction (red)"] = plot_examples(panels, folder / "examples.png")
+    history = run_dir / "history.csv"
+    if history.is_file():
+        figures["Training history"] = plot_history(pd.read_csv(history), folder / "history.png")
+    return figures
+
+
+def pick_examples(cases: list[dict], key: str) -> list[tuple[str, int]]:
+    """Best, median and worst case by ``key`` among cases with a true object (all cases if none has one)."""
+    pool = [i for i, c in enumerate(cases) if c.get("foreground_true", 1) > 0] or list(range(len(cases)))
+    if not pool:
+        return []
+    ranked = sorted(pool, key=lambda i: cases[i][key], reverse=True)
+    picks = [("best", ranked[0]), ("median", ranked[len(ranked) // 2]), ("worst", ranked[-1])]
+    seen, out = set(), []
+    for label, i in picks:
+        if i not in seen:
+            seen.add(i)
+            out.append((label, i))
+    return out
+
+
+def _display(loaded, sub: Manifest, i: int, pred: np.ndarray, truth: np.ndarray):
+    """The image plane to draw for case ``i`` (3D: the slice with the most true foreground)."""
+    path = sub.resolve(sub.df["image"].iloc[i])
+    if loaded.spec.spatial_dims == 2:
+        from medlens.io import read_image
+
+        return read_image(path), pred, truth
+    from medlens.io.volumes import read_volume
+
+    volume = read_volume(path)[0]
+    k = int(np.argmax((truth > 0).reshape(-1, truth.shape[-1]).sum(0)))
+    plane = volume[1 if volume.shape[0] == 3 else 0, :, :, k]
+    return plane, pred[:, :, k], truth[:, :, k]

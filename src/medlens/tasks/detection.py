@@ -1,0 +1,158 @@
+"""Detection of one box per image: backbone + 4-number head, SmoothL1 + GIoU loss, IoU while training.
+
+Batches are ``(images uint8 (N, C, S, S), box masks uint8 (N, S, S))``: each box is carried as a filled
+rectangle, so the random affine that moves the image moves the box with it (nearest neighbour) and the target
+is read back from the warped rectangle. Rotation is left out for boxes: a rotated rectangle's bounding box is
+looser than the object's, which would teach the model loose boxes.
+
+The network's 4 outputs go through a sigmoid and are read as (centre x, centre y, width, height) in fractions
+of the image, so predicted corners are always ordered and inside the image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medlens.data.spec import PreprocessingSpec
+from medlens.errors import MedlensError
+from medlens.tasks.base import Task, channels_last, normalize
+
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")
+
+
+def decode_boxes(output: torch.Tensor) -> torch.Tensor:
+    """Network outputs (N, 4) → boxes (x0, y0, x1, y1) in fractions of the image."""
+    cx, cy, w, h = torch.sigmoid(output.float()).unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def boxes_from_masks(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tight boxes of box masks (N, H, W) in fractions of the image, and which masks are non-empty."""
+    m = masks > 0
+    n, h, w = m.shape
+    rows, cols = m.any(2), m.any(1)
+    ar_h, ar_w = torch.arange(h, device=m.device), torch.arange(w, device=m.device)
+    y0 = torch.where(rows, ar_h, h).amin(1)
+    y1 = torch.where(rows, ar_h + 1, 0).amax(1)
+    x0 = torch.where(cols, ar_w, w).amin(1)
+    x1 = torch.where(cols, ar_w + 1, 0).amax(1)
+    boxes = torch.stack([x0 / w, y0 / h, x1 / w, y1 / h], dim=1).float()
+    return boxes, rows.any(1)
+
+
+def box_masks(boxes: np.ndarray, shapes: np.ndarray, size: int) -> np.ndarray:
+    """Filled rectangles (N, size, size) for pixel boxes (N, 4) on images of ``shapes`` (N, 2) = (H, W)."""
+    out = np.zeros((len(boxes), size, size), dtype=np.uint8)
+    for i, ((x0, y0, x1, y1), (h, w)) in enumerate(zip(boxes, shapes)):
+        c0, c1 = int(round(x0 / w * size)), int(round(x1 / w * size))
+        r0, r1 = int(round(y0 / h * size)), int(round(y1 / h * size))
+        out[i, r0:max(r1, r0 + 1), c0:max(c1, c0 + 1)] = 1  # at least one pixel survives resizing
+    return out
+
+
+class DetectionTask(Task):
+    """Hooks the shared loop calls for single-box regression."""
+
+    name = "detection"
+
+    def __init__(self, giou_weight: float = 1.0, l1_beta: float = 0.02):
+        self.giou_weight, self.l1_beta = giou_weight, l1_beta
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from medlens.evaluate.boxes import giou_loss
+
+        pred = decode_boxes(output)
+        l1 = F.smooth_l1_loss(pred, target, beta=self.l1_beta)
+        return l1 + self.giou_weight * giou_loss(pred, target)
+
+    def prepare_batch(self, batch, spec: PreprocessingSpec, augment=None, gen: torch.Generator | None = None):
+        from medlens.train.augment import augment_pair
+
+        x, m = batch
+        x = normalize(x, spec)
+        if augment is not None:
+            x, m = augment_pair(x, m, dataclasses.replace(augment, rotate_deg=0.0), gen)
+        boxes, valid = boxes_from_masks(m)
+        return channels_last(x), boxes, valid
+
+    def training_loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, int]:
+        x, boxes, valid = batch
+        out = model(x)
+        if not valid.any():  # the box was shifted out of every image of the batch
+            return out.sum() * 0.0, len(x)
+        return self.loss(out[valid], boxes[valid]), int(valid.sum())
+
+    def validation_outputs(self, model: torch.nn.Module, batch) -> dict[str, torch.Tensor]:
+        x, boxes, _ = batch
+        out = model(x)
+        return {"pred": decode_boxes(out).detach(), "target": boxes,
+                "loss": (self.loss(out, boxes).detach() * len(x)).reshape(1)}
+
+    def validation_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
+        from medlens.evaluate.boxes import box_iou
+
+        iou = np.asarray(box_iou(outputs["pred"].cpu().numpy(), outputs["target"].cpu().numpy()))
+        return {"val_loss": float(outputs["loss"].sum() / max(len(iou), 1)), "val_iou": float(iou.mean()),
+                "val_iou50": float((iou >= 0.5).mean())}
+
+
+@torch.no_grad()
+def predict_boxes(model: torch.nn.Module, spec: PreprocessingSpec, images: np.ndarray, shapes,
+                  batch_size: int = 64) -> np.ndarray:
+    """Pixel boxes (N, 4) on each image's original ``(height, width)`` for uint8 images (N, C, S, S)."""
+    model = model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = channels_last(normalize(torch.from_numpy(images[start:start + batch_size]), spec))
+        out.append(decode_boxes(model(x)).clamp(0, 1).numpy())
+    frac = np.concatenate(out) if out else np.zeros((0, 4))
+    hw = np.asarray(shapes, dtype=np.float64).reshape(-1, 2)
+    return frac * np.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=1)
+
+
+def write_predictions(loaded, files: list[str | Path], out_dir: str | Path) -> list[dict[str, Any]]:
+    """Predict a box for each image; write ``<stem>_box.png`` (the box drawn in red) and return
+    ``{"path", "box": [x0, y0, x1, y1], "overlay"}`` per file (``{"path", "error"}`` if unreadable)."""
+    from medlens.data.cache import resize_image
+    from medlens.errors import UnreadableImageError
+    from medlens.io import read_image
+    from medlens.utils.staging import staged_outputs
+
+    if not files:
+        raise MedlensError("no input files given; pass one or more images")
+    spec, records = loaded.spec, []
+    with staged_outputs(out_dir) as tmp:
+        for f in map(Path, files):
+            try:
+                image = read_image(f)
+            except UnreadableImageError as err:
+                records.append({"path": str(f), "error": err.reason})
+                continue
+            box = predict_boxes(loaded.model, spec, resize_image(image, spec.image_size, spec.channels)[None],
+                                [image.shape[:2]])[0]
+            stem = f.name.split(".")[0] or "image"
+            draw_boxes(image, [box]).save(tmp / f"{stem}_box.png")
+            records.append({"path": str(f), "box": [round(float(v), 2) for v in box],
+                            "overlay": str(Path(out_dir) / f"{stem}_box.png")})
+    return records
+
+
+def draw_boxes(image: np.ndarray, boxes: list, colours=((255, 40, 40), (0, 220, 0))):
+    """A PIL RGB image with ``boxes`` drawn (first red = prediction, second green = truth)."""
+    from PIL import Image, ImageDraw
+
+    from medlens.data.cache import to_uint8
+
+    im = Image.fromarray(to_uint8(np.asarray(image), 3))
+    draw = ImageDraw.Draw(im)
+    for box, colour in zip(boxes, colours):
+        if box is not None:
+            x0, y0, x1, y1 = (float(v) for v in box)
+            draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour)
+    return im

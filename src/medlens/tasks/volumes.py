@@ -1,0 +1,269 @@
+"""3D segmentation data: resample, normalise, sample patches, flip, and predict whole volumes.
+
+- Preprocessing (:func:`preprocess_volume`): optional resampling to the spec's target spacing (trilinear for
+  images, nearest for masks), then each channel standardised over its non-zero voxels (the rule of MONAI's
+  ``NormalizeIntensity(nonzero=True, channel_wise=True)`` and nnU-Net for MRI), so volumes of any scanner
+  scale train together.
+- Training (:class:`PatchDataset`): volumes padded to at least the patch, then MONAI's
+  ``RandCropByPosNegLabeld`` draws ``samples_per_volume`` patches per volume and epoch, half centred on
+  foreground, half on background; every patch has the common patch shape, so patches batch together.
+- Inference (:func:`predict_volume`): MONAI ``sliding_window_inference`` with Gaussian blending over the
+  preprocessed volume; the logits are resampled back to the input grid before the argmax, so the mask has the
+  input's shape and is written with the input's affine.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from medlens.data.manifest import Manifest
+from medlens.data.spec import PreprocessingSpec
+from medlens.errors import MedlensError, UnreadableImageError
+
+SW_BATCH_SIZE = 4
+OVERLAP = 0.25
+
+
+def resampled_shape(shape, spacing, target) -> tuple[int, ...]:
+    """Voxel counts after resampling ``shape`` from ``spacing`` to ``target`` spacing (same field of view)."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
+
+
+def preprocess_volume(volume: np.ndarray, spacing, spec: PreprocessingSpec) -> torch.Tensor:
+    """A channel-first volume (C, X, Y, Z) → float32 tensor resampled to ``spec.spacing`` and normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+    if spec.spacing is not None:
+        size = resampled_shape(x.shape[1:], spacing, spec.spacing)
+        if size != tuple(x.shape[1:]):
+            x = F.interpolate(x[None], size=size, mode="trilinear", align_corners=False)[0]
+    return normalize_nonzero(x)
+
+
+def normalize_nonzero(x: torch.Tensor) -> torch.Tensor:
+    """Standardise each channel of (C, *spatial) over its non-zero voxels; zeros (outside the head) stay 0.
+
+    The rule of MONAI's ``NormalizeIntensity(nonzero=True, channel_wise=True)``, written as one vectorised pass:
+    MONAI's per-channel boolean indexing took ~10x longer, which counted in sliding-window inference time.
+    """
+    inside = x != 0
+    dims = tuple(range(1, x.dim()))
+    count = inside.sum(dims, keepdim=True).clamp(min=1)
+    mean = (x * inside).sum(dims, keepdim=True) / count
+    std = ((((x - mean) * inside) ** 2).sum(dims, keepdim=True) / count).sqrt()
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))  # a constant channel is only centred
+    return torch.where(inside, (x - mean) / std, torch.zeros_like(x)).contiguous()
+
+
+def resample_labels(labels: np.ndarray, size: tuple[int, ...]) -> torch.Tensor:
+    """A label volume (X, Y, Z) → uint8 tensor of ``size`` (nearest neighbour)."""
+    y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.uint8))
+    if tuple(y.shape) != tuple(size):
+        y = F.interpolate(y[None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8)
+    return y
+
+
+def read_any_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """A NIfTI file or a DICOM series folder → ``(volume (C, X, Y, Z), affine, spacing)``."""
+    from medlens.io.volumes import is_nifti_file, read_volume
+
+    path = Path(path)
+    if path.is_dir():
+        from medlens.io.dicom_series import read_dicom_series
+
+        return read_dicom_series(path)
+    if not is_nifti_file(path):
+        raise MedlensError(f"{path}: a 3D model needs a NIfTI volume (.nii, .nii.gz) or a DICOM series folder")
+    return read_volume(path)
+
+
+@dataclass
+class VolumeData:
+    """Preprocessed volumes of a manifest, with the per-split loaders of the shared loop."""
+
+    manifest: Manifest  # readable cases only, aligned with ``images``
+    images: list[torch.Tensor]  # float32 (C, X, Y, Z), preprocessed
+    labels: list[torch.Tensor]  # uint8 (X, Y, Z), on the preprocessed grid
+    spacings: list[tuple[float, float, float]]
+    classes: list[str]
+    patch_size: tuple[int, int, int]
+    samples_per_volume: int = 4
+    skipped: list[dict] = field(default_factory=list)
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.manifest.df["split"].to_numpy() == split)
+
+    def loader(self, split: str, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
+        """Training: patches (``batch_size`` patches per step); otherwise whole volumes one at a time."""
+        idx = self.indices(split)
+        if not shuffle:
+            return DataLoader(_WholeVolumes(self, idx), batch_size=1, shuffle=False, num_workers=0)
+        per_volume = self.samples_per_volume
+        dataset = PatchDataset([self.images[i] for i in idx], [self.labels[i] for i in idx], self.patch_size,
+                               per_volume, seed)
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(dataset, batch_size=max(1, batch_size // per_volume), shuffle=True, generator=gen,
+                          num_workers=0, collate_fn=collate_patches)
+
+
+class _WholeVolumes(Dataset):
+    def __init__(self, data: VolumeData, idx: np.ndarray):
+        self.data, self.idx = data, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int):
+        j = int(self.idx[i])
+        return self.data.images[j], self.data.labels[j], torch.tensor(i)
+
+
+class PatchDataset(Dataset):
+    """``samples_per_volume`` random patches per volume (RandCropByPosNegLabeld, pos = neg = 1)."""
+
+    def __init__(self, images: list[torch.Tensor], labels: list[torch.Tensor], patch_size, samples: int,
+                 seed: int):
+        from monai.transforms import FgBgToIndicesd, RandCropByPosNegLabeld, SpatialPad
+
+        pad = SpatialPad(patch_size)
+        self.items = []
+        for image, label in zip(images, labels):
+            item = {"image": torch.as_tensor(pad(image)), "label": torch.as_tensor(pad(label[None]))}
+            self.items.append(FgBgToIndicesd("label", fg_postfix="_fg", bg_postfix="_bg")(item))
+        self.crop = RandCropByPosNegLabeld(["image", "label"], "label", patch_size, pos=1, neg=1,
+                                           num_samples=samples, fg_indices_key="label_fg",
+                                           bg_indices_key="label_bg")
+        self.crop.set_random_state(seed)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no foreground voxels": background patches only, as intended
+            patches = self.crop(self.items[i])
+        return [(torch.as_tensor(p["image"]), torch.as_tensor(p["label"])[0].to(torch.uint8)) for p in patches]
+
+
+def collate_patches(batch: list[list[tuple[torch.Tensor, torch.Tensor]]]):
+    """Flatten the per-volume patch lists into one batch ``(images, labels, groups)``."""
+    flat = [p for patches in batch for p in patches]
+    return (torch.stack([p[0] for p in flat]), torch.stack([p[1] for p in flat]),
+            torch.zeros(len(flat), dtype=torch.long))
+
+
+def prepare_volume_batch(batch, augment=None, gen: torch.Generator | None = None):
+    """Random flips along each axis (image and mask together) and a small intensity scale/shift."""
+    x, y, groups = batch
+    if augment is None:
+        return x, y.long(), groups
+    n = x.shape[0]
+    flips = torch.rand(n, 3, generator=gen) < 0.5
+    scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * augment.contrast
+    shift = (torch.rand(n, generator=gen) * 2 - 1) * augment.brightness
+    xs, ys = [], []
+    for i in range(n):
+        axes = [a + 1 for a in range(3) if flips[i, a]]
+        xi, yi = (x[i].flip([a for a in axes]), y[i].flip([a - 1 for a in axes])) if axes else (x[i], y[i])
+        xs.append(xi * scale[i].item() + shift[i].item())
+        ys.append(yi)
+    return torch.stack(xs), torch.stack(ys).long(), groups
+
+
+def default_patch_size(shapes: list[tuple[int, ...]], multiple: int, wanted=(96, 96, 32)) -> tuple[int, int, int]:
+    """A patch no larger than needed: each side ``wanted`` or the largest volume's side, rounded up to
+    ``multiple`` (what the network's downsampling needs)."""
+    biggest = np.max(np.array(shapes), axis=0)
+    return tuple(int(math.ceil(min(w, b) / multiple) * multiple) for w, b in zip(wanted, biggest))
+
+
+def load_volumes(manifest: Manifest, spec: PreprocessingSpec, *, progress: bool = True
+                 ) -> tuple[list, list, list, Manifest, list[dict]]:
+    """Read, check and preprocess every image/mask volume of ``manifest``.
+
+    Returns:
+        ``(images, labels, spacings, kept manifest, skipped)``.
+
+    Raises:
+        MedlensError: a mask that does not fit its image or holds unexpected values, a volume with the
+            wrong number of dimensions, or volumes with different channel counts, naming the case.
+    """
+    from medlens.data.seg_sources import check_pair
+    from medlens.io.volumes import read_volume
+    from medlens.utils.progress import track
+
+    images, labels, spacings, kept, skipped = [], [], [], [], []
+    rows = list(manifest.df.itertuples(index=False))
+    for pos, row in enumerate(track(rows, total=len(rows), description="Reading volumes", disable=not progress)):
+        try:
+            image, _, spacing = read_volume(manifest.resolve(row.image))
+        except UnreadableImageError as err:
+            skipped.append({"path": manifest.resolve(row.image), "reason": err.reason, "case_id": row.case_id})
+            continue
+        if image.shape[0] != spec.channels:
+            raise MedlensError(f"case {row.case_id}: {image.shape[0]} channel(s) but the model takes "
+                               f"{spec.channels}; every volume needs the same channels")
+        try:
+            mask = read_volume(manifest.resolve(row.mask))[0]
+        except UnreadableImageError as err:
+            raise MedlensError(f"case {row.case_id}: mask {err.path} cannot be read ({err.reason})") from err
+        mask = check_pair(image, mask, row.case_id, spatial_dims=3, num_classes=len(spec.class_names))
+        x = preprocess_volume(image, spacing, spec)
+        images.append(x)
+        labels.append(resample_labels(mask, tuple(x.shape[1:])))
+        spacings.append(spacing)
+        kept.append(pos)
+    return images, labels, spacings, manifest.with_df(manifest.df.iloc[kept]), skipped
+
+
+@torch.inference_mode()
+def predict_volume(model: torch.nn.Module, spec: PreprocessingSpec, volume: np.ndarray, spacing,
+                   sw_batch_size: int = SW_BATCH_SIZE, overlap: float = OVERLAP) -> np.ndarray:
+    """Label map (X, Y, Z) on the input's own grid for a raw channel-first volume (C, X, Y, Z)."""
+    from monai.inferers import sliding_window_inference
+
+    x = preprocess_volume(volume, spacing, spec)[None]
+    logits = torch.as_tensor(sliding_window_inference(x, spec.patch_size, sw_batch_size, model.eval(),
+                                                      overlap=overlap, mode="gaussian"))
+    size = tuple(volume.shape[1:])
+    if logits.shape[1] == 2:
+        # Binary: argmax is the sign of (foreground - background), and resampling is linear, so only that
+        # one difference map needs resampling to the input grid (half the work, same mask).
+        margin = logits[:, 1:] - logits[:, :1]
+        if tuple(margin.shape[2:]) != size:
+            margin = F.interpolate(margin, size=size, mode="trilinear", align_corners=False)
+        return (margin[0, 0] > 0).to(torch.uint8).numpy()
+    if tuple(logits.shape[2:]) != size:
+        logits = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
+    return logits[0].argmax(0).to(torch.uint8).numpy()
+
+
+def write_volume_prediction(loaded, path: Path, tmp: Path, final: Path) -> dict[str, Any]:
+    """Segment one NIfTI volume or DICOM series; write ``<stem>_mask.nii.gz`` with the input's affine and an
+    overlay PNG of the slice with the most foreground."""
+    from PIL import Image
+
+    from medlens.io.volumes import write_nifti
+    from medlens.tasks.segmentation import overlay_rgb
+
+    volume, affine, spacing = read_any_volume(path)
+    if volume.shape[0] != loaded.spec.channels:
+        raise MedlensError(f"{path}: {volume.shape[0]} channel(s), but model {loaded.name} was trained on "
+                           f"{loaded.spec.channels}")
+    mask = predict_volume(loaded.model, loaded.spec, volume, spacing)
+    stem = path.name.split(".")[0] or "volume"
+    write_nifti(mask, affine, tmp / f"{stem}_mask.nii.gz")
+    k = int(np.argmax(mask.reshape(-1, mask.shape[-1]).sum(0))) if mask.any() else mask.shape[-1] // 2
+    plane = volume[min(1, volume.shape[0] - 1), :, :, k] if volume.shape[0] == 3 else volume[0, :, :, k]
+    Image.fromarray(overlay_rgb(plane, mask[:, :, k])).save(tmp / f"{stem}_overlay.png")
+    return {"path": str(path), "mask": str(final / f"{stem}_mask.nii.gz"),
+            "overlay": str(final / f"{stem}_overlay.png"), "foreground_voxels": int((mask > 0).sum()),
+            "shape": list(mask.shape), "spacing": [float(s) for s in spacing]}
