@@ -129,7 +129,7 @@ def train(src: Path = typer.Argument(..., help=SRC_HELP),
           output: Path = typer.Option(..., "-o", "--output", help="Run directory to create."),
           model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default cnn-small)."),
           config: Optional[Path] = typer.Option(None, help="YAML config; command-line options override it."),
-          epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 20)."),
+          epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 16)."),
           batch_size: Optional[int] = typer.Option(None, help="Batch size (default 32)."),
           lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 3e-3 adamw, 5e-2 sgd)."),
           weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default 0.05)."),
@@ -172,6 +172,9 @@ def train(src: Path = typer.Argument(..., help=SRC_HELP),
           spacing: Optional[str] = typer.Option(None, help="3D: resample volumes to this voxel size X,Y,Z mm."),
           samples_per_volume: Optional[int] = typer.Option(None, help="3D: random patches per volume and epoch "
                                                                        "(default 4)."),
+          intensity: Optional[str] = typer.Option(None, help="dataset (mean/std of the training set; classification "
+                                                             "default), image (each image standardised; 2D "
+                                                             "segmentation/detection default) or volume (3D)."),
           resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
           overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
           quiet: bool = QUIET) -> None:
@@ -188,7 +191,8 @@ def train(src: Path = typer.Argument(..., help=SRC_HELP),
                         audit_fix=audit_fix, task=task, boxes_from_masks=boxes_from_masks or None,
                         model_args=_model_args(model_arg), spatial_dims=spatial_dims,
                         patch_size=_numbers(patch_size, int, "--patch-size"),
-                        spacing=_numbers(spacing, float, "--spacing"), samples_per_volume=samples_per_volume)
+                        spacing=_numbers(spacing, float, "--spacing"), samples_per_volume=samples_per_volume,
+                        intensity=intensity)
     run = do_train(src, output, cfg, overwrite=overwrite, resume=resume, progress=not quiet)
     _print_summary(run / "summary.json")
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 TASKS = ("classification", "segmentation", "detection")
-INTENSITY = ("dataset", "volume")
+INTENSITY = ("dataset", "image", "volume")
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,8 @@ class PreprocessingSpec:
         spatial_dims: 2 for images and slices, 3 for volumes.
         patch_size: training patch and sliding-window size of 3D models (voxels per axis).
         spacing: target voxel size in mm that 3D volumes are resampled to (None: kept as stored).
-        intensity: "dataset" (the mean/std above) or "volume" (each volume's channels standardised over
-            their non-zero voxels, as nnU-Net does for MRI).
+        intensity: "dataset" (the mean/std above), "image" (each 2D image's channels standardised over their
+            non-zero pixels) or "volume" (the same per 3D volume, as nnU-Net does for MRI).
     """
 
     image_size: int = 128

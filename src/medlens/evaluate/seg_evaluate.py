@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from medlens.data.manifest import Manifest
-from medlens.errors import MedlensError
+from medlens.errors import MedlensError, UnreadableImageError
 from medlens.utils.files import atomic_write_text, write_json
 
 EMPTY_MASK_RULE = ("A case whose true and predicted masks are both empty scores Dice = IoU = surface Dice = 1 and "
@@ -122,9 +122,8 @@ def _predict_volumes(loaded, sub: Manifest, progress: bool):
     for pos, row in enumerate(track(rows, total=len(rows), description="Segmenting volumes", disable=not progress)):
         try:
             volume, _, spacing = read_volume(sub.resolve(row.image))
-        except MedlensError as err:
-            skipped.append({"path": sub.resolve(row.image), "reason": getattr(err, "reason", str(err)),
-                            "case_id": row.case_id})
+        except UnreadableImageError as err:
+            skipped.append({"path": err.path, "reason": err.reason, "case_id": row.case_id})
             continue
         truth = check_pair(volume, read_volume(sub.resolve(row.mask))[0], row.case_id, spatial_dims=3)
         preds.append(predict_volume(loaded.model, loaded.spec, volume, spacing))

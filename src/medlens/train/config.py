@@ -24,7 +24,7 @@ class TrainConfig:
 
     model: str = "cnn-small"
     task: str = "classification"
-    epochs: int = 20
+    epochs: int = 16
     batch_size: int = 32
     lr: float | None = None
     weight_decay: float = 0.05
@@ -60,6 +60,7 @@ class TrainConfig:
     patch_size: list[int] | None = None
     spacing: list[float] | None = None
     samples_per_volume: int = 4
+    intensity: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -98,6 +99,8 @@ class TrainConfig:
             raise MedlensError(f"--patch-size needs 3 sides of at least 8 voxels (X,Y,Z), got {self.patch_size}")
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise MedlensError(f"--spacing needs 3 positive voxel sizes in mm (X,Y,Z), got {self.spacing}")
+        if self.intensity is not None:
+            _choice("intensity", self.intensity, ("dataset", "image", "volume"))
         if self.samples_per_volume < 1:
             raise MedlensError(f"--samples-per-volume must be at least 1, got {self.samples_per_volume}")
 

@@ -123,8 +123,10 @@ def _prepare(source, cfg: TrainConfig, info, progress: bool):
         mean, std = info.mean, info.std
     else:
         mean, std = channel_stats(data.images[data.indices("train")])
+    if cfg.intensity == "volume":
+        raise MedlensError("--intensity volume applies to 3D segmentation; for images use image or dataset")
     spec = PreprocessingSpec(image_size=size, channels=channels, mean=tuple(mean), std=tuple(std),
-                             class_names=tuple(classes))
+                             class_names=tuple(classes), intensity=cfg.intensity or "dataset")
     return data, spec, audit_changes
 
 

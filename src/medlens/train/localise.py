@@ -64,6 +64,18 @@ def image_channels(manifest: Manifest) -> int:
     return 1
 
 
+def _intensity(cfg: TrainConfig, dims: int) -> str:
+    """Per-image standardisation by default for 2D MRI slices (scanners differ in scale), per volume for 3D."""
+    if dims == 3:
+        if cfg.intensity not in (None, "volume"):
+            raise MedlensError(f"--intensity {cfg.intensity} does not apply to 3D volumes; they are standardised "
+                               "per volume (--intensity volume)")
+        return "volume"
+    if cfg.intensity == "volume":
+        raise MedlensError("--intensity volume applies to 3D volumes; for 2D images use image or dataset")
+    return cfg.intensity or "image"
+
+
 def _size(cfg: TrainConfig, info) -> int:
     from medlens.models.segmentation import SPECIFIC, size_multiple
 
@@ -97,7 +109,7 @@ def prepare_segmentation(source, cfg: TrainConfig, info, progress: bool):
     _check_splits(data)
     mean, std = channel_stats(data.images[data.indices("train")])
     spec = PreprocessingSpec(image_size=size, channels=channels, mean=tuple(mean), std=tuple(std),
-                             class_names=BINARY, task="segmentation")
+                             class_names=BINARY, task="segmentation", intensity=_intensity(cfg, 2))
     return (data, spec), changes
 
 
@@ -111,7 +123,7 @@ def prepare_volumes(manifest: Manifest, cfg: TrainConfig, progress: bool):
         raise MedlensError(f"model {cfg.model} is not a 3D segmentation network; use one of {', '.join(SPECIFIC)}")
     channels = read_volume(manifest.resolve(manifest.df["image"].iloc[0]))[0].shape[0]
     spec = PreprocessingSpec(image_size=128, channels=channels, mean=(0.0,) * channels, std=(1.0,) * channels,
-                             class_names=BINARY, task="segmentation", spatial_dims=3, intensity="volume",
+                             class_names=BINARY, task="segmentation", spatial_dims=3, intensity=_intensity(cfg, 3),
                              spacing=tuple(cfg.spacing) if cfg.spacing else None)
     images, labels, spacings, kept, skipped = load_volumes(manifest, spec, progress=progress)
     _check_nonempty(kept, skipped, manifest)
@@ -149,7 +161,7 @@ def prepare_detection(source, cfg: TrainConfig, info, progress: bool):
     _check_splits(data)
     mean, std = channel_stats(data.images[data.indices("train")])
     spec = PreprocessingSpec(image_size=size, channels=channels, mean=tuple(mean), std=tuple(std),
-                             task="detection")
+                             task="detection", intensity=_intensity(cfg, 2))
     return (data, spec), changes
 
 
