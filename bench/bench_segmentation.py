@@ -31,7 +31,7 @@ UNET3D = ["--model-arg", "channels=16,32,64,128", "--model-arg", "num_res_units=
 
 COMMANDS = {
     "lgg2d": ["train", DATA, "-o", OUT / "lgg-unet2d", "--task", "segmentation", "--model", "unet",
-              "--batch-size", "16", "--epochs", "17", "--max-minutes", "10"],
+              "--epochs", "22", "--max-minutes", "10"],
     "volumes": ["convert", "slices-to-volumes", DATA, OUT / "lgg-volumes"],
     "lgg3d": ["train", OUT / "lgg-volumes", "-o", OUT / "lgg-unet3d", "--task", "segmentation", "--model", "unet",
               *UNET3D, "--spacing", "2,2,1", "--patch-size", "64,64,32", "--samples-per-volume", "4",
