@@ -35,9 +35,9 @@ COMMANDS = {
     "volumes": ["convert", "slices-to-volumes", DATA, OUT / "lgg-volumes"],
     "lgg3d": ["train", OUT / "lgg-volumes", "-o", OUT / "lgg-unet3d", "--task", "segmentation", "--model", "unet",
               *UNET3D, "--spacing", "2,2,1", "--patch-size", "64,64,32", "--samples-per-volume", "4",
-              "--batch-size", "8", "--epochs", "11", "--max-minutes", "10"],
+              "--batch-size", "8", "--epochs", "40", "--max-minutes", "10"],
     "detection": ["train", DATA, "-o", OUT / "lgg-boxnet", "--task", "detection", "--model", "boxnet",
-                  "--boxes-from-masks", "--epochs", "30", "--max-minutes", "10"],
+                  "--boxes-from-masks", "--epochs", "120", "--patience", "120", "--max-minutes", "10"],
 }
 
 
@@ -65,7 +65,7 @@ def run_summary(run: Path) -> dict:
             "counts": s.get("counts"), "peak_memory_mb": t["peak_memory_mb"]}
 
 
-def sliding_window_comparison(run: Path, repeats: int = 2) -> dict:
+def sliding_window_comparison(run: Path, repeats: int = 5) -> dict:
     """medlens predict_volume (raw volume → mask on the input grid) vs plain MONAI on the preprocessed tensor."""
     import numpy as np
     import torch
@@ -120,7 +120,7 @@ def gate() -> dict:
     labels = OUT / "lgg-labels.csv"
     cli(["convert", "masks-to-labels", seg / "manifest.csv", labels])
     train_s = cli(["train", labels, "-o", OUT / "lgg-gate", "--model", "cnn-small", "--channels", "3",
-                   "--epochs", "8"])
+                   "--intensity", "image"])
     subprocess.run([MEDLENS, "evaluate", str(seg), "--gate", str(OUT / "lgg-gate"), "-o",
                     str(OUT / "lgg-pipeline"), "--quiet"], check=True)
     s = json.loads((OUT / "lgg-pipeline" / "summary.json").read_text())

@@ -163,7 +163,7 @@ def _summary(loaded, sub: Manifest, cases, preds, truths, *, run, data, split, n
         metrics[name] = {"value": means[key], "ci95": patient_bootstrap_ci([c[key] for c in cases], pids, **ci)}
     unit = "mm" if loaded.spec.spatial_dims == 3 else "pixels"
     metrics["hd95"]["note"] = f"{unit}; undefined for {means['hd95_undefined']} case(s) with one empty mask"
-    counts = {"slices_with_foreground": sum(c["foreground_true"] > 0 for c in cases),
+    counts = {"cases_with_foreground": sum(c["foreground_true"] > 0 for c in cases),
               "false_positive_cases": sum(c["empty"] == "target" for c in cases),
               "false_negative_cases": sum(c["empty"] == "pred" for c in cases), "both_empty": means["both_empty"]}
     extra = {"model": {"name": loaded.name, "options": loaded.options}, "skipped": skipped,
