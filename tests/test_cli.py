@@ -127,3 +127,14 @@ def test_summary_prints_parameters_and_macs(monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "summary", "logreg", "--input-size", "8", "--num-classes", "3")
     assert code == 0, err
     assert "195" in out  # 64 pixels x 3 classes + 3 biases
+
+
+@pytest.mark.parametrize("model", ["unet", "boxnet"])
+def test_summary_of_segmentation_and_detection_models(model, monkeypatch, capsys):
+    from medlens.models.summary import summarize
+
+    code, out, err = run_cli(monkeypatch, capsys, "summary", model, "--input-size", "32", "--channels", "3")
+    assert code == 0, err
+    outputs = 2 if model == "unet" else 4  # two classes (background, foreground) or four box numbers
+    expected = summarize(model, 32, in_channels=3, num_classes=outputs)["total_params"]
+    assert f"{expected:,}" in out and "multiply-adds" in out

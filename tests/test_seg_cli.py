@@ -147,12 +147,21 @@ def test_gate_sends_only_positives_to_the_segmenter(runs, tmp_path):
     assert bright["segmented"] and bright["tumour_probability"] > 0.5
 
 
-def test_audit_accepts_slices_and_refuses_volumes_clearly(runs, monkeypatch, capsys, tmp_path):
+def test_audit_accepts_slices_and_volumes_with_their_masks(runs, monkeypatch, capsys, tmp_path):
     code, out, err = run_cli(monkeypatch, capsys, "audit", runs.kaggle, "-o", tmp_path / "a", "--quiet")
     assert code == 0, err
-    assert json.loads((tmp_path / "a" / "audit.json").read_text())["n_images"] == 32
+    slices = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert slices["n_images"] == 32 and "volumes" not in slices
+    assert slices["masks"]["n_checked"] == 32 and slices["masks"]["n_problems"] == 0
+    assert slices["masks"]["n_empty"] == 8  # every third slice of 4 per patient: slice 3 of 8 patients
     code, out, err = run_cli(monkeypatch, capsys, "audit", runs.spheres, "-o", tmp_path / "b", "--quiet")
-    assert code == 2 and "holds NIfTI volumes; `medlens audit` checks 2D images only" in err
+    assert code == 0, err
+    volumes = json.loads((tmp_path / "b" / "audit.json").read_text())
+    assert volumes["n_images"] == volumes["n_readable"] == 4 and volumes["unreadable"] == []
+    assert volumes["volumes"]["spacings"] == {"1x1x1": 4} and volumes["volumes"]["shapes"] == {"24x24x16": 4}
+    assert volumes["masks"]["n_checked"] == 4 and volumes["masks"]["problems"] == []
+    assert volumes["masks"]["n_empty"] == 0 and volumes["masks"]["foreground_fraction"]["n"] == 4
+    assert "volumes: 4, spacings 1x1x1 mm: 4" in out
 
 
 def _break(kind: str, root):

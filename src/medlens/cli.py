@@ -56,29 +56,26 @@ def audit(src: Path = typer.Argument(..., help=SRC_HELP),
           threshold: Optional[int] = typer.Option(None, help="Near-duplicate perceptual-hash Hamming threshold "
                                                               "(default 6 of 64 bits)."),
           workers: int = typer.Option(2, help="Decoding threads."),
+          mask_classes: Optional[int] = typer.Option(None, help="Label values segmentation masks may hold: 2 "
+                                                                "for binary {0,1}/{0,255}, K for 0..K-1 (default: "
+                                                                "an MSD dataset.json's labels, else 2)."),
           strict: bool = typer.Option(False, help="Exit with code 1 when anything is found."),
           quiet: bool = QUIET) -> None:
-    """Find unreadable files, size outliers, imbalance, exact/near duplicates, train/test leakage, clusters."""
+    """Find unreadable files, size outliers, imbalance, exact/near duplicates, train/test leakage, clusters.
+
+    Segmentation sources are audited too: 2D image/mask pairs and NIfTI volumes (imagesTr/labelsTr folders,
+    an MSD dataset.json). Volumes add a voxel-spacing and depth census with its outliers; every mask is
+    checked against its image (same size, expected values) and its foreground fraction reported.
+    """
     from medlens.audit.run import audit as do_audit
     from medlens.audit.run import print_summary
 
-    _refuse_volumes(src)
     result = do_audit(src, output, near_threshold=threshold, fix=fix, prefer=prefer, workers=workers,
-                      progress=not quiet)
+                      progress=not quiet, mask_classes=mask_classes)
     print_summary(result, _console())
     _console().print(f"report: {output / 'audit.html'}")
     if strict and result.findings_count:
         raise typer.Exit(1)
-
-
-def _refuse_volumes(src: Path) -> None:
-    """The audit reads 2D images; say so for NIfTI volume sources instead of calling every volume unreadable."""
-    from medlens.data.ingest import ingest
-    from medlens.train.localise import is_volume_source
-
-    if src.exists() and is_volume_source(ingest(src, require_labels=False)):
-        raise MedlensError(f"{src} holds NIfTI volumes; `medlens audit` checks 2D images only (slices, "
-                           "photos, DICOM images): audit the kaggle_3m slices before converting them to volumes")
 
 
 @app.command()
@@ -99,16 +96,20 @@ def models(pattern: Optional[str] = typer.Argument(None, help="Glob filter, e.g.
 def summary(model: str = typer.Argument(..., help="Model name (see `medlens models`)."),
             input_size: int = typer.Option(224, help="Input side in pixels."),
             channels: Optional[int] = typer.Option(None, help="Input channels (default: the model's)."),
-            num_classes: int = typer.Option(4, help="Number of output classes."),
-            head: str = typer.Option("linear", help="Head: linear or mlp."),
-            freeze_backbone: bool = typer.Option(False, help="Count only head parameters as trainable.")) -> None:
+            num_classes: int = typer.Option(4, help="Number of output classes (classifiers; segmentation models "
+                                                   "are counted with 2, box detectors with 4 outputs)."),
+            head: str = typer.Option("linear", help="Classifier head: linear or mlp."),
+            freeze_backbone: bool = typer.Option(False, help="Classifiers: count only head parameters as "
+                                                             "trainable.")) -> None:
     """Show total / trainable parameters and multiply-adds of MODEL at one input size."""
     from medlens.models.registry import get_model_info
     from medlens.models.summary import summarize
 
     info = get_model_info(model)
+    options = {"head": head, "freeze_backbone": freeze_backbone} if info.task == "classification" else {}
+    outputs = {"segmentation": 2, "detection": 4}.get(info.task, num_classes)
     s = summarize(model, input_size=input_size, in_channels=channels or info.channels or 1,
-                  num_classes=num_classes, head=head, freeze_backbone=freeze_backbone, pretrained=False)
+                  num_classes=outputs, pretrained=False, **options)
     c = _console()
     c.print(f"[bold]{model}[/] at {input_size}x{input_size}, {channels or info.channels or 1} channel(s)")
     c.print(f"  total parameters:     {s['total_params']:,}")

@@ -26,16 +26,23 @@ def stray_files(source: Path | None, table: pd.DataFrame) -> list[dict[str, Any]
 
     Files at the top level and usual sidecars (CSV, JSON, text...) are ignored: only files a class-folder
     reader would have mistaken for images are worth reporting (e.g. ``glioma/scan.doc``, ``x.jpg.part``).
+    Masks (a ``mask_path`` column) are known files; in a volume audit other NIfTI files (an unlabelled
+    ``imagesTs`` folder) are images too.
     """
     if source is None or not Path(source).is_dir():
         return []
+    from medlens.io.volumes import is_nifti_file
+
     source = Path(source)
-    known = {str(Path(p).resolve()) for p in table["path"] if not NPZ_REF.match(str(p))}
+    listed = list(table["path"]) + (list(table["mask_path"]) if "mask_path" in table.columns else [])
+    known = {str(Path(p).resolve()) for p in listed if p and not NPZ_REF.match(str(p))}
+    volumes = "depth" in table.columns
     found = []
     for f in sorted(source.rglob("*")):
         rel = f.relative_to(source)
         if (not f.is_file() or len(rel.parts) < 2 or any(p.startswith(".") for p in rel.parts)
-                or f.suffix.lower() in _SIDECARS or str(f.resolve()) in known or is_image_file(f)):
+                or f.suffix.lower() in _SIDECARS or str(f.resolve()) in known or is_image_file(f)
+                or (volumes and is_nifti_file(f))):
             continue
         found.append({"path": str(f), "reason": f"not an image file (suffix {f.suffix or 'none'!r})",
                       "kind": "non-image", "split": "", "label": rel.parts[0]})

@@ -11,7 +11,7 @@ from medlens.utils.files import atomic_write_text, write_json
 
 MAX_GROUPS = 150      # duplicate groups drawn in the HTML (all are in audit.json)
 MAX_MEMBERS = 8       # thumbnails per group
-MAX_ROWS = 300        # rows of the unreadable / outlier / change tables
+MAX_ROWS = 300        # rows of the unreadable / outlier / mask problem / change tables
 
 
 def write_report(result, out_dir: Path) -> Path:
@@ -44,9 +44,12 @@ def _context(result) -> dict[str, Any]:
                 for c in s["clusters"].get("clusters", [])]
     class_names = sorted({c for counts in s["classes"].values() for c in counts})
     fix = s.get("fix")
+    volume_outliers = [{**o, "thumb": thumb_uri(thumbs.get(o["row"]))}
+                       for o in s.get("volumes", {}).get("spacing_outliers", [])[:MAX_ROWS]]
     return {
         "s": s, "figures": all_figures(result.table, s), "groups": groups, "outliers": outliers,
         "clusters": clusters, "class_names": class_names, "unreadable": s["unreadable"][:MAX_ROWS],
         "fix": fix, "changes": (fix or {}).get("changes", [])[:MAX_ROWS], "max_rows": MAX_ROWS,
-        "max_groups": MAX_GROUPS,
+        "max_groups": MAX_GROUPS, "volume_outliers": volume_outliers,
+        "mask_problems": s.get("masks", {}).get("problems", [])[:MAX_ROWS],
     }

@@ -1,5 +1,9 @@
 """`medlens audit`: everything wrong with a dataset before training on it, in one pass over the images.
 
+Classification sources, 2D image/mask pairs and NIfTI volumes are audited alike: volumes add a spacing and
+shape census (:mod:`medlens.audit.volumes`), a ``mask`` column adds a check of every mask
+(:mod:`medlens.audit.masks`).
+
 >>> result = audit("data/brain", "audit-out")          # writes audit-out/audit.json and audit.html
 >>> result.findings_count, result.to_dict()["duplicates"]["n_cross_split"]
 """
@@ -19,7 +23,10 @@ from medlens.audit.clusters import intensity_clusters
 from medlens.audit.duplicates import DEFAULT_THRESHOLD, duplicates_summary, find_duplicate_groups
 from medlens.audit.geometry import MAD_K, size_outliers
 from medlens.audit.integrity import census, stray_files, unreadable_list
-from medlens.audit.scan import scan_images
+from medlens.audit.masks import MASK_FEATURES, check_mask, masks_summary
+from medlens.audit.masks import mask_classes as source_mask_classes
+from medlens.audit.scan import scan_image, scan_images
+from medlens.audit.volumes import VOLUME_FEATURES, scan_volume, volume_summary
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 
@@ -57,7 +64,8 @@ class AuditResult:
 
     @property
     def findings_count(self) -> int:
-        """Unreadable or non-image files + size outliers + duplicate groups."""
+        """Unreadable or non-image files + size outliers + duplicate groups (+ spacing/depth outliers of
+        volumes and mask problems, when there are volumes or masks)."""
         return int(self.summary["findings"]["total"])
 
     @property
@@ -67,11 +75,14 @@ class AuditResult:
 
 def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
           near_threshold: int | None = None, k_range=range(2, 9), fix: Path | str | None = None,
-          prefer: str = "train", progress: bool = True, workers: int = 2) -> AuditResult:
-    """Audit a dataset: integrity, geometry outliers, class balance, duplicates/leakage, intensity clusters.
+          prefer: str = "train", progress: bool = True, workers: int = 2,
+          mask_classes: int | None = None) -> AuditResult:
+    """Audit a dataset: integrity, geometry outliers, class balance, duplicates/leakage, intensity clusters;
+    for NIfTI volumes also voxel spacing and depth, and for segmentation sources every mask.
 
     Args:
-        source: a Manifest, a manifest CSV or any source ``medlens.ingest`` understands.
+        source: a Manifest, a manifest CSV or any source ``medlens.ingest`` understands (class folders,
+            image/mask pairs, NIfTI imagesTr/labelsTr folders, an MSD dataset.json...).
         out_dir: folder for audit.json and audit.html (created; each file replaced atomically); None
             writes nothing.
         near_threshold: largest pHash Hamming distance (0-64) counted as a near duplicate; default 6.
@@ -80,19 +91,23 @@ def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
         prefer: split that keeps duplicates and receives moved leakage groups: "train" or "test".
         progress: show a progress bar.
         workers: decoding threads.
+        mask_classes: label values masks may hold (2: binary {0, 1} or {0, 255}; K: 0..K-1); default the
+            ``labels`` of an MSD dataset.json, else 2.
 
     Raises:
         MedlensError: bad arguments or an unreadable source.
     """
     threshold = DEFAULT_THRESHOLD if near_threshold is None else near_threshold
     _check_args(threshold, prefer, workers)
+    classes = _check_classes(source_mask_classes(source) if mask_classes is None else mask_classes)
     manifest, source_dir = load_source(source)
     if len(manifest) == 0:
         raise MedlensError(f"nothing to audit: {manifest.source or manifest.root} has no cases")
     start = time.perf_counter()
-    table, thumbs = scan_manifest(manifest, workers=workers, progress=progress)
+    table, thumbs = scan_manifest(manifest, workers=workers, progress=progress, mask_classes=classes)
     elapsed = time.perf_counter() - start
-    summary = build_summary(table, manifest, threshold=threshold, k_range=k_range, source_dir=source_dir)
+    summary = build_summary(table, manifest, threshold=threshold, k_range=k_range, source_dir=source_dir,
+                            mask_classes=classes)
     summary["timing"] = {"scan_s": round(elapsed, 3), "total_s": round(time.perf_counter() - start, 3),
                          "images_per_s": round(len(table) / max(elapsed, 1e-9), 1), "workers": workers}
     result = AuditResult(summary, table, manifest, thumbs)
@@ -119,6 +134,12 @@ def _check_args(threshold: Any, prefer: str, workers: Any) -> None:
         raise MedlensError(f"workers must be a positive whole number, got {workers!r}")
 
 
+def _check_classes(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 2 <= value <= 255:
+        raise MedlensError(f"mask_classes must be a whole number from 2 (binary masks) to 255, got {value!r}")
+    return int(value)
+
+
 def load_source(source: Manifest | str | Path) -> tuple[Manifest, Path | None]:
     """The manifest to audit, and the source folder (for stray-file checks) when ``source`` is one."""
     if isinstance(source, Manifest):
@@ -132,22 +153,49 @@ def load_source(source: Manifest | str | Path) -> tuple[Manifest, Path | None]:
     return ingest(path, require_labels=False), path if path.is_dir() else None
 
 
-def scan_manifest(manifest: Manifest, workers: int = 2, progress: bool = True) -> tuple[pd.DataFrame,
-                                                                                         dict[int, bytes]]:
-    """Decode every image once; the per-image table (one row per manifest row) and thumbnails."""
+def scan_manifest(manifest: Manifest, workers: int = 2, progress: bool = True,
+                  mask_classes: int = 2) -> tuple[pd.DataFrame, dict[int, bytes]]:
+    """Decode every image (or NIfTI volume) and every mask once; the per-image table (one row per manifest
+    row) and thumbnails.
+
+    Volumes add the columns of :data:`~medlens.audit.volumes.VOLUME_FEATURES`; a ``mask`` column adds
+    ``mask_path`` and the columns of :data:`~medlens.audit.masks.MASK_FEATURES`.
+    """
+    from medlens.io.volumes import is_nifti_file
+
     paths = manifest.paths()
-    with _progress_bar(len(paths), progress) as advance:
-        records = scan_images(paths, workers=workers, progress=advance)
-    thumbs = {i: r.pop("thumb") for i, r in enumerate(records) if "thumb" in r}
     df = manifest.df
+    volumes = any(is_nifti_file(p) for p in paths)
+    masks = [manifest.resolve(m) for m in df["mask"]] if "mask" in df.columns else None
+    features = {**_FEATURES, **(VOLUME_FEATURES if volumes else {}), **(MASK_FEATURES if masks else {})}
+    with _progress_bar(len(paths), progress) as advance:
+        if volumes or masks:
+            cases = list(zip(paths, masks or [None] * len(paths), df["case_id"].astype(str)))
+            records = scan_images(cases, workers=workers, progress=advance,
+                                  scan=lambda case: _scan_case(*case, mask_classes=mask_classes))
+        else:
+            records = scan_images(paths, workers=workers, progress=advance)
+    thumbs = {i: r.pop("thumb") for i, r in enumerate(records) if "thumb" in r}
     table = pd.DataFrame({"row": np.arange(len(df)), "case_id": df["case_id"].astype(str),
                           "image": df["image"].astype(str), "path": paths, "split": df["split"],
                           "patient_id": df["patient_id"].astype(str)})
     if manifest.has_labels:
         table["label"] = df["label"].astype(str).to_numpy()
-    feats = pd.DataFrame([{**_FEATURES, **r} for r in records], columns=list(_FEATURES))
+    if masks:
+        table["mask_path"] = masks
+    feats = pd.DataFrame([{**features, **r} for r in records], columns=list(features))
     feats["phash"] = feats["phash"].astype(np.uint64)
     return pd.concat([table, feats], axis=1), thumbs
+
+
+def _scan_case(path: str, mask: str | None, case_id: str, mask_classes: int = 2) -> dict[str, Any]:
+    """One case: the image or volume, then its mask (if any) against it."""
+    from medlens.io.volumes import is_nifti_file
+
+    record = scan_volume(path) if is_nifti_file(path) else scan_image(path)
+    if mask is not None and str(mask):
+        record.update(check_mask(mask, case_id, record, mask_classes))
+    return record
 
 
 class _progress_bar:
@@ -173,8 +221,13 @@ class _progress_bar:
 
 
 def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = DEFAULT_THRESHOLD,
-                  k_range=range(2, 9), source_dir: Path | None = None) -> dict[str, Any]:
-    """Every analysis on the per-image table, as the audit.json dict (also sets ``table["cluster"]``)."""
+                  k_range=range(2, 9), source_dir: Path | None = None,
+                  mask_classes: int = 2) -> dict[str, Any]:
+    """Every analysis on the per-image table, as the audit.json dict (also sets ``table["cluster"]``).
+
+    A table with volume columns adds a ``volumes`` block and ``findings.spacing_outliers``; one with mask
+    columns adds a ``masks`` block and ``findings.mask_problems``.
+    """
     unreadable = unreadable_list(table) + stray_files(source_dir, table)
     outliers, bounds = size_outliers(table)
     classes, balance = class_balance(table)
@@ -187,7 +240,7 @@ def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = D
                 "label_conflict_groups": dups["n_label_conflict"],
                 "cross_patient_groups": dups["n_cross_patient"]}
     findings["total"] = len(unreadable) + len(outliers) + len(groups)
-    return {
+    summary = {
         "schema": SCHEMA, "source": manifest.source or str(manifest.root), "n_images": int(len(table)),
         "n_readable": int(table["readable"].sum()), "findings": findings,
         "unreadable": unreadable, "census": census(table),
@@ -195,6 +248,16 @@ def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = D
         "duplicates": dups, "clusters": clusters,
         "settings": {"near_threshold": threshold, "mad_k": MAD_K, "k_range": [int(k) for k in k_range]},
     }
+    if "depth" in table.columns:
+        summary["volumes"] = volume_summary(table)
+        findings["spacing_outliers"] = len(summary["volumes"]["spacing_outliers"])
+        findings["total"] += findings["spacing_outliers"]
+    if "mask_checked" in table.columns:
+        summary["masks"] = masks_summary(table, mask_classes)
+        findings["mask_problems"] = summary["masks"]["n_problems"]
+        findings["total"] += findings["mask_problems"]
+    findings["total"] = findings.pop("total")  # keep it last
+    return summary
 
 
 def fix_record(changes: list[dict[str, Any]], prefer: str, saved: Path | None, n_before: int,

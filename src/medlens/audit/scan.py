@@ -6,7 +6,7 @@ import io
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from medlens.errors import UnreadableImageError
 from medlens.io.images import NPZ_REF, is_image_file, read_image
 
 THUMB_SIDE = 64
+Item = TypeVar("Item")
 
 
 def scan_image(path: str) -> dict[str, Any]:
@@ -27,7 +28,7 @@ def scan_image(path: str) -> dict[str, Any]:
     try:
         arr = read_image(path)
     except UnreadableImageError as err:
-        return _unreadable(path, err.reason, _reason_kind(err.reason))
+        return _unreadable(path, err.reason, reason_kind(err.reason))
     if arr.ndim not in (2, 3) or min(arr.shape[:2]) < 1:
         return _unreadable(path, f"not a 2-D image (array shape {arr.shape})", "undecodable")
     gray = to_gray01(arr)
@@ -41,13 +42,13 @@ def scan_image(path: str) -> dict[str, Any]:
                          and np.array_equal(arr[..., 0], arr[..., 2])),
         "mean": float(gray.mean()), "std": float(gray.std()),
         "pixel_hash": pixel_hash(arr), "phash": ph, "signature": signature,
-        "thumb": _thumbnail(arr, gray),
+        "thumb": thumbnail(arr, gray),
     }
 
 
-def scan_images(paths: Sequence[str], workers: int = 2,
-                progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-    """Run :func:`scan_image` over ``paths`` with a thread pool, in input order.
+def scan_images(paths: Sequence[Item], workers: int = 2, progress: Callable[[int], None] | None = None,
+                scan: Callable[[Item], dict[str, Any]] = scan_image) -> list[dict[str, Any]]:
+    """Run :func:`scan_image` (or ``scan``) over ``paths`` with a thread pool, in input order.
 
     Threads (not processes): Pillow and numpy release the GIL while decoding and reducing, and threads are
     safe inside a process that already runs torch (``medlens train --audit-fix``).
@@ -56,16 +57,17 @@ def scan_images(paths: Sequence[str], workers: int = 2,
         paths: resolved image paths (or npz references).
         workers: number of threads; 1 runs in the calling thread.
         progress: called with the number of images finished since the last call.
+        scan: the function measuring one item (a volume scanner, or one that also checks the mask).
     """
     out: list[dict[str, Any]] = []
     if workers <= 1 or len(paths) < 2:
         for p in paths:
-            out.append(scan_image(p))
+            out.append(scan(p))
             if progress:
                 progress(1)
         return out
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for record in pool.map(scan_image, paths, chunksize=16):
+        for record in pool.map(scan, paths):
             out.append(record)
             if progress:
                 progress(1)
@@ -76,7 +78,8 @@ def _unreadable(path: str, reason: str, kind: str) -> dict[str, Any]:
     return {"readable": False, "reason": reason, "reason_kind": kind}
 
 
-def _reason_kind(reason: str) -> str:
+def reason_kind(reason: str) -> str:
+    """Short kind of an unreadable file from its reason: zero-byte, truncated, missing or undecodable."""
     text = reason.lower()
     for key, kind in (("zero-byte", "zero-byte"), ("truncated", "truncated"), ("not found", "missing")):
         if key in text:
@@ -91,7 +94,7 @@ def _mode(arr: np.ndarray) -> str:
                                                                                           str(arr.dtype))
 
 
-def _thumbnail(arr: np.ndarray, gray: np.ndarray) -> bytes:
+def thumbnail(arr: np.ndarray, gray: np.ndarray) -> bytes:
     """Small JPEG for the HTML report (kept in memory so no image is decoded twice)."""
     from PIL import Image
 

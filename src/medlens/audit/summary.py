@@ -34,6 +34,7 @@ def print_summary(result, console=None) -> None:
     console.print(findings)
     for u in s["unreadable"][:3]:
         console.print(escape(f"  unreadable: {u['path']} ({u['reason']})"), soft_wrap=True)
+    _print_volumes_and_masks(console, s)
     _print_classes(console, s)
     _print_groups(console, s["duplicates"])
     clusters = s["clusters"]
@@ -43,6 +44,23 @@ def print_summary(result, console=None) -> None:
         console.print(f"intensity clusters: k = {clusters['k']} (best silhouette): {parts}")
     if s.get("fix"):
         _print_fix(console, s["fix"])
+
+
+def _print_volumes_and_masks(console, s: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    if "volumes" in s:
+        v = s["volumes"]
+        spacings = ", ".join(f"{k} mm: {n}" for k, n in list(v["spacings"].items())[:4])
+        more = f" +{v['n_spacings'] - 4} more" if v["n_spacings"] > 4 else ""
+        console.print(escape(f"volumes: {v['n_volumes']}, spacings {spacings}{more}; "
+                             f"{len(v['spacing_outliers'])} spacing/depth outliers"), soft_wrap=True)
+    if "masks" in s:
+        m = s["masks"]
+        console.print(f"masks: {m['n_checked']} checked, [{'red' if m['n_problems'] else 'green'}]"
+                      f"{m['n_problems']} problems[/], {m['n_empty']} empty")
+        for p in m["problems"][:3]:
+            console.print(escape(f"  mask problem: {p['reason']}"), soft_wrap=True)
 
 
 def _print_classes(console, s: dict[str, Any]) -> None:
