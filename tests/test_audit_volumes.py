@@ -246,3 +246,27 @@ def test_cli_msd_label_maps_use_the_dataset_labels(tmp_path, monkeypatch, capsys
 def test_audit_help_mentions_segmentation_sources(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "audit", "--help")
     assert code == 0 and "image/mask pairs" in out and "NIfTI volumes" in out and "--mask-classes" in out
+
+
+def test_neighbouring_slices_of_one_patient_are_not_findings_but_copies_across_patients_are(tmp_path):
+    """Slice stacks are made of look-alikes: a near group inside one patient is tagged, not counted."""
+    rows = []
+    for p, patient in enumerate(("P0", "P1", "P2")):
+        for n in range(3):
+            rel = save(tmp_path, f"{patient}/{patient}_{n}.png", texture(10 * p + n))
+            rows.append({"image": rel, "mask": save(tmp_path, f"{patient}/{patient}_{n}_mask.png",
+                                                    np.zeros((64, 64), np.uint8)),
+                         "patient_id": patient, "split": "val" if patient == "P2" else "train"})
+    neighbour = texture(0).astype(np.int16)
+    neighbour[10:14, 10:14] += 6  # P0's slice 1 becomes a near copy of its slice 0
+    save(tmp_path, "P0/P0_1.png", np.clip(neighbour, 0, 255).astype(np.uint8))
+    save(tmp_path, "P1/P1_2.png", texture(20))  # P1's last slice: P2's first slice again (other patient)
+    csv = tmp_path / "pairs.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    s = audit(csv, progress=False).summary
+    by_patients = {tuple(sorted({m["patient_id"] for m in g["members"]})): g for g in s["duplicates"]["groups"]}
+    assert set(by_patients) == {("P0",), ("P1", "P2")}
+    assert by_patients[("P0",)]["flags"] == ["same-patient"] and by_patients[("P0",)]["kind"] == "near"
+    assert {"cross-split", "cross-patient"} <= set(by_patients[("P1", "P2")]["flags"])
+    assert s["duplicates"]["n_same_patient"] == 1
+    assert s["findings"]["duplicate_groups"] == 1 and s["findings"]["total"] == 1

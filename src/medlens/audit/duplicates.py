@@ -8,7 +8,8 @@ and a meningioma); the check removes most of them without losing re-encoded, res
 copies. Pairs are merged with a union-find in order of increasing distance, and two
 groups are joined only while every pair of members stays within the threshold (complete linkage): plain
 connected components chain through look-alike slices into 100-image "groups" whose members differ by up
-to 30 bits.
+to 30 bits. Near (not pixel-identical) groups of neighbouring slices of one patient in one split are tagged
+``same-patient`` and not counted as findings: slice stacks are made of look-alikes.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def find_duplicate_groups(table: pd.DataFrame, threshold: int = DEFAULT_THRESHOL
     signatures = np.stack(t["signature"].to_numpy()) if len(t) else None
     groups = [_describe(t, m, phashes, patient_ids)
               for m in duplicate_components(phashes, threshold, signatures)]
-    groups.sort(key=lambda g: (not g["label_conflict"], not g["cross_split"], -g["size"],
+    groups.sort(key=lambda g: (not g["label_conflict"], not g["cross_split"], g["same_patient"], -g["size"],
                                g["members"][0]["path"]))
     for n, g in enumerate(groups, start=1):
         g["id"] = n
@@ -123,12 +124,16 @@ def _describe(t: pd.DataFrame, members: list[int], phashes: np.ndarray, patient_
     flags = []
     cross_split, conflict = len(splits) > 1, len(labels) > 1
     cross_patient = patient_ids and len(patients) > 1
+    # Neighbouring slices of one scan look alike by nature: a near group inside one patient and one split
+    # is expected, not a finding (an exact copy, or one that crosses splits or labels, still is).
+    same_patient = (patient_ids and len(patients) == 1 and len(set_ids) == len(members) and not cross_split
+                    and not conflict)
     for flag, on in (("cross-split", cross_split), ("cross-label", conflict),
-                     ("cross-patient", cross_patient)):
+                     ("cross-patient", cross_patient), ("same-patient", same_patient)):
         if on:
             flags.append(flag)
     return {
-        "id": 0, "kind": "exact" if len(set_ids) == 1 else "near", "size": len(members),
+        "id": 0, "kind": "exact" if len(set_ids) == 1 else "near", "size": len(members), "same_patient": same_patient,
         "max_distance": int(np.bitwise_count(sub[:, None] ^ sub[None, :]).max()),
         "n_exact_sets": len(set_ids), "splits": splits, "labels": labels,
         "cross_split": cross_split, "label_conflict": conflict, "cross_patient": cross_patient,
@@ -147,6 +152,7 @@ def duplicates_summary(groups: list[dict[str, Any]], threshold: int) -> dict[str
         "n_cross_split": sum(g["cross_split"] for g in groups),
         "n_label_conflict": sum(g["label_conflict"] for g in groups),
         "n_cross_patient": sum(g["cross_patient"] for g in groups),
+        "n_same_patient": sum(g["same_patient"] for g in groups),
         "n_images_in_groups": sum(g["size"] for g in groups),
         "groups": groups,
     }

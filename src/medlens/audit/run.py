@@ -236,10 +236,10 @@ def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = D
     clusters, assign = intensity_clusters(table, k_range)
     table["cluster"] = assign
     findings = {"unreadable": len(unreadable), "size_outliers": len(outliers),
-                "duplicate_groups": len(groups), "cross_split_groups": dups["n_cross_split"],
-                "label_conflict_groups": dups["n_label_conflict"],
+                "duplicate_groups": len(groups) - dups["n_same_patient"],
+                "cross_split_groups": dups["n_cross_split"], "label_conflict_groups": dups["n_label_conflict"],
                 "cross_patient_groups": dups["n_cross_patient"]}
-    findings["total"] = len(unreadable) + len(outliers) + len(groups)
+    findings["total"] = len(unreadable) + len(outliers) + findings["duplicate_groups"]
     summary = {
         "schema": SCHEMA, "source": manifest.source or str(manifest.root), "n_images": int(len(table)),
         "n_readable": int(table["readable"].sum()), "findings": findings,

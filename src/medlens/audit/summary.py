@@ -82,8 +82,10 @@ def _print_groups(console, dups: dict[str, Any]) -> None:
                   f"{dups['n_near_groups']} near groups, {dups['n_images_in_groups']} images; "
                   f"[{'red' if dups['n_cross_split'] else 'green'}]{dups['n_cross_split']} cross-split[/], "
                   f"[{'red' if dups['n_label_conflict'] else 'green'}]{dups['n_label_conflict']} "
-                  "label conflicts[/]")
-    for g in dups["groups"][:SHOW_GROUPS]:
+                  "label conflicts[/]"
+                  + (f"; {dups['n_same_patient']} of them neighbouring slices of one patient (not findings)"
+                     if dups.get("n_same_patient") else ""))
+    for g in [g for g in dups["groups"] if not g.get("same_patient")][:SHOW_GROUPS]:
         names = ", ".join(f"{m['path']} ({m['split'] or '-'}/{m['label']})" for m in g["members"][:3])
         more = f" +{g['size'] - 3}" if g["size"] > 3 else ""
         line = f"  #{g['id']} {g['kind']} [{', '.join(g['flags'])}]: {names}{more}"
