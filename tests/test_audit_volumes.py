@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
+from cli_helpers import run_cli
 from test_audit import save, texture
 
 from medlens.audit.fix import apply_fix
 from medlens.audit.run import audit, print_summary
-from medlens.cli import main
 from medlens.io.volumes import write_nifti
 
 SHAPE = (20, 20, 8)
@@ -211,14 +210,6 @@ def test_2d_classification_audit_is_unchanged(tmp_path):
     assert not {"depth", "spacing_z", "mask_checked", "fg_fraction"} & set(result.table.columns)
     html = (tmp_path / "out" / "audit.html").read_text()
     assert "Volumes: spacing and depth" not in html and "<h2>Masks</h2>" not in html
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["medlens", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return (0 if exit_info.value.code is None else exit_info.value.code), out.out, out.err
 
 
 def test_cli_msd_label_maps_use_the_dataset_labels(tmp_path, monkeypatch, capsys):

@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import run_cli
+
 from medlens.cli import main
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["medlens", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    code = exit_info.value.code
-    return (0 if code is None else code), out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ segmentation sources, and every bad input as one line with exit code 2 and nothi
 from __future__ import annotations
 
 import json
-import shutil
 import sys
+import shutil
 from types import SimpleNamespace
 
 import nibabel as nib
@@ -13,20 +13,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from cli_helpers import run_cli
 from seg_phantoms import make_kaggle, make_spheres
 from test_volumes import write_series
 
 from medlens.cli import main
 
 UNET = ["--model", "unet", "--model-arg", "channels=8,16,32", "--model-arg", "num_res_units=1"]
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["medlens", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return (0 if exit_info.value.code is None else exit_info.value.code), out.out, out.err
 
 
 @pytest.fixture(scope="module")
