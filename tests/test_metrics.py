@@ -81,7 +81,7 @@ def test_vectorised_resample_equals_sklearn_on_identity_resample(n_classes):
     names = [f"c{i}" for i in range(n_classes)]
     y, probs, _ = _check_inputs(y, probs, names)  # the same renormalised scores the metrics see
     point = classification_metrics(y, probs, names, n_bootstrap=0)["metrics"]
-    identity = _resample_metrics(np.arange(len(y))[None], y, probs, 10, True)
+    identity = _resample_metrics(np.ones((1, len(y))), y, probs, 10, True)
     for name, entry in point.items():
         assert identity[name][0] == pytest.approx(entry["value"], abs=1e-12), name
 
@@ -184,3 +184,22 @@ def test_large_multiclass_matches_sklearn_auc():
     expected = roc_auc_score(y, probs, multi_class="ovr", average="macro")
     assert result["metrics"]["auc_ovr"]["value"] == pytest.approx(expected)
     assert result["bootstrap"]["n_resamples"] == 1000
+
+
+def test_patient_bootstrap_resamples_patients_not_slices():
+    """Ten identical slices per patient: resampling slices pretends to 10x the evidence; resampling patients
+    gives exactly the interval of one case per patient."""
+    y, probs = _synthetic(60, seed=5)
+    one = classification_metrics(y, probs, NAMES, n_bootstrap=400, seed=1)
+    slices_y, slices_p = np.repeat(y, 10), np.repeat(probs, 10, axis=0)
+    patients = np.repeat([f"P{i:02d}" for i in range(60)], 10)  # sorted like the cases
+    by_case = classification_metrics(slices_y, slices_p, NAMES, n_bootstrap=400, seed=1)
+    by_patient = classification_metrics(slices_y, slices_p, NAMES, n_bootstrap=400, seed=1, groups=patients)
+    assert by_patient["bootstrap"]["method"] == "percentile, patients (60) resampled with replacement"
+    for name in ("accuracy", "macro_f1", "auc_ovr", "ece"):
+        assert by_patient["metrics"][name]["value"] == pytest.approx(one["metrics"][name]["value"])
+        assert by_patient["metrics"][name]["ci95"] == pytest.approx(one["metrics"][name]["ci95"], abs=1e-9), name
+        width = lambda m: m[name]["ci95"][1] - m[name]["ci95"][0]  # noqa: E731
+        assert width(by_case["metrics"]) < 0.5 * width(by_patient["metrics"]), name
+    with pytest.raises(MedlensError, match="groups has 3 entries for 600 cases"):
+        classification_metrics(slices_y, slices_p, NAMES, groups=["a", "b", "c"])

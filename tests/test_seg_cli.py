@@ -226,3 +226,11 @@ def test_gate_must_be_a_classifier_with_a_negative_class(runs, monkeypatch, caps
                              "--negative-class", "healthy")
     assert code == 2 and "--negative-class 'healthy' is not a class of gate" in err
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_classifier_on_slices_bootstraps_over_patients(runs):
+    """The gate classifier's cases are slices of 8 patients: its intervals resample patients."""
+    summary = json.loads((runs.cls / "summary.json").read_text())
+    val_patients = {c["patient_id"] for c in summary["cases"]}
+    assert len(val_patients) < summary["n_cases"]
+    assert summary["bootstrap"]["method"] == f"percentile, patients ({len(val_patients)}) resampled with replacement"

@@ -1,8 +1,10 @@
 """Classification metrics with bootstrap confidence intervals, calibration, and the summary.json builder.
 
-Point values come from scikit-learn. Confidence intervals come from a percentile bootstrap over cases: every
-resample is a row of case indices, and all resamples are scored at once from per-resample counts
-(``np.bincount``) and a rank-based AUC, instead of calling scikit-learn a thousand times.
+Point values come from scikit-learn. Confidence intervals come from a percentile bootstrap over cases, or over
+patients when cases are grouped by patient (a cluster bootstrap: slices of one patient are correlated, so
+resampling slices would give intervals that are too narrow). Every resample is a row of case weights (how
+often each case, or its patient, was drawn), and all resamples are scored at once from weighted counts
+(``np.bincount``) and a weighted rank AUC, instead of calling scikit-learn a thousand times.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def classification_metrics(
     seed: int = 0,
     ci: float = 0.95,
     n_bins: int = 10,
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Score class probabilities against true labels, with percentile-bootstrap confidence intervals.
 
@@ -47,6 +50,7 @@ def classification_metrics(
         seed: seed of the resampling; the same seed gives the same intervals.
         ci: coverage of the interval (stored under the contract's key ``ci95`` and in ``bootstrap.ci``).
         n_bins: confidence bins of the calibration curve and ECE.
+        groups: optional patient id per case; when given, the bootstrap resamples whole patients.
 
     Returns:
         ``{"metrics": {name: {"value", "ci95"[, "note"]}}, "per_class": {cls: {precision, recall, f1,
@@ -64,7 +68,15 @@ def classification_metrics(
     values, notes = _point_metrics(y_true, y_pred, probs, names)
     cal = calibration(y_true, probs, n_bins=n_bins)
     values["ece"] = cal["ece"]
-    samples = _bootstrap(y_true, probs, n_bootstrap, seed, n_bins, with_auc=None not in values.values())
+    codes = None
+    if groups is not None:
+        groups = np.asarray(groups).astype(str)
+        if groups.shape != y_true.shape:
+            raise MedlensError(f"groups has {groups.size} entries for {y_true.size} cases")
+        codes = np.unique(groups, return_inverse=True)[1].reshape(-1)
+    samples = _bootstrap(y_true, probs, n_bootstrap, seed, n_bins, with_auc=None not in values.values(),
+                         codes=codes)
+    unit = "cases" if codes is None else f"patients ({int(codes.max()) + 1})"
     return {
         "metrics": _metric_entries(values, notes, samples, ci, n_bootstrap),
         "per_class": _per_class(y_true, y_pred, names),
@@ -73,7 +85,7 @@ def classification_metrics(
         "class_names": names,
         "calibration": cal,
         "bootstrap": {"n_resamples": int(n_bootstrap), "seed": int(seed), "ci": float(ci),
-                      "method": "percentile, cases resampled with replacement"},
+                      "method": f"percentile, {unit} resampled with replacement"},
     }
 
 
@@ -308,45 +320,54 @@ def _row_bincount(keys: np.ndarray, size: int, weights: np.ndarray | None = None
     return flat.reshape(keys.shape[0], size)
 
 
-def _bootstrap(y_true, probs, n_bootstrap, seed, n_bins, with_auc) -> dict[str, np.ndarray]:
-    """Metric values of ``n_bootstrap`` case resamples (NaN where a metric is undefined)."""
+def _bootstrap(y_true, probs, n_bootstrap, seed, n_bins, with_auc, codes=None) -> dict[str, np.ndarray]:
+    """Metric values of ``n_bootstrap`` resamples of cases, or of the groups ``codes`` (0..G-1 per case)
+    when given (NaN where a metric is undefined)."""
     if int(n_bootstrap) < 0:
         raise MedlensError(f"n_bootstrap must be 0 or more, got {n_bootstrap}")
     if n_bootstrap == 0:
         return {}
     rng = np.random.default_rng(seed)
     n = len(y_true)
-    chunk = max(1, _CHUNK // n)
+    units = n if codes is None else int(codes.max()) + 1
+    chunk = max(1, _CHUNK // max(n, units))
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, n_bootstrap, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, n_bootstrap - start), n))
-        for name, vals in _resample_metrics(idx, y_true, probs, n_bins, with_auc).items():
+        draws = rng.integers(0, units, size=(min(chunk, n_bootstrap - start), units))
+        counts = _row_bincount(draws, units).astype(np.float64)
+        weights = counts if codes is None else counts[:, codes]
+        for name, vals in _resample_metrics(weights, y_true, probs, n_bins, with_auc).items():
             parts.setdefault(name, []).append(vals)
     return {name: np.concatenate(vals) for name, vals in parts.items()}
 
 
-def _resample_metrics(idx, y_true, probs, n_bins, with_auc) -> dict[str, np.ndarray]:
-    """All metrics for each row of case indices ``idx`` (b, N); a row ``arange(N)`` gives the point values."""
+def _resample_metrics(weights, y_true, probs, n_bins, with_auc) -> dict[str, np.ndarray]:
+    """All metrics for each row of case weights (b, N) (how often each case was drawn); a row of ones gives
+    the point values."""
     n, n_classes = probs.shape
+    weights = np.asarray(weights, dtype=np.float64)
+    rows = (weights.shape[0], n)
     y_pred = probs.argmax(axis=1)
-    cm = _row_bincount((y_true * n_classes + y_pred)[idx], n_classes**2).reshape(-1, n_classes, n_classes)
+    cm = _row_bincount(np.broadcast_to(y_true * n_classes + y_pred, rows), n_classes**2,
+                       weights).reshape(-1, n_classes, n_classes)
     tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)
     support, predicted = cm.sum(axis=2), cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(support > 0, tp / support, np.nan)
         f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+    total = weights.sum(axis=1)
     out = {
-        "accuracy": tp.sum(axis=1) / n,
+        "accuracy": tp.sum(axis=1) / total,
         "balanced_accuracy": np.nanmean(recall, axis=1),  # classes absent from the resample are skipped
         "macro_f1": f1.mean(axis=1),
-        "weighted_f1": (f1 * support).sum(axis=1) / n,
+        "weighted_f1": (f1 * support).sum(axis=1) / total,
     }
     conf, correct, bin_of = _calibration_inputs(y_true, probs, n_bins)
-    conf_sum = _row_bincount(bin_of[idx], n_bins, conf[idx])
-    correct_sum = _row_bincount(bin_of[idx], n_bins, correct[idx])
-    out["ece"] = np.abs(correct_sum - conf_sum).sum(axis=1) / n
+    bins = np.broadcast_to(bin_of, rows)
+    conf_sum = _row_bincount(bins, n_bins, weights * conf)
+    correct_sum = _row_bincount(bins, n_bins, weights * correct)
+    out["ece"] = np.abs(correct_sum - conf_sum).sum(axis=1) / total
     if with_auc:
-        weights = _row_bincount(idx, n).astype(np.float64)
         if n_classes == 2:
             out["auc"] = _weighted_auc(probs[:, 1], y_true == 1, weights)
         else:  # one-vs-rest macro; NaN (skipped) when any class is missing from the resample
