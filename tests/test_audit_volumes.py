@@ -261,3 +261,38 @@ def test_neighbouring_slices_of_one_patient_are_not_findings_but_copies_across_p
     assert {"cross-split", "cross-patient"} <= set(by_patients[("P1", "P2")]["flags"])
     assert s["duplicates"]["n_same_patient"] == 1
     assert s["findings"]["duplicate_groups"] == 1 and s["findings"]["total"] == 1
+
+
+def _near_copy(seed: int) -> np.ndarray:
+    image = texture(seed).astype(np.int16)
+    image[10:14, 10:14] += 6
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_fix_of_patient_grouped_data_moves_whole_patients_on_patient_level_evidence(tmp_path):
+    """Slices of one patient stay in one split: a straddling patient moves wholly, a patient whose three slices
+    copy another patient's moves wholly, one look-alike slice pair between two patients moves nothing."""
+    layout = {"P0": "train", "P1": "val", "P2": "train", "P3": "val", "P4": "val", "P5": ["train", "train", "val"]}
+    rows = []
+    for p, (patient, splits) in enumerate(layout.items()):
+        for n in range(3):
+            if patient == "P3":
+                image = _near_copy(100 * 2 + n)  # P3 = P2 under another id: all three slices
+            elif patient == "P1" and n == 0:
+                image = _near_copy(100 * 0)  # one look-alike of P0's first slice
+            else:
+                image = texture(100 * p + n)
+            rows.append({"image": save(tmp_path, f"{patient}_{n}.png", image), "label": "a", "patient_id": patient,
+                         "split": splits if isinstance(splits, str) else splits[n]})
+    csv = tmp_path / "slices.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    result = audit(csv, progress=False)
+    assert result.summary["findings"]["patients_in_several_splits"] == 1
+    assert result.summary["patients"]["in_several_splits"] == [{"patient_id": "P5", "splits": {"train": 2, "val": 1}}]
+    clean, changes = apply_fix(result.manifest, result)
+    assert all(c["action"] == "move" and c["to_split"] == "train" for c in changes)
+    final = clean.df.groupby("patient_id")["split"].agg(lambda s: "+".join(sorted(set(s))))
+    assert final.to_dict() == {"P0": "train", "P1": "val", "P2": "train", "P3": "train", "P4": "val", "P5": "train"}
+    assert len(changes) == 4 and len(clean) == 18  # P5's val slice + P3's three slices; nothing dropped
+    again = audit(clean, progress=False).summary
+    assert again["findings"]["patients_in_several_splits"] == 0 and again["duplicates"]["n_cross_split"] == 1

@@ -6,19 +6,29 @@ Rules, in order, for every duplicate group:
 3. if the remaining members still span several splits, all of them move to ``prefer`` (train by default).
 Unreadable files are dropped. Groups are recomputed after each pass on the cleaned rows until nothing
 changes, so re-auditing the cleaned manifest finds no cross-split group.
+
+When cases are grouped by patient (some patient has several rows: slices, views), the split is a patient-level
+split and moves keep it one: a patient whose rows lie in several splits moves wholly to ``prefer`` first, and
+rule 3 moves whole patients, never single slices. A near (not pixel-identical) group that links *different*
+patients across splits moves them only on patient-level evidence: at least :data:`MIN_SHARED_GROUPS` groups
+linking the same two patients. Neighbouring-slice look-alikes (top-of-head slices share an outline) link
+patients by one slice pair; a patient re-exported under a second id shares many.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from medlens.audit.duplicates import find_duplicate_groups
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 
 MAX_PASSES = 10
+MIN_SHARED_GROUPS = 3
 
 
 def apply_fix(manifest: Manifest, result, prefer: str = "train") -> tuple[Manifest, list[dict[str, Any]]]:
@@ -40,12 +50,17 @@ def apply_fix(manifest: Manifest, result, prefer: str = "train") -> tuple[Manife
     split = manifest.df["split"].to_numpy(dtype=object).copy()
     changes = [_change("drop", r, f"unreadable: {r.reason}", None, "") for r in
                table[~table["readable"]].itertuples(index=False)]
+    patients = _patients(table)
+    if patients is not None:
+        changes += _unsplit_patients(table, keep, split, patients, prefer)
     for n_pass in range(1, MAX_PASSES + 1):
         current = table[keep].copy()
         current["split"] = split[current["row"].to_numpy()]
         before = len(changes)
-        for group in find_duplicate_groups(current, threshold, patient_ids=False):
-            changes += _fix_group(group, table, keep, split, prefer, n_pass)
+        groups = find_duplicate_groups(current, threshold, patient_ids=False)
+        links = _patient_links(groups, split, patients, prefer) if patients is not None else None
+        for group in groups:
+            changes += _fix_group(group, table, keep, split, prefer, n_pass, patients, links)
         if len(changes) == before:
             break
     df = manifest.df.copy()
@@ -53,8 +68,62 @@ def apply_fix(manifest: Manifest, result, prefer: str = "train") -> tuple[Manife
     return manifest.with_df(df[keep]), changes
 
 
+def _patients(table) -> np.ndarray | None:
+    """Patient id per table row when cases are grouped by patient (some patient has several rows), else None."""
+    patients = table["patient_id"].astype(str).to_numpy()
+    return patients if len(set(patients)) < len(patients) else None
+
+
+def _unsplit_patients(table, keep: np.ndarray, split: np.ndarray, patients: np.ndarray,
+                      prefer: str) -> list[dict[str, Any]]:
+    """Move every patient with kept rows in several splits wholly to ``prefer`` (patient-level leakage)."""
+    out = []
+    frame = pd.DataFrame({"patient": patients[keep], "split": split[keep], "row": np.flatnonzero(keep)})
+    for patient, rows in frame.groupby("patient", sort=True):
+        splits = sorted(set(rows["split"]))
+        if len(splits) < 2:
+            continue
+        reason = f"patient {patient} has cases in splits {splits}"
+        for r in rows["row"]:
+            if split[r] != prefer:
+                out.append(_change("move", table.iloc[r], reason, None, from_split=split[r], to_split=prefer))
+                split[r] = prefer
+    return out
+
+
+def _patient_links(groups: list[dict[str, Any]], split: np.ndarray, patients: np.ndarray,
+                   prefer: str) -> Counter:
+    """How many groups link each (patient outside ``prefer``, patient in ``prefer``) pair."""
+    links: Counter = Counter()
+    for g in groups:
+        rows = [m["row"] for m in g["members"]]
+        outside = {patients[r] for r in rows if split[r] != prefer}
+        inside = {patients[r] for r in rows if split[r] == prefer}
+        links.update((a, b) for a in outside for b in inside if a != b)
+    return links
+
+
+def _move_patients(group: dict[str, Any], kept: list[dict], table, keep: np.ndarray, split: np.ndarray,
+                   prefer: str, n_pass: int, gid, patients: np.ndarray, links: Counter) -> list[dict[str, Any]]:
+    """Rule 3 for patient-grouped data: move the group's patients outside ``prefer`` wholly, given evidence."""
+    outside = {patients[m["row"]] for m in kept if split[m["row"]] != prefer}
+    inside = {patients[m["row"]] for m in kept if split[m["row"]] == prefer}
+    exact = group["n_exact_sets"] < len(group["members"])
+    if not exact and not any(links[(a, b)] >= MIN_SHARED_GROUPS for a in outside for b in inside):
+        return []  # one look-alike slice pair between different patients is not a duplicated patient
+    reason = (f"{group['kind']} duplicate group links patients {sorted(outside)} to {prefer} patients "
+              f"{sorted(inside)}")
+    out = []
+    for r in np.flatnonzero(keep & np.isin(patients, sorted(outside)) & (split != prefer)):
+        out.append(_change("move", table.iloc[r], reason, gid, from_split=split[r], to_split=prefer,
+                           n_pass=n_pass))
+        split[r] = prefer
+    return out
+
+
 def _fix_group(group: dict[str, Any], table, keep: np.ndarray, split: np.ndarray, prefer: str,
-               n_pass: int) -> list[dict[str, Any]]:
+               n_pass: int, patients: np.ndarray | None = None, links: Counter | None = None
+               ) -> list[dict[str, Any]]:
     gid = group["id"] if n_pass == 1 else f"pass{n_pass}-{group['id']}"
     members = group["members"]
     out = []
@@ -74,6 +143,8 @@ def _fix_group(group: dict[str, Any], table, keep: np.ndarray, split: np.ndarray
             keep[m["row"]] = False
             out.append(_change("drop", table.iloc[m["row"]], f"exact duplicate of {same[0]['path']}", gid,
                                from_split=split[m["row"]], n_pass=n_pass))
+    if len({split[m["row"]] for m in kept}) > 1 and patients is not None:
+        return out + _move_patients(group, kept, table, keep, split, prefer, n_pass, gid, patients, links)
     if len({split[m["row"]] for m in kept}) > 1:
         reason = f"{group['kind']} duplicate group spans splits {sorted({split[m['row']] for m in kept})}"
         for m in kept:

@@ -22,7 +22,7 @@ from medlens.audit.classes import class_balance
 from medlens.audit.clusters import intensity_clusters
 from medlens.audit.duplicates import DEFAULT_THRESHOLD, duplicates_summary, find_duplicate_groups
 from medlens.audit.geometry import MAD_K, size_outliers
-from medlens.audit.integrity import census, stray_files, unreadable_list
+from medlens.audit.integrity import census, patients_across_splits, stray_files, unreadable_list
 from medlens.audit.masks import MASK_FEATURES, check_mask, masks_summary
 from medlens.audit.masks import mask_classes as source_mask_classes
 from medlens.audit.scan import scan_image, scan_images
@@ -226,7 +226,8 @@ def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = D
     """Every analysis on the per-image table, as the audit.json dict (also sets ``table["cluster"]``).
 
     A table with volume columns adds a ``volumes`` block and ``findings.spacing_outliers``; one with mask
-    columns adds a ``masks`` block and ``findings.mask_problems``.
+    columns adds a ``masks`` block and ``findings.mask_problems``; cases grouped by patient add a ``patients``
+    block and ``findings.patients_in_several_splits``.
     """
     unreadable = unreadable_list(table) + stray_files(source_dir, table)
     outliers, bounds = size_outliers(table)
@@ -252,6 +253,11 @@ def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = D
         summary["volumes"] = volume_summary(table)
         findings["spacing_outliers"] = len(summary["volumes"]["spacing_outliers"])
         findings["total"] += findings["spacing_outliers"]
+    patients = patients_across_splits(table)
+    if patients is not None:
+        summary["patients"] = patients
+        findings["patients_in_several_splits"] = patients["n_in_several_splits"]
+        findings["total"] += findings["patients_in_several_splits"]
     if "mask_checked" in table.columns:
         summary["masks"] = masks_summary(table, mask_classes)
         findings["mask_problems"] = summary["masks"]["n_problems"]
