@@ -177,3 +177,17 @@ def test_real_mosaic_mr_dicom_reads_as_2d():
     assert is_image_file(files[0])
     out = read_image(files[0])
     assert out.ndim == 2 and min(out.shape) > 64 and np.isfinite(out).all()
+
+
+def test_truncated_tiff_is_unreadable_without_native_noise_on_stderr(tmp_path, capfd, shared_data):
+    """libtiff prints its own error for a cut-off LGG slice; the user should see medlens's one line only."""
+    slice_dir = shared_data / "lgg-mri-segmentation" / "kaggle_3m" / "TCGA_CS_4941_19960909"
+    if not slice_dir.is_dir():
+        pytest.skip("the LGG slices are not in ../shared/data")
+    for name, n_bytes in (("TCGA_CS_4941_19960909_5.tif", 300), ("TCGA_CS_4941_19960909_3_mask.tif", 100)):
+        path = tmp_path / name
+        path.write_bytes((slice_dir / name).read_bytes()[:n_bytes])
+        with pytest.raises(UnreadableImageError, match="truncated|decompress|corrupt|IFD"):
+            read_image(path)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""

@@ -8,8 +8,12 @@ path and a reason, so datasets can report and skip the file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +98,33 @@ def _read_pillow(p: Path) -> np.ndarray:
         raise UnreadableImageError(str(p), _reason(err)) from err
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence Python warnings and C libraries' writes to stderr (file descriptor 2) for a moment.
+
+    libtiff reports a truncated strip straight to stderr ("TIFFFillStrip: Read error..."), before Pillow raises
+    the error that medlens turns into one line; a user should see that line only. Serialised by a lock, since
+    the descriptor is process-wide.
+    """
+    with _STDERR_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr descriptor (embedded interpreters): nothing to silence
+            yield
+            return
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _read_tiff(p: Path) -> np.ndarray:
     import tifffile
 
@@ -101,7 +132,8 @@ def _read_tiff(p: Path) -> np.ndarray:
         arr = tifffile.imread(p)
     except Exception as err:  # tifffile raises many types for broken files
         try:
-            return _read_pillow(p)
+            with _quiet_native_stderr():  # Pillow's libtiff prints its own errors for a broken file
+                return _read_pillow(p)
         except UnreadableImageError:
             raise UnreadableImageError(str(p), _reason(err)) from err
     arr = np.asarray(arr)
