@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medlens.audit.duplicates import find_duplicate_groups
-from medlens.data.manifest import Manifest
+from medlens.data.manifest import Manifest, grouped_patients
 from medlens.errors import MedlensError
 
 MAX_PASSES = 10
@@ -50,7 +50,7 @@ def apply_fix(manifest: Manifest, result, prefer: str = "train") -> tuple[Manife
     split = manifest.df["split"].to_numpy(dtype=object).copy()
     changes = [_change("drop", r, f"unreadable: {r.reason}", None, "") for r in
                table[~table["readable"]].itertuples(index=False)]
-    patients = _patients(table)
+    patients = grouped_patients(table["patient_id"])
     if patients is not None:
         changes += _unsplit_patients(table, keep, split, patients, prefer)
     for n_pass in range(1, MAX_PASSES + 1):
@@ -66,12 +66,6 @@ def apply_fix(manifest: Manifest, result, prefer: str = "train") -> tuple[Manife
     df = manifest.df.copy()
     df["split"] = split
     return manifest.with_df(df[keep]), changes
-
-
-def _patients(table) -> np.ndarray | None:
-    """Patient id per table row when cases are grouped by patient (some patient has several rows), else None."""
-    patients = table["patient_id"].astype(str).to_numpy()
-    return patients if len(set(patients)) < len(patients) else None
 
 
 def _unsplit_patients(table, keep: np.ndarray, split: np.ndarray, patients: np.ndarray,

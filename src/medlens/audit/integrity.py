@@ -81,12 +81,14 @@ def patients_across_splits(table: pd.DataFrame) -> dict[str, Any] | None:
     """The ``patients`` block of audit.json when cases are grouped by patient (some patient has several rows),
     else None: patient count and every patient whose readable cases lie in more than one split (patient-level
     leakage, whatever the pixels say). ``--fix`` moves such patients wholly into one split."""
-    patients = table["patient_id"].astype(str)
-    if patients.nunique() == len(patients):
+    from medlens.data.manifest import grouped_patients
+
+    patients = grouped_patients(table["patient_id"])
+    if patients is None:
         return None
     readable = table[table["readable"].astype(bool)]
     counts = readable.groupby([readable["patient_id"].astype(str), "split"]).size()
     several = [{"patient_id": pid, "splits": {str(s): int(n) for s, n in per.droplevel(0).items()}}
                for pid, per in counts.groupby(level=0) if len(per) > 1]
-    return {"n_patients": int(patients.nunique()), "n_in_several_splits": len(several),
+    return {"n_patients": len(set(patients)), "n_in_several_splits": len(several),
             "in_several_splits": several}

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from medlens.errors import MedlensError
@@ -24,6 +25,13 @@ NPZ_SEP = "::"
 def natural_key(value: str) -> tuple:
     """Sort key that orders "2" before "10" and "class2" before "class10"."""
     return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(value)))
+
+
+def grouped_patients(patient_ids) -> np.ndarray | None:
+    """The patient id of every case as strings when some patient has several cases (slices, views), else
+    None (every case its own patient). Grouped cases are resampled, split and moved by patient."""
+    patients = np.asarray(pd.Series(patient_ids).astype(str))
+    return patients if len(set(patients)) < len(patients) else None
 
 
 @dataclass

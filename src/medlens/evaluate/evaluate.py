@@ -9,10 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from medlens.data.manifest import Manifest
+from medlens.data.manifest import Manifest, grouped_patients
 from medlens.errors import MedlensError
 from medlens.utils.files import atomic_write_text, write_json
 
@@ -115,13 +114,6 @@ def _evaluate_localisation(loaded, run_dir: Path, data, *, split, out, n_bootstr
     return evaluate_segmentation(loaded, sub, out, gate=gate, **kwargs)
 
 
-def patient_groups(df) -> np.ndarray | None:
-    """Patient id per case when some patient has several cases (slices, views): the bootstrap then resamples
-    patients; None when every case is its own patient."""
-    patients = df["patient_id"].astype(str).to_numpy()
-    return patients if len(set(patients)) < len(patients) else None
-
-
 def _write_outputs(loaded, sub: Manifest, images, targets, skipped, out: Path, *, run: str, data: str,
                    split: str, n_bootstrap: int, run_dir: Path) -> dict[str, Any]:
     from medlens.evaluate import plots
@@ -133,7 +125,7 @@ def _write_outputs(loaded, sub: Manifest, images, targets, skipped, out: Path, *
     probs = predict_probs(loaded, images)
     df = sub.df
     result = classification_metrics(targets, probs, classes, n_bootstrap=n_bootstrap, seed=0,
-                                    groups=patient_groups(df))
+                                    groups=grouped_patients(df["patient_id"]))
     cases = cases_from_arrays(df["case_id"].tolist(), df["patient_id"].tolist(), targets, probs, classes)
     calib = result.get("calibration") or calibration(targets, probs)
     extra = {"model": {"name": loaded.name, "options": loaded.options}, "skipped": skipped,
