@@ -112,20 +112,17 @@ def _apply_gate(gate, sub: Manifest, preds: list, truths: list, progress: bool) 
 
 
 def _predict_volumes(loaded, sub: Manifest, progress: bool):
-    from medlens.data.seg_sources import check_pair
-    from medlens.io.volumes import read_volume
-    from medlens.tasks.volumes import predict_volume
+    from medlens.tasks.volumes import predict_volume, read_volume_case
     from medlens.utils.progress import track
 
     preds, truths, spacings, kept, skipped = [], [], [], [], []
     rows = list(sub.df.itertuples(index=False))
     for pos, row in enumerate(track(rows, total=len(rows), description="Segmenting volumes", disable=not progress)):
         try:
-            volume, _, spacing = read_volume(sub.resolve(row.image))
+            volume, truth, spacing = read_volume_case(sub, row, loaded.spec)
         except UnreadableImageError as err:
             skipped.append({"path": err.path, "reason": err.reason, "case_id": row.case_id})
             continue
-        truth = check_pair(volume, read_volume(sub.resolve(row.mask))[0], row.case_id, spatial_dims=3)
         preds.append(predict_volume(loaded.model, loaded.spec, volume, spacing))
         truths.append(truth)
         spacings.append(spacing)

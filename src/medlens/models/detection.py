@@ -13,7 +13,6 @@ import torch
 from monai.networks.layers.factories import Pool
 from torch import nn
 
-from medlens.errors import MedlensError
 from medlens.models.cnn import ResidualStage, conv_bn
 from medlens.models.registry import register_model
 
@@ -56,19 +55,9 @@ class BoxNet(nn.Module):
                 task="detection", default_size=128)
 def boxnet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> nn.Module:
     """:class:`BoxNet`; ``num_classes`` is the number of outputs (4 box numbers)."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise MedlensError(f"unknown option {unknown[0]!r} for model 'boxnet': allowed options are "
-                           f"{', '.join(OPTIONS)}")
-    opts = {**OPTIONS, **options}
-    if opts["pretrained"]:
-        raise MedlensError("model 'boxnet' has no offline pretrained weights; train it from scratch")
-    if not 0.0 <= float(opts["dropout"]) < 1.0:
-        raise MedlensError(f"dropout of model 'boxnet' must be in [0, 1), got {opts['dropout']!r}")
+    from medlens.models.segmentation import with_weights, check_options
+
+    opts = check_options("boxnet", OPTIONS, options)
     model = BoxNet(spatial_dims, in_channels, num_classes, widths=tuple(opts["widths"]), grid=int(opts["grid"]),
                    hidden=int(opts["hidden"]), dropout=float(opts["dropout"]))
-    if opts["weights"] is not None:
-        from medlens.models.segmentation import _finish
-
-        return _finish(model, "boxnet", {"weights": opts["weights"]})
-    return model
+    return with_weights(model, "boxnet", opts)

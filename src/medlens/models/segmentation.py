@@ -79,7 +79,12 @@ class ResUNet(nn.Module):
 
 
 def _options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    allowed = {**COMMON, **SPECIFIC[name]}
+    return check_options(name, {**COMMON, **SPECIFIC[name]}, options)
+
+
+def check_options(name: str, allowed: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``allowed`` (the defaults) updated with ``options``; unknown names, ``pretrained`` and a dropout outside
+    [0, 1) are refused with a message naming the model."""
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise MedlensError(f"unknown option {unknown[0]!r} for model {name!r}: allowed options are "
@@ -93,7 +98,8 @@ def _options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def _finish(model: nn.Module, name: str, opts: dict[str, Any]) -> nn.Module:
+def with_weights(model: nn.Module, name: str, opts: dict[str, Any]) -> nn.Module:
+    """``model`` with the state dict at ``opts["weights"]`` loaded (weights_only), or as it is when None."""
     if opts["weights"] is not None:
         try:
             state = torch.load(opts["weights"], map_location="cpu", weights_only=True)
@@ -116,7 +122,7 @@ def unet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
     model = UNet(spatial_dims, in_channels, num_classes, channels=channels,
                  strides=(2,) * (len(channels) - 1), num_res_units=int(opts["num_res_units"]),
                  norm=opts["norm"], dropout=float(opts["dropout"]))
-    return _finish(model, "unet", opts)
+    return with_weights(model, "unet", opts)
 
 
 @register_model("resunet", "residual U-Net (brief 4): residual blocks in encoder, bottleneck and decoder, "
@@ -127,7 +133,7 @@ def resunet(spatial_dims: int, in_channels: int, num_classes: int, image_size: i
     opts = _options("resunet", options)
     model = ResUNet(spatial_dims, in_channels, num_classes, channels=tuple(opts["channels"]),
                     norm=opts["norm"], dropout=float(opts["dropout"]))
-    return _finish(model, "resunet", opts)
+    return with_weights(model, "resunet", opts)
 
 
 @register_model("basicunet", "MONAI BasicUNet: the classic two-conv U-Net, 5 levels (2D/3D)",
@@ -140,7 +146,7 @@ def basicunet(spatial_dims: int, in_channels: int, num_classes: int, image_size:
     opts = _options("basicunet", options)
     model = BasicUNet(spatial_dims, in_channels, num_classes, features=tuple(opts["features"]),
                       dropout=float(opts["dropout"]))
-    return _finish(model, "basicunet", opts)
+    return with_weights(model, "basicunet", opts)
 
 
 @register_model("segresnet", "MONAI SegResNet: residual encoder, light decoder (BraTS 2018 winner; 2D/3D)",
@@ -157,7 +163,7 @@ def segresnet(spatial_dims: int, in_channels: int, num_classes: int, image_size:
     model = SegResNet(spatial_dims, init_filters=int(opts["init_filters"]), in_channels=in_channels,
                       out_channels=num_classes, dropout_prob=float(opts["dropout"]) or None,
                       blocks_down=tuple(opts["blocks_down"]), blocks_up=tuple(opts["blocks_up"]))
-    return _finish(model, "segresnet", opts)
+    return with_weights(model, "segresnet", opts)
 
 
 def size_multiple(name: str, **options: Any) -> int:

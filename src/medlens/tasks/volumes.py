@@ -189,32 +189,44 @@ def load_volumes(manifest: Manifest, spec: PreprocessingSpec, *, progress: bool 
         MedlensError: a mask that does not fit its image or holds unexpected values, a volume with the
             wrong number of dimensions, or volumes with different channel counts, naming the case.
     """
-    from medlens.data.seg_sources import check_pair
-    from medlens.io.volumes import read_volume
     from medlens.utils.progress import track
 
     images, labels, spacings, kept, skipped = [], [], [], [], []
     rows = list(manifest.df.itertuples(index=False))
     for pos, row in enumerate(track(rows, total=len(rows), description="Reading volumes", disable=not progress)):
         try:
-            image, _, spacing = read_volume(manifest.resolve(row.image))
+            image, mask, spacing = read_volume_case(manifest, row, spec)
         except UnreadableImageError as err:
-            skipped.append({"path": manifest.resolve(row.image), "reason": err.reason, "case_id": row.case_id})
+            skipped.append({"path": err.path, "reason": err.reason, "case_id": row.case_id})
             continue
-        if image.shape[0] != spec.channels:
-            raise MedlensError(f"case {row.case_id}: {image.shape[0]} channel(s) but the model takes "
-                               f"{spec.channels}; every volume needs the same channels")
-        try:
-            mask = read_volume(manifest.resolve(row.mask))[0]
-        except UnreadableImageError as err:
-            raise MedlensError(f"case {row.case_id}: mask {err.path} cannot be read ({err.reason})") from err
-        mask = check_pair(image, mask, row.case_id, spatial_dims=3, num_classes=len(spec.class_names))
         x = preprocess_volume(image, spacing, spec)
         images.append(x)
         labels.append(resample_labels(mask, tuple(x.shape[1:])))
         spacings.append(spacing)
         kept.append(pos)
     return images, labels, spacings, manifest.with_df(manifest.df.iloc[kept]), skipped
+
+
+def read_volume_case(manifest: Manifest, row, spec: PreprocessingSpec) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Read one manifest row's image volume and mask: ``(image (C, X, Y, Z), labels (X, Y, Z), spacing)``.
+
+    Raises:
+        UnreadableImageError: the image cannot be read (callers report the case and skip it).
+        MedlensError: the image has the wrong channel count, or the mask is unreadable, does not fit the
+            image or holds unexpected values, naming the case (a silently dropped mask would change results).
+    """
+    from medlens.data.seg_sources import check_pair
+    from medlens.io.volumes import read_volume
+
+    image, _, spacing = read_volume(manifest.resolve(row.image))
+    if image.shape[0] != spec.channels:
+        raise MedlensError(f"case {row.case_id}: {image.shape[0]} channel(s) but the model takes "
+                           f"{spec.channels}; every volume needs the same channels")
+    try:
+        mask = read_volume(manifest.resolve(row.mask))[0]
+    except UnreadableImageError as err:
+        raise MedlensError(f"case {row.case_id}: mask {err.path} cannot be read ({err.reason})") from err
+    return image, check_pair(image, mask, row.case_id, spatial_dims=3, num_classes=len(spec.class_names)), spacing
 
 
 @torch.inference_mode()
