@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from medlens.errors import MedlensError
+from medlens.utils.files import check_output_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="medlens: ingest, audit, train, evaluate and compare medical image models.")
@@ -22,6 +23,9 @@ SRC_HELP = "Dataset: class folders (ROOT/<class>/<img> or ROOT/<split>/<class>/<
            "a manifest CSV, a MedMNIST .npz; for segmentation/detection image/mask pairs (kaggle_3m folders, a CSV " \
            "with image,mask), NIfTI imagesTr/labelsTr folders, an MSD dataset.json or a CSV image,x0,y0,x1,y1."
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+MAX_MB_HELP = ("Refuse (and skip, inside a dataset) any file whose header declares more than this many MiB once "
+               "decoded, checked before decoding (default 512).")
+MAX_MB = typer.Option(None, "--max-image-mb", help=MAX_MB_HELP)
 
 
 def _console():
@@ -38,6 +42,7 @@ def ingest(src: Path = typer.Argument(..., help=SRC_HELP),
     """Scan SRC and write a manifest CSV (one row per image: case_id, patient_id, split, image, label)."""
     from medlens.data.ingest import ingest as do_ingest
 
+    check_output_path(output, sources=[src], kind="file", what="manifest CSV")
     names = [n.strip() for n in label_names.split(",")] if label_names else None
     manifest = do_ingest(src, label_names=names)
     manifest.save(output)
@@ -60,6 +65,7 @@ def audit(src: Path = typer.Argument(..., help=SRC_HELP),
                                                                 "for binary {0,1}/{0,255}, K for 0..K-1 (default: "
                                                                 "an MSD dataset.json's labels, else 2)."),
           strict: bool = typer.Option(False, help="Exit with code 1 when anything is found."),
+          max_image_mb: Optional[float] = MAX_MB,
           quiet: bool = QUIET) -> None:
     """Find unreadable files, size outliers, imbalance, exact/near duplicates, train/test leakage, clusters.
 
@@ -70,8 +76,11 @@ def audit(src: Path = typer.Argument(..., help=SRC_HELP),
     from medlens.audit.run import audit as do_audit
     from medlens.audit.run import print_summary
 
+    check_output_path(output, sources=[src], what="audit folder")
+    if fix is not None:
+        check_output_path(fix, sources=[src], kind="file", option="--fix", what="cleaned manifest CSV")
     result = do_audit(src, output, near_threshold=threshold, fix=fix, prefer=prefer, workers=workers,
-                      progress=not quiet, mask_classes=mask_classes)
+                      progress=not quiet, mask_classes=mask_classes, max_image_mb=max_image_mb)
     print_summary(result, _console())
     _console().print(f"report: {output / 'audit.html'}")
     if strict and result.findings_count:
@@ -103,15 +112,17 @@ def summary(model: str = typer.Argument(..., help="Model name (see `medlens mode
                                                              "trainable.")) -> None:
     """Show total / trainable parameters and multiply-adds of MODEL at one input size."""
     from medlens.models.registry import get_model_info
-    from medlens.models.summary import summarize
+    from medlens.models.summary import CLI_MIN_SIDE, check_input, summarize
 
     info = get_model_info(model)
     options = {"head": head, "freeze_backbone": freeze_backbone} if info.task == "classification" else {}
     outputs = {"segmentation": 2, "detection": 4}.get(info.task, num_classes)
-    s = summarize(model, input_size=input_size, in_channels=channels or info.channels or 1,
-                  num_classes=outputs, pretrained=False, **options)
+    in_channels = channels if channels is not None else info.channels or 1
+    check_input(model, (input_size, input_size), in_channels, min_side=CLI_MIN_SIDE)  # 0 or 100000: one line
+    s = summarize(model, input_size=input_size, in_channels=in_channels, num_classes=outputs, pretrained=False,
+                  **options)
     c = _console()
-    c.print(f"[bold]{model}[/] at {input_size}x{input_size}, {channels or info.channels or 1} channel(s)")
+    c.print(f"[bold]{model}[/] at {input_size}x{input_size}, {in_channels} channel(s)")
     c.print(f"  total parameters:     {s['total_params']:,}")
     c.print(f"  trainable parameters: {s['trainable_params']:,}")
     c.print(f"  multiply-adds:        {s['macs'] / 1e6:,.1f} M")
@@ -177,7 +188,9 @@ def train(src: Path = typer.Argument(..., help=SRC_HELP),
                                                              "default), image (each image standardised; 2D "
                                                              "segmentation/detection default) or volume (3D)."),
           resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
-          overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
+          overwrite: bool = typer.Option(False, help="Replace an existing run directory (only one medlens "
+                                                     "wrote; never the source)."),
+          max_image_mb: Optional[float] = MAX_MB,
           quiet: bool = QUIET) -> None:
     """Train a classifier (or a segmentation / detection model) on SRC; write a run directory with report.html."""
     from medlens.train.fit import train as do_train
@@ -193,8 +206,11 @@ def train(src: Path = typer.Argument(..., help=SRC_HELP),
                         model_args=_model_args(model_arg), spatial_dims=spatial_dims,
                         patch_size=_numbers(patch_size, int, "--patch-size"),
                         spacing=_numbers(spacing, float, "--spacing"), samples_per_volume=samples_per_volume,
-                        intensity=intensity)
+                        intensity=intensity, max_image_mb=max_image_mb)
     run = do_train(src, output, cfg, overwrite=overwrite, resume=resume, progress=not quiet)
+    facts = json.loads((run / "train.json").read_text())
+    _print_skipped(facts.get("skipped") or [], sum((facts.get("n_images") or {}).values()),
+                   run / "train.json", facts.get("read_notes"))
     _print_summary(run / "summary.json")
 
 
@@ -225,6 +241,18 @@ def _model_args(items: Optional[List[str]]) -> Optional[dict]:
         except yaml.YAMLError as err:
             raise MedlensError(f"--model-arg {item!r}: cannot read the value ({err})") from err
     return out
+
+
+def _print_skipped(skipped: list, n_read: int, where: Path, notes: Optional[list] = None) -> None:
+    """Name the files a dataset command skipped (and those read with a caveat), on stderr."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from medlens.io.guard import skipped_lines
+
+    console = Console(stderr=True)
+    for line in skipped_lines(skipped, n_read + len(skipped), str(where), notes=notes):
+        console.print(escape(line), style=None if line.startswith(" ") else "yellow", soft_wrap=True)
 
 
 def _print_summary(path: Path) -> None:
@@ -275,17 +303,20 @@ def evaluate(run_dir: Path = typer.Argument(..., help="Run directory from `medle
              negative_class: Optional[str] = typer.Option(None, help="The gate's 'nothing to segment' class "
                                                                      "(default: found by name, e.g. notumor)."),
              gate_threshold: float = typer.Option(0.5, help="Segment when 1 - p(negative) reaches this."),
+             max_image_mb: Optional[float] = MAX_MB,
              quiet: bool = QUIET) -> None:
     """Write summary.json, predictions.csv, figures and a self-contained report.html."""
     from medlens.evaluate.evaluate import evaluate as do_evaluate
 
+    if output is not None:
+        check_output_path(output, sources=[data] if data is not None else [], what="evaluation folder")
     gate_obj = None
     if gate is not None:
         from medlens.tasks.gate import load_gate
 
         gate_obj = load_gate(gate, negative_class, gate_threshold)
     s = do_evaluate(run_dir, data, split=split, out=output, n_bootstrap=bootstrap, progress=not quiet,
-                    gate=gate_obj)
+                    gate=gate_obj, max_image_mb=max_image_mb)
     out = output or (run_dir if data is None else None)
     if out is None:
         from medlens.evaluate.evaluate import _slug
@@ -294,6 +325,7 @@ def evaluate(run_dir: Path = typer.Argument(..., help="Run directory from `medle
         task = json.loads((run_dir / "train.json").read_text()).get("task", "classification") \
             if (run_dir / "train.json").is_file() else "classification"
         out = run_dir / f"eval-{_slug(resolve_source(data, task))}-{split or 'all'}"
+    _print_skipped(s.get("skipped") or [], int(s.get("n_cases") or 0), Path(out) / "summary.json")
     _print_summary(Path(out) / "summary.json")
     if s.get("pipeline"):
         p = s["pipeline"]
@@ -314,7 +346,8 @@ def predict(paths: List[Path] = typer.Argument(..., help="RUN_DIR then the files
             gate_threshold: float = typer.Option(0.5, help="Segment when 1 - p(negative) reaches this."),
             output: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder for masks, boxes and "
                                                                                "overlays (default RUN_DIR/predictions)."),
-            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+            max_image_mb: Optional[float] = MAX_MB) -> None:
     """Classify images, or segment them / find their box, by the run's task (masks and overlays to files)."""
     from medlens.predict import predict as do_predict
 
@@ -322,10 +355,15 @@ def predict(paths: List[Path] = typer.Argument(..., help="RUN_DIR then the files
         run_dir, files = segment, list(paths)
     else:
         run_dir, files = paths[0], list(paths[1:])
+    if output is not None:
+        check_output_path(output, what="predictions folder")
     results = do_predict(run_dir, files, out_dir=output, gate=gate, negative_class=negative_class,
-                         gate_threshold=gate_threshold)
+                         gate_threshold=gate_threshold, max_image_mb=max_image_mb)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
+    elif results and all("error" in r for r in results):  # nothing to tabulate: one line per file
+        for r in results:
+            typer.echo(f"error: cannot read {r['path']}: {r['error']}", err=True)
     else:
         _console().print(_prediction_table(results))
     if any("error" in r for r in results):
@@ -362,6 +400,7 @@ def compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more run dir
     """Tabulate and chart several runs' summary.json side by side."""
     from medlens.evaluate.compare import compare as do_compare
 
+    check_output_path(output, kind="file", what="HTML report")
     table = do_compare(run_dirs, output)
     _console().print(table.to_string(index=False))
     _console().print(f"wrote {output}")
@@ -384,12 +423,14 @@ app.add_typer(convert_app, name="convert")
 @convert_app.command("slices-to-volumes")
 def slices_to_volumes(src: Path = typer.Argument(..., help="kaggle_3m tree: <patient>/<patient>_<n>.tif + _mask.tif."),
                       output: Path = typer.Argument(..., help="Folder for imagesTr/, labelsTr/ and manifest.csv."),
-                      overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+                      overwrite: bool = typer.Option(False, help="Replace an existing output folder (only one "
+                                                                 "medlens wrote; never the source)."),
+                      max_image_mb: Optional[float] = MAX_MB,
                       quiet: bool = QUIET) -> None:
     """Stack each patient's slices (in slice order) into NIfTI image and mask volumes."""
     from medlens.data.convert import slices_to_volumes as convert
 
-    manifest = convert(src, output, progress=not quiet, overwrite=overwrite)
+    manifest = convert(src, output, progress=not quiet, overwrite=overwrite, max_image_mb=max_image_mb)
     _console().print(f"[green]wrote[/] {len(manifest)} volumes to {output}")
 
 
@@ -401,17 +442,94 @@ def masks_to_labels(src: Path = typer.Argument(..., help="Image/mask pairs (kagg
     """Label each image by whether its mask is empty, to train the classifier gate of a two-stage pipeline."""
     from medlens.data.convert import masks_to_labels as convert
 
+    check_output_path(output, sources=[src], kind="file", option="OUTPUT", what="labelled CSV")
     manifest = convert(src, output, positive=positive, negative=negative)
     counts = manifest.df["label"].value_counts().to_dict()
     _console().print(f"[green]wrote[/] {output}: {len(manifest)} images {counts}")
 
 
 def main() -> None:
+    """Run the app: a MedlensError is one line and exit 2; any other exception one line naming a log file
+    that holds its traceback, and exit 1 (``--debug`` or ``MEDLENS_DEBUG=1`` print the traceback instead)."""
+    _STATE["debug"] = False
     try:
         app(standalone_mode=True)
     except MedlensError as err:
+        if _debug():
+            import traceback
+
+            traceback.print_exc()
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - a bug: one line and a log file, not a wall of traceback
+        _internal_error(err)
+
+
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug",
+                                        help="Print the full traceback of an unexpected error instead of "
+                                             "writing it to a log file (also MEDLENS_DEBUG=1).")) -> None:
+    _STATE["debug"] = debug
+
+
+def _debug() -> bool:
+    import os
+
+    return _STATE["debug"] or os.environ.get("MEDLENS_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _command_name(argv: list[str]) -> str:
+    """The subcommand from the command line ("train", "convert slices-to-volumes"), for messages and logs."""
+    words = [a for a in argv if not a.startswith("-")]
+    if not words:
+        return ""
+    return " ".join(words[:2]) if words[0] == "convert" and len(words) > 1 else words[0]
+
+
+def _internal_error(err: BaseException) -> None:
+    """Print one line naming the exception and the log file with its traceback; exit 1."""
+    import traceback
+
+    cmd = _command_name(sys.argv[1:])
+    if _debug():
+        traceback.print_exc()
+        typer.echo(f"internal error in medlens {cmd}: {type(err).__name__}; please report it", err=True)
+        sys.exit(1)
+    message = str(err).strip()
+    what = type(err).__name__ + (f": {message.splitlines()[0]}" if message else "")
+    log = _write_log(cmd, traceback.format_exc())
+    where = f"traceback in {log}" if log else "the traceback could not be saved (run with --debug to see it)"
+    typer.echo(f"internal error in medlens {cmd}: {what} — {where}; please report it", err=True)
+    sys.exit(1)
+
+
+def _write_log(cmd: str, text: str) -> Optional[Path]:
+    """Write the traceback to $XDG_CACHE_HOME/medlens/logs (default ~/.cache), else the temp dir; its path."""
+    import os
+    import platform
+    import re
+    import tempfile
+    from datetime import datetime
+
+    from medlens import __version__
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', cmd) or 'medlens'}-{os.getpid()}.log"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    body = (f"medlens {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+            f"command: {' '.join(['medlens', *sys.argv[1:]])}\ntime: {datetime.now().isoformat()}\n\n{text}")
+    for folder in (Path(cache) / "medlens" / "logs", Path(tempfile.gettempdir()) / "medlens-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(body, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None

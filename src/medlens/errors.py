@@ -12,12 +12,36 @@ class MedlensError(ValueError):
 
 
 class UnreadableImageError(MedlensError):
-    """One image file cannot be decoded; datasets report and skip it."""
+    """One image file cannot be decoded (or is refused by the read guard); datasets report and skip it.
 
-    def __init__(self, path: str, reason: str):
+    Attributes:
+        path: the file.
+        reason: one line saying what is wrong with it.
+        kind: a short class of the failure (``truncated``, ``too-large``, ``non-finite``, ``zero-byte``,
+            ``missing``, ``undecodable``, ...) for summaries; derived from the reason when not given.
+        declared_bytes: for ``too-large``, the decoded size the header declares.
+    """
+
+    def __init__(self, path: str, reason: str, kind: str | None = None, declared_bytes: float | None = None):
         self.path = str(path)
         self.reason = reason
+        self.kind = kind or reason_kind(reason)
+        self.declared_bytes = declared_bytes
         super().__init__(f"cannot read image {path}: {reason}")
+
+    def record(self, **extra) -> dict:
+        """The ``{"path", "reason", "kind"}`` record a dataset command lists for a skipped file."""
+        return {"path": self.path, "reason": self.reason, "kind": self.kind, **extra}
+
+
+def reason_kind(reason: str) -> str:
+    """Short kind of a failure from its reason text (zero-byte, truncated, missing, ... else undecodable)."""
+    text = reason.lower()
+    for key, kind in (("zero-byte", "zero-byte"), ("truncated", "truncated"), ("not found", "missing"),
+                      ("nan/inf", "non-finite"), ("limit per file", "too-large"), ("not an image", "non-image")):
+        if key in text:
+            return kind
+    return "undecodable"
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:

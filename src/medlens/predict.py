@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from medlens.errors import MedlensError
+from medlens.io.guard import accepts_image_limit
 from medlens.train.checkpoint import LoadedModel, load_model
 
 
@@ -26,6 +27,7 @@ def predict_probs(loaded: LoadedModel, images: np.ndarray, batch_size: int = 128
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.float32)
 
 
+@accepts_image_limit
 def predict(run_dir: str | Path, files: list[str | Path], *, out_dir: str | Path | None = None,
             gate: str | Path | None = None, negative_class: str | None = None,
             gate_threshold: float = 0.5) -> list[dict[str, Any]]:

@@ -4,6 +4,10 @@ Rules, in order, for every duplicate group:
 1. a group whose members carry different labels is dropped entirely (which label is right is unknowable);
 2. of each set of pixel-identical members one is kept, preferably the one in the ``prefer`` split;
 3. if the remaining members still span several splits, all of them move to ``prefer`` (train by default).
+The audit reports exact and near groups in two layers, so an exact group can also sit inside a near group
+(see :mod:`medlens.audit.duplicates`). The rules run once per near group (exact copies inside it deduplicated
+first by rule 2, the drop credited to their exact group) and once per exact group outside any near group:
+no image is handled, or dropped, twice.
 Unreadable files are dropped. Groups are recomputed after each pass on the cleaned rows until nothing
 changes, so re-auditing the cleaned manifest finds no cross-split group.
 
@@ -57,7 +61,7 @@ def apply_fix(manifest: Manifest, result, prefer: str = "train") -> tuple[Manife
         current = table[keep].copy()
         current["split"] = split[current["row"].to_numpy()]
         before = len(changes)
-        groups = find_duplicate_groups(current, threshold, patient_ids=False)
+        groups = fix_units(find_duplicate_groups(current, threshold, patient_ids=False))
         links = _patient_links(groups, split, patients, prefer) if patients is not None else None
         for group in groups:
             changes += _fix_group(group, table, keep, split, prefer, n_pass, patients, links)
@@ -66,6 +70,11 @@ def apply_fix(manifest: Manifest, result, prefer: str = "train") -> tuple[Manife
     df = manifest.df.copy()
     df["split"] = split
     return manifest.with_df(df[keep]), changes
+
+
+def fix_units(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The disjoint groups the rules run on: every near group, and every exact group not inside one."""
+    return [g for g in groups if g["kind"] == "near" or g.get("near_group") is None]
 
 
 def _unsplit_patients(table, keep: np.ndarray, split: np.ndarray, patients: np.ndarray,
@@ -98,8 +107,10 @@ def _patient_links(groups: list[dict[str, Any]], split: np.ndarray, patients: np
 
 
 def _move_patients(group: dict[str, Any], kept: list[dict], table, keep: np.ndarray, split: np.ndarray,
-                   prefer: str, n_pass: int, gid, patients: np.ndarray, links: Counter) -> list[dict[str, Any]]:
-    """Rule 3 for patient-grouped data: move the group's patients outside ``prefer`` wholly, given evidence."""
+                   prefer: str, n_pass: int, gid, patients: np.ndarray,
+                   links: Counter) -> list[dict[str, Any]]:
+    """Rule 3 for patient-grouped data: move the group's patients outside ``prefer`` wholly, given
+    evidence."""
     outside = {patients[m["row"]] for m in kept if split[m["row"]] != prefer}
     inside = {patients[m["row"]] for m in kept if split[m["row"]] == prefer}
     exact = group["n_exact_sets"] < len(group["members"])
@@ -118,12 +129,14 @@ def _move_patients(group: dict[str, Any], kept: list[dict], table, keep: np.ndar
 def _fix_group(group: dict[str, Any], table, keep: np.ndarray, split: np.ndarray, prefer: str,
                n_pass: int, patients: np.ndarray | None = None, links: Counter | None = None
                ) -> list[dict[str, Any]]:
-    gid = group["id"] if n_pass == 1 else f"pass{n_pass}-{group['id']}"
+    gid = _pass_id(group["id"], n_pass)
     members = group["members"]
     out = []
     if group["label_conflict"]:
         reason = f"duplicate group with conflicting labels {group['labels']}"
         for m in members:
+            if not keep[m["row"]]:
+                continue  # never drop (or record) an image twice
             keep[m["row"]] = False
             out.append(_change("drop", table.iloc[m["row"]], reason, gid, from_split=split[m["row"]],
                                n_pass=n_pass))
@@ -133,10 +146,13 @@ def _fix_group(group: dict[str, Any], table, keep: np.ndarray, split: np.ndarray
         same = sorted((m for m in members if m["exact_set"] == set_id),
                       key=lambda m: (split[m["row"]] != prefer, m["row"]))
         kept.append(same[0])
+        exact_gid = _pass_id(same[0].get("exact_group") or group["id"], n_pass)
         for m in same[1:]:
+            if not keep[m["row"]]:
+                continue
             keep[m["row"]] = False
-            out.append(_change("drop", table.iloc[m["row"]], f"exact duplicate of {same[0]['path']}", gid,
-                               from_split=split[m["row"]], n_pass=n_pass))
+            out.append(_change("drop", table.iloc[m["row"]], f"exact duplicate of {same[0]['path']}",
+                               exact_gid, from_split=split[m["row"]], n_pass=n_pass))
     if len({split[m["row"]] for m in kept}) > 1 and patients is not None:
         return out + _move_patients(group, kept, table, keep, split, prefer, n_pass, gid, patients, links)
     if len({split[m["row"]] for m in kept}) > 1:
@@ -147,6 +163,11 @@ def _fix_group(group: dict[str, Any], table, keep: np.ndarray, split: np.ndarray
                                    to_split=prefer, n_pass=n_pass))
                 split[m["row"]] = prefer
     return out
+
+
+def _pass_id(group_id: int, n_pass: int) -> int | str:
+    """A group's id as recorded in a change: the audit.json id in pass 1, ``pass<N>-<id>`` later."""
+    return group_id if n_pass == 1 else f"pass{n_pass}-{group_id}"
 
 
 def _change(action: str, row, reason: str, group, from_split: str | None = None, to_split: str = "",

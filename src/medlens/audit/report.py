@@ -1,4 +1,8 @@
-"""Write audit.json and a self-contained audit.html (inline CSS, figures and thumbnails as data URIs)."""
+"""Write audit.json and a self-contained audit.html (inline CSS, figures and thumbnails as data URIs).
+
+The HTML shows duplicates in two sections with their own counts: exact groups (every copy) and near groups
+(one thumbnail per linked unit, an exact set marked "exact #id ×copies"); see :mod:`medlens.audit.duplicates`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 from medlens.audit.plots import all_figures, thumb_uri
 from medlens.utils.files import atomic_write_text, write_json
 
-MAX_GROUPS = 150      # duplicate groups drawn in the HTML (all are in audit.json)
+MAX_GROUPS = 150      # exact and near groups each drawn in the HTML (all are in audit.json)
 MAX_MEMBERS = 8       # thumbnails per group
 MAX_ROWS = 300        # rows of the unreadable / outlier / mask problem / change tables
 
@@ -36,9 +40,7 @@ def render_html(result) -> str:
 def _context(result) -> dict[str, Any]:
     s = result.summary
     thumbs = result.thumbs
-    groups = [{**g, "shown": [{**m, "thumb": thumb_uri(thumbs.get(m["row"]))}
-                              for m in g["members"][:MAX_MEMBERS]]}
-              for g in s["duplicates"]["groups"][:MAX_GROUPS]]
+    exact_groups, near_groups = _layer_groups(s["duplicates"]["groups"], thumbs)
     outliers = [{**o, "thumb": thumb_uri(thumbs.get(o["row"]))} for o in s["size_outliers"][:MAX_ROWS]]
     clusters = [{**c, "thumbs": [thumb_uri(thumbs.get(r)) for r in c["example_rows"]]}
                 for c in s["clusters"].get("clusters", [])]
@@ -47,9 +49,29 @@ def _context(result) -> dict[str, Any]:
     volume_outliers = [{**o, "thumb": thumb_uri(thumbs.get(o["row"]))}
                        for o in s.get("volumes", {}).get("spacing_outliers", [])[:MAX_ROWS]]
     return {
-        "s": s, "figures": all_figures(result.table, s), "groups": groups, "outliers": outliers,
+        "s": s, "figures": all_figures(result.table, s), "exact_groups": exact_groups,
+        "near_groups": near_groups, "outliers": outliers,
         "clusters": clusters, "class_names": class_names, "unreadable": s["unreadable"][:MAX_ROWS],
         "fix": fix, "changes": (fix or {}).get("changes", [])[:MAX_ROWS], "max_rows": MAX_ROWS,
         "max_groups": MAX_GROUPS, "volume_outliers": volume_outliers,
         "mask_problems": s.get("masks", {}).get("problems", [])[:MAX_ROWS],
     }
+
+
+def _layer_groups(groups: list[dict[str, Any]], thumbs: dict[int, bytes]) -> tuple[list[dict], list[dict]]:
+    """Exact and near groups to draw (at most MAX_GROUPS of each): every copy of an exact group, one
+    thumbnail per unit (exact set or single image) of a near group."""
+    exact, near = [], []
+    for g in groups:
+        if g["kind"] == "exact" and len(exact) < MAX_GROUPS:
+            shown = [{**m, "thumb": thumb_uri(thumbs.get(m["row"])), "copies": 1}
+                     for m in g["members"][:MAX_MEMBERS]]
+            exact.append({**g, "shown": shown, "n_hidden": g["size"] - len(shown)})
+        elif g["kind"] == "near" and len(near) < MAX_GROUPS:
+            by_row = {m["row"]: m for m in g["members"]}
+            units = g["units"]
+            shown = [{**by_row[u["row"]], "thumb": thumb_uri(thumbs.get(u["row"])), "copies": u["n_copies"],
+                      "exact_group": u["exact_group"]} for u in units[:MAX_MEMBERS]]
+            near.append({**g, "shown": shown, "n_hidden": len(units) - len(shown)})
+    return exact, near
+

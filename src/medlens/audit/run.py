@@ -29,9 +29,10 @@ from medlens.audit.scan import scan_image, scan_images
 from medlens.audit.volumes import VOLUME_FEATURES, scan_volume, volume_summary
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
+from medlens.io.guard import accepts_image_limit
 
 SCHEMA = "medlens.audit/1"
-_FEATURES = {"readable": False, "reason": "", "reason_kind": "", "width": 0, "height": 0, "channels": 0,
+_FEATURES = {"readable": False, "reason": "", "reason_kind": "", "note": "", "width": 0, "height": 0, "channels": 0,
              "dtype": "", "bits": 0, "mode": "", "gray_rgb": False, "mean": np.nan, "std": np.nan,
              "pixel_hash": "", "phash": 0, "signature": None}
 
@@ -73,6 +74,7 @@ class AuditResult:
         return self.summary["duplicates"]["groups"]
 
 
+@accepts_image_limit
 def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
           near_threshold: int | None = None, k_range=range(2, 9), fix: Path | str | None = None,
           prefer: str = "train", progress: bool = True, workers: int = 2,
@@ -246,7 +248,7 @@ def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = D
         "n_readable": int(table["readable"].sum()), "findings": findings,
         "unreadable": unreadable, "census": census(table),
         "size_outliers": outliers, "size_rules": bounds, "classes": classes, "class_balance": balance,
-        "duplicates": dups, "clusters": clusters,
+        "duplicates": dups, "clusters": clusters, "read_notes": _read_notes(table),
         "settings": {"near_threshold": threshold, "mad_k": MAD_K, "k_range": [int(k) for k in k_range]},
     }
     if "depth" in table.columns:
@@ -264,6 +266,14 @@ def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = D
         findings["total"] += findings["mask_problems"]
     findings["total"] = findings.pop("total")  # keep it last
     return summary
+
+
+def _read_notes(table: pd.DataFrame) -> list[dict[str, str]]:
+    """What the readers decided for readable files (the first page of a multi-page TIFF was used, ...)."""
+    if "note" not in table.columns:
+        return []
+    rows = table[table["readable"] & table["note"].fillna("").astype(bool)]
+    return [{"path": str(r.path), "note": str(r.note)} for r in rows.itertuples(index=False)]
 
 
 def fix_record(changes: list[dict[str, Any]], prefer: str, saved: Path | None, n_before: int,

@@ -12,9 +12,11 @@ import numpy as np
 
 from medlens.audit.hashing import fingerprint, pixel_hash, to_gray01
 from medlens.errors import UnreadableImageError
-from medlens.io.images import NPZ_REF, is_image_file, read_image
+from medlens.io.guard import first_line
+from medlens.io.images import NPZ_REF, decode_image, is_image_file
 
 THUMB_SIDE = 64
+MAX_STAT_PIXELS = 16 * 1024 * 1024
 Item = TypeVar("Item")
 
 
@@ -26,16 +28,19 @@ def scan_image(path: str) -> dict[str, Any]:
     if not NPZ_REF.match(path) and Path(path).is_file() and not is_image_file(path):
         return _unreadable(path, f"not an image file (suffix {Path(path).suffix or 'none'!r})", "non-image")
     try:
-        arr = read_image(path)
+        decoded = decode_image(path)
     except UnreadableImageError as err:
-        return _unreadable(path, err.reason, reason_kind(err.reason))
+        return _unreadable(path, err.reason, err.kind)
+    except (OSError, ValueError, MemoryError) as err:  # a decoder failing in a way the guard did not map
+        return _unreadable(path, first_line(err), "undecodable")
+    arr = decoded.array
     if arr.ndim not in (2, 3) or min(arr.shape[:2]) < 1:
         return _unreadable(path, f"not a 2-D image (array shape {arr.shape})", "undecodable")
-    gray = to_gray01(arr)
+    gray = to_gray01(_strided(arr))
     ph, signature = fingerprint(gray)
     channels = 1 if arr.ndim == 2 else int(arr.shape[-1])
     return {
-        "readable": True, "reason": "", "reason_kind": "",
+        "readable": True, "reason": "", "reason_kind": "", "note": "; ".join(decoded.notes),
         "width": int(arr.shape[1]), "height": int(arr.shape[0]), "channels": channels,
         "dtype": str(arr.dtype), "bits": int(arr.dtype.itemsize * 8), "mode": _mode(arr),
         "gray_rgb": bool(channels == 3 and np.array_equal(arr[..., 0], arr[..., 1])
@@ -74,17 +79,14 @@ def scan_images(paths: Sequence[Item], workers: int = 2, progress: Callable[[int
     return out
 
 
+def _strided(arr: np.ndarray) -> np.ndarray:
+    """A strided view of at most ~16 Mpx: statistics and hashes of a huge image without float copies of it."""
+    step = int(np.ceil(np.sqrt(arr.shape[0] * arr.shape[1] / MAX_STAT_PIXELS)))
+    return arr[::step, ::step] if step > 1 else arr
+
+
 def _unreadable(path: str, reason: str, kind: str) -> dict[str, Any]:
     return {"readable": False, "reason": reason, "reason_kind": kind}
-
-
-def reason_kind(reason: str) -> str:
-    """Short kind of an unreadable file from its reason: zero-byte, truncated, missing or undecodable."""
-    text = reason.lower()
-    for key, kind in (("zero-byte", "zero-byte"), ("truncated", "truncated"), ("not found", "missing")):
-        if key in text:
-            return kind
-    return "undecodable"
 
 
 def _mode(arr: np.ndarray) -> str:
@@ -98,6 +100,7 @@ def thumbnail(arr: np.ndarray, gray: np.ndarray) -> bytes:
     """Small JPEG for the HTML report (kept in memory so no image is decoded twice)."""
     from PIL import Image
 
+    arr = _strided(arr)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype == np.uint8:
         im = Image.fromarray(np.ascontiguousarray(arr[..., :3]))
     else:

@@ -1,10 +1,16 @@
-"""One-screen terminal summary of an audit (rich)."""
+"""One-screen terminal summary of an audit (rich).
+
+Duplicates are shown in their two layers (see :mod:`medlens.audit.duplicates`), each with its own counts:
+"N exact-duplicate groups (M images) ...", then "K near-duplicate groups linking U distinct images or exact
+sets ...", then the most serious groups of each layer (a near group names the exact groups it links).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-SHOW_GROUPS = 5
+SHOW_GROUPS = 3      # per layer
+SHOW_UNREADABLE = 10
 SHOW_CHANGES = 10
 
 
@@ -32,8 +38,7 @@ def print_summary(result, console=None) -> None:
         if name != "total":
             findings.add_row(name.replace("_", " "), f"[{'red' if count else 'green'}]{count}[/]")
     console.print(findings)
-    for u in s["unreadable"][:3]:
-        console.print(escape(f"  unreadable: {u['path']} ({u['reason']})"), soft_wrap=True)
+    _print_unreadable(console, s)
     _print_volumes_and_masks(console, s)
     _print_classes(console, s)
     _print_groups(console, s["duplicates"])
@@ -75,21 +80,57 @@ def _print_classes(console, s: dict[str, Any]) -> None:
                              + f"  (imbalance {ratio})"))
 
 
-def _print_groups(console, dups: dict[str, Any]) -> None:
+def _print_unreadable(console, s: dict[str, Any]) -> None:
+    """The one skipped-files line, each unreadable file by name (first SHOW_UNREADABLE), and read caveats."""
     from rich.markup import escape
 
-    console.print(f"duplicates (pHash ≤ {dups['threshold']} bits): {dups['n_exact_groups']} exact + "
-                  f"{dups['n_near_groups']} near groups, {dups['n_images_in_groups']} images; "
-                  f"[{'red' if dups['n_cross_split'] else 'green'}]{dups['n_cross_split']} cross-split[/], "
-                  f"[{'red' if dups['n_label_conflict'] else 'green'}]{dups['n_label_conflict']} "
-                  "label conflicts[/]"
-                  + (f"; {dups['n_same_patient']} of them neighbouring slices of one patient (not findings)"
-                     if dups.get("n_same_patient") else ""))
-    for g in [g for g in dups["groups"] if not g.get("same_patient")][:SHOW_GROUPS]:
-        names = ", ".join(f"{m['path']} ({m['split'] or '-'}/{m['label']})" for m in g["members"][:3])
-        more = f" +{g['size'] - 3}" if g["size"] > 3 else ""
-        line = f"  #{g['id']} {g['kind']} [{', '.join(g['flags'])}]: {names}{more}"
+    from medlens.io.guard import skipped_lines
+
+    for line in skipped_lines(s["unreadable"], s["n_images"], "audit.json", limit=SHOW_UNREADABLE,
+                              notes=s.get("read_notes")):
         console.print(escape(line), soft_wrap=True)
+
+
+def _red(count: int, text: str) -> str:
+    return f"[{'red' if count else 'green'}]{count} {text}[/]"
+
+
+def _print_groups(console, dups: dict[str, Any]) -> None:
+    """The two layers with their own counts, then the most serious groups of each."""
+    from rich.markup import escape
+
+    ex, ne = dups["exact"], dups["near"]
+    console.print(f"duplicates: {ex['n_groups']} exact-duplicate groups ({ex['n_images']} images), "
+                  f"{_red(ex['n_cross_split'], 'cross-split')}, "
+                  f"{_red(ex['n_label_conflict'], 'label conflicts')}")
+    same = (f"; {dups['n_same_patient']} are neighbouring slices of one patient (not findings)"
+            if dups.get("n_same_patient") else "")
+    console.print(f"  {ne['n_groups']} near-duplicate groups (pHash ≤ {dups['threshold']} bits) linking "
+                  f"{ne['n_units']} distinct images or exact sets ({ne['n_exact_groups_linked']} of them "
+                  f"exact groups; {ne['n_images']} images), {_red(ne['n_cross_split'], 'cross-split')}, "
+                  f"{_red(ne['n_label_conflict'], 'label conflicts')}{same}")
+    findings = [g for g in dups["groups"] if not g.get("same_patient")]
+    for kind in ("exact", "near"):
+        for g in [g for g in findings if g["kind"] == kind][:SHOW_GROUPS]:
+            console.print(escape(_group_line(g)), soft_wrap=True)
+
+
+def _group_line(g: dict[str, Any]) -> str:
+    """``#5 near [cross-split] links exact #2 (3 copies) a.png (train/x), b.png (test/x)`` or
+    ``#2 exact [cross-split]: a.png (train/x), c.png (test/x) +1``."""
+    if g["kind"] == "near":
+        by_row = {m["row"]: m for m in g["members"]}
+        parts = [(f"exact #{u['exact_group']} ({u['n_copies']} copies) " if u["exact_group"] else "")
+                 + _member(by_row[u["row"]]) for u in g["units"][:3]]
+        more = f" +{len(g['units']) - 3}" if len(g["units"]) > 3 else ""
+        return f"  #{g['id']} near [{', '.join(g['flags'])}] links {', '.join(parts)}{more}"
+    names = ", ".join(_member(m) for m in g["members"][:3])
+    more = f" +{g['size'] - 3}" if g["size"] > 3 else ""
+    return f"  #{g['id']} {g['kind']} [{', '.join(g['flags'])}]: {names}{more}"
+
+
+def _member(m: dict[str, Any]) -> str:
+    return f"{m['path']} ({m['split'] or '-'}/{m['label']})"
 
 
 def _print_fix(console, fix: dict[str, Any]) -> None:

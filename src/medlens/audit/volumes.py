@@ -18,7 +18,7 @@ import pandas as pd
 
 from medlens.audit.geometry import MAD_K, rule_bounds
 from medlens.audit.hashing import fingerprint, pixel_hash, to_gray01
-from medlens.audit.scan import reason_kind, thumbnail
+from medlens.audit.scan import thumbnail
 from medlens.errors import MedlensError, UnreadableImageError
 
 #: Extra per-row features of a volume audit (defaults for unreadable rows).
@@ -38,7 +38,7 @@ def scan_volume(path: str) -> dict[str, Any]:
     try:
         volume, _, spacing = read_volume(path)
     except UnreadableImageError as err:
-        return {"readable": False, "reason": err.reason, "reason_kind": reason_kind(err.reason)}
+        return {"readable": False, "reason": err.reason, "reason_kind": err.kind}
     except MedlensError as err:  # e.g. a 2D or 5D NIfTI
         return {"readable": False, "reason": str(err), "reason_kind": "undecodable"}
     channels, width, height, depth = volume.shape

@@ -15,7 +15,8 @@ import numpy as np
 
 from medlens.data.manifest import Manifest
 from medlens.errors import UnreadableImageError
-from medlens.io.images import read_image
+from medlens.io.guard import first_line
+from medlens.io.images import decode_image, read_image
 
 _MEMORY: OrderedDict[str, CachedImages] = OrderedDict()
 _MEMORY_MAX = 4
@@ -28,12 +29,14 @@ class CachedImages:
     Attributes:
         images: uint8 array (N, C, S, S) of the readable cases, in manifest order.
         kept: row positions (into the manifest) of the readable cases.
-        skipped: one {"path", "reason", "case_id"} per unreadable case.
+        skipped: one {"path", "reason", "kind", "case_id"} per unreadable case.
+        notes: one {"path", "case_id", "note"} per decision the reader made (first page of a multi-page TIFF).
     """
 
     images: np.ndarray
     kept: np.ndarray
     skipped: list[dict] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)
 
 
 def to_uint8(arr: np.ndarray, channels: int) -> np.ndarray:
@@ -104,27 +107,31 @@ def cache_images(manifest: Manifest, size: int, channels: int, *, workers: int =
 
     def one(i: int):
         try:
-            return i, load_image(paths[i], size, channels), None
+            decoded = decode_image(paths[i])
+            return i, resize_image(decoded.array, size, channels), decoded.notes
         except UnreadableImageError as err:
-            return i, None, err.reason
-        except (OSError, ValueError) as err:  # anything else a broken file can raise while converting
-            return i, None, str(err) or type(err).__name__
+            return i, None, err
+        except (OSError, ValueError, MemoryError) as err:  # anything else a broken file raises while converting
+            return i, None, UnreadableImageError(paths[i], first_line(err))
 
     images = np.zeros((len(paths), channels, size, size), dtype=np.uint8)
     ok = np.zeros(len(paths), dtype=bool)
-    skipped = []
+    skipped: list[dict] = []
+    notes: list[dict] = []
     from medlens.utils.progress import track
 
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL and zlib release the GIL while decoding
-        for i, arr, reason in track(pool.map(one, range(len(paths))), total=len(paths),
-                                    description=description, disable=not progress):
+        for i, arr, info in track(pool.map(one, range(len(paths))), total=len(paths),
+                                  description=description, disable=not progress):
+            case_id = str(manifest.df["case_id"].iloc[i])
             if arr is None:
-                skipped.append({"path": paths[i], "reason": reason,
-                                "case_id": str(manifest.df["case_id"].iloc[i])})
+                skipped.append(info.record(case_id=case_id))
             else:
                 images[i], ok[i] = arr, True
+                notes.extend({"path": paths[i], "case_id": case_id, "note": n} for n in info)
     kept = np.flatnonzero(ok)
-    result = CachedImages(images=images[kept] if len(kept) < len(paths) else images, kept=kept, skipped=skipped)
+    result = CachedImages(images=images[kept] if len(kept) < len(paths) else images, kept=kept, skipped=skipped,
+                          notes=notes)
     _MEMORY[key] = result
     while len(_MEMORY) > _MEMORY_MAX:
         _MEMORY.popitem(last=False)
@@ -167,12 +174,11 @@ def load_pair(image_path: str, mask_path: str | None, size: int, channels: int, 
         ``(image (C, S, S), mask (S, S) or None, (height, width) of the original image)``.
 
     Raises:
-        UnreadableImageError: the image cannot be decoded (the case is skipped by the caller).
-        MedlensError: the mask is missing or unreadable, does not fit the image, or holds values other
-            than the labels, naming the case.
+        UnreadableImageError: the image or its mask cannot be decoded (the case is skipped by the caller).
+        MedlensError: the mask does not fit the image or holds values other than the labels, naming the
+            case.
     """
     from medlens.data.seg_sources import check_pair
-    from medlens.errors import MedlensError
 
     image = read_image(image_path)
     shape = (int(image.shape[0]), int(image.shape[1]))
@@ -180,9 +186,8 @@ def load_pair(image_path: str, mask_path: str | None, size: int, channels: int, 
         return resize_image(image, size, channels), None, shape
     try:
         raw = read_image(mask_path)
-    except UnreadableImageError as err:
-        raise MedlensError(f"case {case_id}: mask {mask_path} cannot be read ({err.reason}); every image "
-                           "needs a readable mask (an all-zero mask when there is nothing to segment)") from err
+    except UnreadableImageError as err:  # a broken mask file: the case is reported and skipped like its image
+        raise UnreadableImageError(mask_path, f"mask of case {case_id}: {err.reason}", kind=err.kind) from err
     mask = check_pair(image, raw, case_id, num_classes=num_classes)
     return resize_image(image, size, channels), resize_mask(mask, size), shape
 
@@ -191,8 +196,8 @@ def cache_pairs(manifest: Manifest, size: int, channels: int, *, masks: bool = T
                 workers: int = 2, progress: bool = True) -> CachedPairs:
     """Decode every image (and its ``mask``) of ``manifest`` once; memoised like :func:`cache_images`.
 
-    Unreadable images are skipped and reported; a broken mask is an error naming the case, because a
-    silently dropped mask would change what the model learns.
+    Unreadable images and unreadable (truncated, undecodable) masks are skipped and reported with their
+    reason; a mask that does not fit its image or holds other values is an error naming the case.
     """
     paths = manifest.paths()
     mask_paths = [manifest.resolve(p) for p in manifest.df["mask"]] if masks else [None] * len(paths)
@@ -206,7 +211,7 @@ def cache_pairs(manifest: Manifest, size: int, channels: int, *, masks: bool = T
         try:
             return i, load_pair(paths[i], mask_paths[i], size, channels, case_ids[i], num_classes), None
         except UnreadableImageError as err:
-            return i, None, err.reason
+            return i, None, err
 
     images = np.zeros((len(paths), channels, size, size), dtype=np.uint8)
     labels = np.zeros((len(paths), size, size), dtype=np.uint8) if masks else None
@@ -216,10 +221,10 @@ def cache_pairs(manifest: Manifest, size: int, channels: int, *, masks: bool = T
     from medlens.utils.progress import track
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i, loaded, reason in track(pool.map(one, range(len(paths))), total=len(paths),
-                                       description="Decoding image/mask pairs", disable=not progress):
+        for i, loaded, err in track(pool.map(one, range(len(paths))), total=len(paths),
+                                    description="Decoding image/mask pairs", disable=not progress):
             if loaded is None:
-                skipped.append({"path": paths[i], "reason": reason, "case_id": case_ids[i]})
+                skipped.append(err.record(case_id=case_ids[i]))
                 continue
             images[i], shapes[i], ok[i] = loaded[0], loaded[2], True
             if labels is not None:

@@ -24,11 +24,13 @@ import pandas as pd
 from medlens.data.manifest import Manifest
 from medlens.data.seg_sources import check_pair, load_kaggle_3m
 from medlens.errors import MedlensError
-from medlens.utils.files import atomic_dir
+from medlens.io.guard import accepts_image_limit
+from medlens.utils.files import atomic_dir, check_output_path, write_marker
 
 PER_SLICE = ("case_id", "image", "mask", "slice_index")
 
 
+@accepts_image_limit
 def slices_to_volumes(src_root: str | Path, out_dir: str | Path, *, progress: bool = True,
                       overwrite: bool = False) -> Manifest:
     """Stack each kaggle_3m patient's slices into NIfTI image and mask volumes.
@@ -37,7 +39,8 @@ def slices_to_volumes(src_root: str | Path, out_dir: str | Path, *, progress: bo
         src_root: the kaggle_3m folder (or its parent).
         out_dir: output folder (must not exist unless ``overwrite``).
         progress: show a progress bar.
-        overwrite: replace an existing ``out_dir``.
+        overwrite: replace an existing ``out_dir``, only one medlens wrote (it holds a ``.medlens-run`` marker,
+            or is a convert output from before markers) or an empty one.
 
     Returns:
         The manifest of the volumes, rooted at ``out_dir`` (also saved as ``out_dir/manifest.csv``).
@@ -46,11 +49,14 @@ def slices_to_volumes(src_root: str | Path, out_dir: str | Path, *, progress: bo
         MedlensError: a missing mask, a mask that does not fit its slice, or slices of different sizes
             within a patient, naming the case; ``out_dir`` is then left untouched.
     """
+    out_dir = Path(out_dir)
+    # a file, the source itself, or a folder medlens did not write: refused before anything is read
+    check_output_path(out_dir, sources=[src_root], overwrite=overwrite, option="OUTPUT", what="output folder")
     slices = load_kaggle_3m(src_root)
     patients = list(dict.fromkeys(slices.df["patient_id"]))
-    out_dir = Path(out_dir)
     rows = []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        write_marker(tmp, "volumes")
         for patient in _track(patients, progress):
             group = slices.df[slices.df["patient_id"] == patient].sort_values("slice_index", kind="stable")
             image, mask = _stack_patient(slices, group, patient)
@@ -95,6 +101,7 @@ def _track(items: list, progress: bool):
     return track(items, description="stacking slices", transient=True)
 
 
+@accepts_image_limit
 def masks_to_labels(src: str | Path, output_csv: str | Path, *, positive: str = "tumour",
                     negative: str = "notumor") -> Manifest:
     """Label each image of an image/mask source by whether its mask has foreground.

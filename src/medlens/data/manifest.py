@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from medlens.errors import MedlensError
+from medlens.io.guard import read_table
 
 REQUIRED = ("case_id", "patient_id", "split", "image")
 SPLITS = ("train", "val", "test", "")
@@ -137,10 +138,7 @@ class Manifest:
     def load(cls, path: str | Path) -> Manifest:
         """Read a manifest CSV written by :meth:`save` (relative paths start at the CSV's folder)."""
         path = Path(path)
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise MedlensError(f"cannot read manifest {path}: {err}") from err
+        df = read_table(path, dtype=str, keep_default_na=False)
         return cls(df, path.parent.resolve(), source=str(path))
 
 

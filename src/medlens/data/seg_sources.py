@@ -30,6 +30,7 @@ import pandas as pd
 
 from medlens.data.manifest import REQUIRED, Manifest, natural_key
 from medlens.errors import MedlensError
+from medlens.io.guard import read_table
 
 KAGGLE_SLICE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)\.tiff?$", re.IGNORECASE)
 KAGGLE_MASK = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)_mask\.tiff?$", re.IGNORECASE)
@@ -196,10 +197,7 @@ def _merge_patient_csv(df: pd.DataFrame, csv: Path) -> pd.DataFrame:
     """Add data.csv's per-patient columns; its ``Patient`` ids may be a prefix of the folder names."""
     if not csv.is_file() or df.empty:
         return df
-    try:
-        meta = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise MedlensError(f"cannot read patient metadata {csv}: {err}") from err
+    meta = read_table(csv, dtype=str, keep_default_na=False)
     key = next((c for c in meta.columns if c.lower() in ("patient", "patient_id")), None)
     if key is None:
         return df
@@ -235,10 +233,7 @@ def load_pairs_csv(path: str | Path, **opts: Any) -> Manifest:
         MedlensError: missing columns, or an image or mask file that does not exist, naming the case.
     """
     path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise MedlensError(f"cannot read pairs CSV {path}: {err}") from err
+    df = read_table(path, dtype=str, keep_default_na=False)
     df.columns = [c.strip().lower() if c.strip().lower() in RESERVED else c.strip() for c in df.columns]
     missing = [c for c in ("image", "mask") if c not in df.columns]
     if missing:

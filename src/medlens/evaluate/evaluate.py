@@ -13,9 +13,11 @@ import pandas as pd
 
 from medlens.data.manifest import Manifest, grouped_patients
 from medlens.errors import MedlensError
+from medlens.io.guard import accepts_image_limit
 from medlens.utils.files import atomic_write_text, write_json
 
 
+@accepts_image_limit
 def evaluate(run_dir: str | Path, data: Manifest | str | Path | None = None, *, split: str | None = None,
              out: str | Path | None = None, n_bootstrap: int = 1000, progress: bool = True,
              run_name: str | None = None, prepared=None, gate=None) -> dict[str, Any]:
@@ -47,6 +49,8 @@ def evaluate(run_dir: str | Path, data: Manifest | str | Path | None = None, *, 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MedlensError(f"run directory {run_dir} not found; train one with `medlens train SRC -o {run_dir}`")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise MedlensError(f"-o {out} is a file, not a folder; give a folder path for the evaluation outputs")
     loaded = load_model(run_dir)
     if loaded.spec.task != "classification":
         return _evaluate_localisation(loaded, run_dir, data, split=split, out=out, n_bootstrap=n_bootstrap,

@@ -121,7 +121,7 @@ def _predict_volumes(loaded, sub: Manifest, progress: bool):
         try:
             volume, truth, spacing = read_volume_case(sub, row, loaded.spec)
         except UnreadableImageError as err:
-            skipped.append({"path": err.path, "reason": err.reason, "case_id": row.case_id})
+            skipped.append(err.record(case_id=row.case_id))
             continue
         preds.append(predict_volume(loaded.model, loaded.spec, volume, spacing))
         truths.append(truth)

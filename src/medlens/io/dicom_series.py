@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medlens.errors import MedlensError
+from medlens.errors import MedlensError, UnreadableImageError
+from medlens.io.dicom import declared_shape, pixel_data, read_dataset
+from medlens.io.guard import check_declared
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 GAP_FACTOR = 1.5  # a step larger than this × the median slice spacing means a slice is missing
@@ -55,7 +57,7 @@ def list_dicom_series(folder: str | Path) -> list[SeriesInfo]:
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
+        except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
             continue  # not DICOM (a README, a .nii beside the series, ...)
         if "PixelData" not in ds and "SeriesInstanceUID" not in ds:
             continue
@@ -100,7 +102,10 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None
 def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     import pydicom
 
-    datasets = [pydicom.dcmread(str(p)) for p in info.files]
+    datasets = [_read_file(p) for p in info.files]
+    shapes = [declared_shape(ds) for ds in datasets]
+    # The whole series is decoded into one float32 volume: check its declared size before decoding a slice.
+    check_declared(info.files[0].parent, (sum(f for f, *_ in shapes), *max(shapes)[1:]), 4, what="series")
     if any("MOSAIC" in [str(v).upper() for v in ds.get("ImageType", [])] for ds in datasets):
         return _read_mosaic(info, datasets)
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
@@ -116,7 +121,7 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
     order = np.argsort(positions @ normal, kind="stable")
     datasets = [datasets[i] for i in order]
     positions = positions[order]
-    _check_spacing(info, positions @ normal)
+    _check_spacing(info, positions @ normal, _declared_step(datasets[0]))
     pixels = [_slice_pixels(ds, path) for ds, path in zip(datasets, [info.files[i] for i in order])]
     if len({p.shape for p in pixels}) > 1:
         raise MedlensError(f"series {info.uid} ({info.files[0].parent}) mixes image sizes "
@@ -148,21 +153,45 @@ def _check_orientation(info: SeriesInfo, datasets: list) -> tuple[np.ndarray, np
     return row / np.linalg.norm(row), col / np.linalg.norm(col)
 
 
-def _check_spacing(info: SeriesInfo, along_normal: np.ndarray) -> None:
+def _check_spacing(info: SeriesInfo, along_normal: np.ndarray, declared: float | None = None) -> None:
+    """Refuse slices at one position and gaps where a slice is missing.
+
+    The reference step is the smallest one (or the header's SpacingBetweenSlices when smaller): with the
+    median, a 4-slice series missing its third slice (steps 1, 2, 1... or just 1, 2) could hide the gap.
+    """
     steps = np.diff(along_normal)
     if steps.size and (steps < 1e-3).any():
-        raise MedlensError(f"series {info.uid} ({info.files[0].parent}) has {int((steps < 1e-3).sum()) + 1} "
-                           "images at the same slice position (several echoes or time points?); "
-                           "split them into separate series")
-    if steps.size < 2:
+        n_same = int((steps < 1e-3).sum()) + 1
+        raise MedlensError(f"series {info.uid} ({info.files[0].parent}) has {n_same} images at the same slice "
+                           "position (several echoes, time points or a repeated acquisition in one series); "
+                           "export each as its own series or keep one file per position")
+    if steps.size < 1:
         return
-    median = float(np.median(steps))
+    reference = float(steps.min())
+    if declared and 0 < declared < reference:
+        reference = declared
     worst = int(np.argmax(steps))
-    if steps[worst] > GAP_FACTOR * median:
+    if steps[worst] > GAP_FACTOR * reference:
+        missing = max(1, int(round(steps[worst] / reference)) - 1)
         raise MedlensError(f"missing slice in series {info.uid} ({info.files[0].parent}): a gap of "
                            f"{steps[worst]:.2f} mm between slice positions {along_normal[worst]:.2f} and "
-                           f"{along_normal[worst + 1]:.2f} (median spacing {median:.2f} mm); "
-                           "re-export the complete series")
+                           f"{along_normal[worst + 1]:.2f} (median spacing {float(np.median(steps)):.2f} mm), "
+                           f"about {missing} slice(s) missing; re-export the complete series")
+
+
+def _declared_step(ds) -> float | None:
+    try:
+        value = float(ds.get("SpacingBetweenSlices", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    return value or None
+
+
+def _read_file(path: Path):
+    try:
+        return read_dataset(path)[0]
+    except UnreadableImageError as err:
+        raise MedlensError(f"cannot read {path} of its DICOM series: {err.reason}") from err
 
 
 def _slice_pixels(ds, path: Path) -> np.ndarray:
@@ -178,13 +207,10 @@ def _slice_pixels(ds, path: Path) -> np.ndarray:
 
 def _decode(ds, path: Path) -> np.ndarray:
     try:
-        return ds.pixel_array
-    except (RuntimeError, NotImplementedError, ValueError, AttributeError) as err:
-        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
-        name = getattr(syntax, "name", str(syntax))
-        raise MedlensError(f"cannot decode the pixel data of {path} (transfer syntax {name}); for compressed "
-                           "DICOM install the decoders: pip install pylibjpeg pylibjpeg-libjpeg "
-                           "pylibjpeg-openjpeg") from err
+        return pixel_data(ds, path)
+    except UnreadableImageError as err:
+        series = ds.get("SeriesInstanceUID", "?")
+        raise MedlensError(f"cannot decode the pixel data of {path} (series {series}): {err.reason}") from err
 
 
 def _read_mosaic(info: SeriesInfo, datasets: list
@@ -211,3 +237,66 @@ def _read_mosaic(info: SeriesInfo, datasets: list
     lps = affines[0][:, [1, 0, 2, 3]]
     spacing = tuple(float(np.linalg.norm(lps[:3, i])) for i in range(3))
     return volume, LPS_TO_RAS @ lps, spacing
+
+
+def read_multiframe_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Read one multi-frame (enhanced) DICOM file as a channel-first volume ``(1, X, Y, Z)``.
+
+    Frames are placed by their per-frame ImagePositionPatient (PerFrameFunctionalGroupsSequence) and the
+    shared orientation and pixel spacing; a file without per-frame positions is stacked in frame order with
+    the header's slice spacing (1 mm when absent). The same gap and duplicate-position checks as a series apply.
+
+    Raises:
+        MedlensError: unreadable, a single frame, colour frames, or frames that do not form a volume.
+    """
+    path = Path(path)
+    ds = _read_file(path)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames < 2:
+        raise MedlensError(f"{path} is a single 2D DICOM image; a 3D model needs a DICOM series folder, a "
+                           "multi-frame DICOM file or a NIfTI volume")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise MedlensError(f"{path}: colour multi-frame DICOM is not a volume medlens can segment")
+    pixels = np.asarray(_decode(ds, path), dtype=np.float32)  # (frames, rows, cols)
+    slope, intercept = _rescale(ds)
+    pixels = pixels * slope + intercept
+    info = SeriesInfo(str(ds.get("SeriesInstanceUID", "?")), "", str(ds.get("Modality", "")), (path,))
+    shared = _group(ds, "SharedFunctionalGroupsSequence", 0)
+    iop = _nested(shared, "PlaneOrientationSequence", "ImageOrientationPatient") or ds.get("ImageOrientationPatient")
+    spacing_rc = _nested(shared, "PixelMeasuresSequence", "PixelSpacing") or ds.get("PixelSpacing") or [1.0, 1.0]
+    dy, dx = (float(v) for v in spacing_rc)
+    positions = [_nested(_group(ds, "PerFrameFunctionalGroupsSequence", i), "PlanePositionSequence",
+                         "ImagePositionPatient") for i in range(frames)]
+    if iop is None or any(p is None for p in positions):
+        step = float(ds.get("SpacingBetweenSlices", 0) or ds.get("SliceThickness", 0) or 1.0)
+        affine = LPS_TO_RAS @ np.diag([dx, dy, step, 1.0])
+        return pixels.transpose(2, 1, 0)[np.newaxis], affine, (dx, dy, step)
+    row = np.array([float(v) for v in iop[:3]])
+    col = np.array([float(v) for v in iop[3:]])
+    normal = np.cross(row, col)
+    pos = np.array([[float(v) for v in p] for p in positions])
+    order = np.argsort(pos @ normal, kind="stable")
+    pos, pixels = pos[order], pixels[order]
+    _check_spacing(info, pos @ normal, _declared_step(ds))
+    step_vec = (pos[-1] - pos[0]) / (frames - 1)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dx, col * dy, step_vec, pos[0]
+    return pixels.transpose(2, 1, 0)[np.newaxis], LPS_TO_RAS @ lps, (dx, dy, float(np.linalg.norm(step_vec)))
+
+
+def _group(ds, keyword: str, index: int):
+    seq = ds.get(keyword)
+    return seq[index] if seq is not None and len(seq) > index else None
+
+
+def _nested(item, sequence: str, keyword: str):
+    if item is None or sequence not in item or not len(item[sequence].value):
+        return None
+    return item[sequence].value[0].get(keyword)
+
+
+def _rescale(ds) -> tuple[float, float]:
+    item = _group(ds, "SharedFunctionalGroupsSequence", 0)
+    source = item["PixelValueTransformationSequence"].value[0] if item is not None and \
+        "PixelValueTransformationSequence" in item and len(item["PixelValueTransformationSequence"].value) else ds
+    return float(source.get("RescaleSlope", 1) or 1), float(source.get("RescaleIntercept", 0) or 0)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medlens.errors import MedlensError, UnreadableImageError
+from medlens.io.guard import check_declared, check_finite, first_line
 from medlens.utils.files import atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -34,7 +35,8 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, 
         (float32 when the header scales values), the 4x4 voxel-to-RAS affine, and the voxel size in mm.
 
     Raises:
-        UnreadableImageError: missing or undecodable file.
+        UnreadableImageError: missing, truncated, undecodable, too large (declared size, checked before
+            reading), or holding NaN/inf voxels.
         MedlensError: the image is not 3D or 4D.
     """
     import nibabel as nib
@@ -42,21 +44,45 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, 
     path = Path(path)
     if not path.is_file():
         raise UnreadableImageError(str(path), "file not found")
+    if path.stat().st_size == 0:
+        raise UnreadableImageError(str(path), "zero-byte file")
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        img = nib.load(str(path))  # the header only; no voxel is read yet
     except Exception as err:  # nibabel raises many types for broken files
-        raise UnreadableImageError(str(path), f"not a readable NIfTI file ({_first_line(err)})") from err
+        raise UnreadableImageError(str(path), f"not a readable NIfTI file ({_reason(err)})") from err
+    scaled = _is_scaled(img)
+    itemsize = img.get_data_dtype().itemsize
+    check_declared(path, img.shape, max(itemsize, 4) if scaled else itemsize, what="volume")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # a cut-off .nii.gz fails here (EOFError, zlib.error, OSError, ValueError)
+        raise UnreadableImageError(str(path), f"not a readable NIfTI file: {_reason(err)}") from err
     if data.ndim == 5 and data.shape[3] == 1:
         data = data[:, :, :, 0, :]  # NIfTI vector images put components on the 5th axis
     if data.ndim not in (3, 4):
         raise MedlensError(f"{path}: expected a 3D volume or a 4D volume with channels last, got shape "
                            f"{tuple(data.shape)}; convert 2D images with a raster format or stack them first")
-    if data.dtype == np.float64 or img.dataobj.slope not in (1, None) or img.dataobj.inter not in (0, None):
+    if data.dtype == np.float64 or scaled:
         data = data.astype(np.float32)
+    check_finite(path, data, what="volume")
     array = data[np.newaxis] if data.ndim == 3 else np.moveaxis(data, -1, 0)
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
     return np.ascontiguousarray(array), np.asarray(img.affine, dtype=np.float64), spacing
+
+
+def _is_scaled(img) -> bool:
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    return not (slope in (1, None) or (isinstance(slope, float) and np.isnan(slope))) or \
+        not (inter in (0, None) or (isinstance(inter, float) and np.isnan(inter)))
+
+
+def _reason(err: BaseException) -> str:
+    text = first_line(err)
+    low = text.lower()
+    if isinstance(err, EOFError) or any(k in low for k in ("truncat", "end of", "compressed file ended",
+                                                            "incomplete", "expected", "cannot reshape")):
+        return f"truncated file ({text})"
+    return text
 
 
 def write_nifti(array: np.ndarray, affine: np.ndarray | None, path: str | Path) -> Path:
@@ -93,8 +119,3 @@ def write_nifti(array: np.ndarray, affine: np.ndarray | None, path: str | Path) 
     with atomic_path(path, suffix=f".tmp{suffix}") as tmp:
         nib.save(img, str(tmp))
     return path
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -19,6 +19,7 @@ from monai.networks.layers.factories import Conv
 from torch import nn
 
 from medlens.errors import MedlensError
+from medlens.io.guard import load_torch_file
 from medlens.models.registry import register_model
 
 COMMON = {"dropout": 0.0, "weights": None, "pretrained": False}
@@ -102,7 +103,7 @@ def with_weights(model: nn.Module, name: str, opts: dict[str, Any]) -> nn.Module
     """``model`` with the state dict at ``opts["weights"]`` loaded (weights_only), or as it is when None."""
     if opts["weights"] is not None:
         try:
-            state = torch.load(opts["weights"], map_location="cpu", weights_only=True)
+            state = load_torch_file(opts["weights"], "weights file")
             state = state.get("state_dict", state) if isinstance(state, dict) else state
             model.load_state_dict(state)
         except (OSError, RuntimeError, KeyError, AttributeError, TypeError) as err:

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from medlens.errors import MedlensError
+
 
 def _count(params) -> tuple[int, int]:
     params = list(params)
@@ -74,9 +76,10 @@ def summarize(
         num_classes: number of logits.
         **options: model options passed to :func:`medlens.models.create_model`.
     """
-    from medlens.models.registry import create_model
+    from medlens.models.registry import create_model, get_model_info
 
     spatial = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    check_input(name, spatial, in_channels)
     model = create_model(
         name,
         num_classes=num_classes,
@@ -85,4 +88,35 @@ def summarize(
         image_size=spatial[0],
         **options,
     )
-    return {"model": name, **model_summary(model, (1, in_channels, *spatial))}
+    try:
+        return {"model": name, **model_summary(model, (1, in_channels, *spatial))}
+    except RuntimeError as err:  # a size the network's downsampling cannot take (U-Nets need multiples of 16)
+        side = "x".join(map(str, spatial))
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MedlensError(f"model {name} cannot run on a {side} input ({first}); try its default size "
+                           f"{get_model_info(name).default_size} or a multiple of 32") from err
+
+
+#: Largest input side: the range `medlens train --image-size` takes (2D), and 3D patch sides.
+MAX_SIDE = {2: 1024, 3: 512}
+#: Smallest side `medlens summary` offers (the library accepts any positive side, e.g. tiny test inputs).
+CLI_MIN_SIDE = 8
+MAX_CHANNELS = 16
+
+
+def check_input(name: str, spatial: tuple[int, ...], in_channels: int, min_side: int = 1) -> None:
+    """Refuse input sizes and channel counts that cannot run (or would allocate gigabytes) in one line."""
+    from medlens.models.registry import get_model_info
+
+    if len(spatial) not in MAX_SIDE:
+        raise MedlensError(f"input size needs 2 or 3 sides, got {spatial}")
+    low, high = min_side, MAX_SIDE[len(spatial)]
+    for side in spatial:
+        if isinstance(side, bool) or not isinstance(side, int) or not low <= side <= high:
+            raise MedlensError(f"--input-size must be between {low} and {high} pixels for a {len(spatial)}D "
+                               f"input, got {side}")
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or not 1 <= in_channels <= MAX_CHANNELS:
+        raise MedlensError(f"--channels must be between 1 and {MAX_CHANNELS}, got {in_channels}")
+    needed = get_model_info(name).channels
+    if needed and in_channels != needed:
+        raise MedlensError(f"model {name} needs {needed}-channel input, got --channels {in_channels}")

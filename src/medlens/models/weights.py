@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from medlens.errors import MedlensError
+from medlens.io.guard import load_torch_file
 from medlens.models.heads import last_linear_name
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,7 @@ _NESTED_BLOCK = re.compile(r"^(?:backbone\.)?_blocks\.\d+\.(\d+\..+)$")
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise MedlensError(f"weights file {path} does not exist: check the path given to weights=")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refuses pickled code; anything else is a broken file
-        raise MedlensError(
-            f"weights file {path} is not a readable PyTorch state dict ({type(err).__name__}): "
-            "save one with torch.save(model.state_dict(), path)"
-        ) from err
+    obj = load_torch_file(path, "weights file")
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

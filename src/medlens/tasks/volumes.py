@@ -68,13 +68,20 @@ def read_any_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[flo
     """A NIfTI file or a DICOM series folder → ``(volume (C, X, Y, Z), affine, spacing)``."""
     from medlens.io.volumes import is_nifti_file, read_volume
 
+    from medlens.io.images import DICOM_SUFFIXES, is_dicom_file
+
     path = Path(path)
     if path.is_dir():
         from medlens.io.dicom_series import read_dicom_series
 
         return read_dicom_series(path)
+    if path.is_file() and (path.suffix.lower() in DICOM_SUFFIXES or is_dicom_file(path)):
+        from medlens.io.dicom_series import read_multiframe_volume
+
+        return read_multiframe_volume(path)  # a multi-frame file is a volume where a 3D model wants one
     if not is_nifti_file(path):
-        raise MedlensError(f"{path}: a 3D model needs a NIfTI volume (.nii, .nii.gz) or a DICOM series folder")
+        raise MedlensError(f"{path}: a 3D model needs a NIfTI volume (.nii, .nii.gz), a DICOM series folder or "
+                           "a multi-frame DICOM file")
     return read_volume(path)
 
 
@@ -197,7 +204,7 @@ def load_volumes(manifest: Manifest, spec: PreprocessingSpec, *, progress: bool 
         try:
             image, mask, spacing = read_volume_case(manifest, row, spec)
         except UnreadableImageError as err:
-            skipped.append({"path": err.path, "reason": err.reason, "case_id": row.case_id})
+            skipped.append(err.record(case_id=row.case_id))
             continue
         x = preprocess_volume(image, spacing, spec)
         images.append(x)
@@ -211,9 +218,9 @@ def read_volume_case(manifest: Manifest, row, spec: PreprocessingSpec) -> tuple[
     """Read one manifest row's image volume and mask: ``(image (C, X, Y, Z), labels (X, Y, Z), spacing)``.
 
     Raises:
-        UnreadableImageError: the image cannot be read (callers report the case and skip it).
-        MedlensError: the image has the wrong channel count, or the mask is unreadable, does not fit the
-            image or holds unexpected values, naming the case (a silently dropped mask would change results).
+        UnreadableImageError: the image or its mask cannot be read (callers report the case and skip it).
+        MedlensError: the image has the wrong channel count, or the mask does not fit the image or holds
+            unexpected values, naming the case.
     """
     from medlens.data.seg_sources import check_pair
     from medlens.io.volumes import read_volume
@@ -224,8 +231,8 @@ def read_volume_case(manifest: Manifest, row, spec: PreprocessingSpec) -> tuple[
                            f"{spec.channels}; every volume needs the same channels")
     try:
         mask = read_volume(manifest.resolve(row.mask))[0]
-    except UnreadableImageError as err:
-        raise MedlensError(f"case {row.case_id}: mask {err.path} cannot be read ({err.reason})") from err
+    except UnreadableImageError as err:  # a broken mask file: reported and skipped with its case
+        raise UnreadableImageError(err.path, f"mask of case {row.case_id}: {err.reason}", kind=err.kind) from err
     return image, check_pair(image, mask, row.case_id, spatial_dims=3, num_classes=len(spec.class_names)), spacing
 
 
@@ -261,6 +268,10 @@ def write_volume_prediction(loaded, path: Path, tmp: Path, final: Path) -> dict[
 
     volume, affine, spacing = read_any_volume(path)
     if volume.shape[0] != loaded.spec.channels:
+        if path.is_dir() and volume.shape[0] > loaded.spec.channels:
+            raise MedlensError(f"{path}: the series holds {volume.shape[0]} volumes of the same slices (time "
+                               f"points or repeats), but model {loaded.name} takes {loaded.spec.channels} "
+                               "channel(s); predict on a folder that holds one of them")
         raise MedlensError(f"{path}: {volume.shape[0]} channel(s), but model {loaded.name} was trained on "
                            f"{loaded.spec.channels}")
     mask = predict_volume(loaded.model, loaded.spec, volume, spacing)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import time
+from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 
 
 class HistoryCallback(L.Callback):
@@ -12,6 +16,7 @@ class HistoryCallback(L.Callback):
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
+        self.restored = 0  # rows that came from the checkpoint of an interrupted run
         self._t0 = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -26,5 +31,83 @@ class HistoryCallback(L.Callback):
             row["lr"] = float(opt.param_groups[0]["lr"])
         self.rows.append(row)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: ``--resume`` continues history.csv where the interrupted run stopped."""
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict.get("rows", [])]
+        self.restored = len(self.rows)
+
     def train_images(self, n_train: int) -> int:
-        return n_train * len(self.rows)
+        """Training images seen in this session (restored epochs were timed by the interrupted one)."""
+        return n_train * (len(self.rows) - self.restored)
+
+
+class RngStateCallback(L.Callback):
+    """Saves the random streams of a run in each checkpoint and restores them on resume.
+
+    The global torch (and CUDA), numpy and Python streams, and the named ``sources``: the train loader's
+    shuffle ``torch.Generator``, the augmentation generator, the numpy ``RandomState`` of a MONAI patch
+    sampler. A resumed run then draws exactly what the uninterrupted run drew. States are stored as tensors
+    and plain lists, so the checkpoint still loads with ``torch.load(..., weights_only=True)``.
+    """
+
+    def __init__(self, sources: dict[str, Any] | None = None) -> None:
+        self.sources = {k: v for k, v in (sources or {}).items() if v is not None}
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _np_state(np.random.get_state()),
+                                 "python": _py_state(random.getstate()), "sources": {}}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        for name, src in self.sources.items():
+            if isinstance(src, torch.Generator):
+                state["sources"][name] = src.get_state()
+            elif isinstance(src, np.random.RandomState):
+                state["sources"][name] = _np_state(src.get_state())
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        np.random.set_state(_np_unstate(state_dict["numpy"]))
+        random.setstate(_py_unstate(state_dict["python"]))
+        cuda = state_dict.get("cuda")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        for name, saved in state_dict.get("sources", {}).items():
+            src = self.sources.get(name)
+            if isinstance(src, torch.Generator):
+                src.set_state(saved)
+            elif isinstance(src, np.random.RandomState):
+                src.set_state(_np_unstate(saved))
+
+
+def _np_state(state: tuple) -> list:
+    kind, keys, pos, has_gauss, gauss = state
+    return [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)]
+
+
+def _np_unstate(state: list) -> tuple:
+    kind, keys, pos, has_gauss, gauss = state
+    return kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss
+
+
+def _py_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _py_unstate(state: list) -> tuple:
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
+
+
+def rng_sources(pl_module, train_loader) -> dict[str, Any]:
+    """The random streams of a run besides the global ones: augmentation, shuffling, patch sampling."""
+    sources: dict[str, Any] = {"augment": getattr(pl_module, "_gen", None),
+                               "shuffle": getattr(train_loader, "generator", None)}
+    crop = getattr(getattr(train_loader, "dataset", None), "crop", None)  # 3D patches: a MONAI transform
+    for name, obj in (("patches", crop), ("patches.cropper", getattr(crop, "cropper", None))):
+        sources[name] = getattr(obj, "R", None)
+    return sources

@@ -14,6 +14,7 @@ import torch
 
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
+from medlens.io.guard import load_torch_file
 from medlens.utils.files import atomic_write_bytes
 
 FORMAT = "medlens.model/1"
@@ -50,10 +51,7 @@ def load_model(path: str | Path) -> LoadedModel:
         path = path / MODEL_FILE
     if not path.is_file():
         raise MedlensError(f"no trained model at {path}; train one with `medlens train SRC -o RUN_DIR` first")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupted or foreign file
-        raise MedlensError(f"cannot load model file {path}: {err}") from err
+    payload = load_torch_file(path, "model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MedlensError(f"{path} is not a medlens model file (expected format {FORMAT})")
     spec = PreprocessingSpec.from_dict(payload["spec"])

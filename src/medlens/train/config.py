@@ -13,6 +13,10 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "none")
 HEADS = ("linear", "mlp")
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+#: Lightning's other spellings of the same precisions, accepted and stored as the name on the left of PRECISIONS.
+#: 64 and the "-true" half precisions are not offered: the models and the exported weights are fp32.
+PRECISION_ALIASES = {"32-true": "32", "bf16": "bf16-mixed", "16": "16-mixed"}
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 TASKS = ("classification", "segmentation", "detection")
 #: The metric early stopping and the best checkpoint follow when ``monitor`` is left at its default.
 TASK_MONITOR = {"classification": "val_accuracy", "segmentation": "val_dice", "detection": "val_iou"}
@@ -61,11 +65,19 @@ class TrainConfig:
     spacing: list[float] | None = None
     samples_per_volume: int = 4
     intensity: str | None = None
+    max_image_mb: float = 512.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.precision, int) and not isinstance(self.precision, bool):
+            self.precision = str(self.precision)  # YAML reads `precision: 32` as a number
+        _check_types(self)
+        self.precision = PRECISION_ALIASES.get(self.precision, self.precision)
         self.validate()
 
     def validate(self) -> None:
+        self._validate_lightning()
+        if not self.max_image_mb > 0:
+            raise MedlensError(f"--max-image-mb must be a positive number of MiB, got {self.max_image_mb}")
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("head", self.head, HEADS)
@@ -86,6 +98,25 @@ class TrainConfig:
             raise MedlensError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.channels not in (None, 1, 3):
             raise MedlensError(f"--channels must be 1 or 3, got {self.channels}")
+
+    def _validate_lightning(self) -> None:
+        """The Trainer options, checked without hardware (see :func:`check_devices` for that)."""
+        if self.precision not in PRECISIONS:
+            aliases = ", ".join(PRECISION_ALIASES)
+            raise MedlensError(f"--precision must be one of {', '.join(PRECISIONS)} (also {aliases}), got "
+                               f"{self.precision!r}.{did_you_mean(str(self.precision), list(PRECISIONS))}")
+        if self.accelerator not in ACCELERATORS:
+            raise MedlensError(f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}."
+                               f"{did_you_mean(self.accelerator, list(ACCELERATORS))}")
+        if self.devices < 1:
+            raise MedlensError(f"--devices must be at least 1 (devices per node), got {self.devices}")
+        if self.num_nodes < 1:
+            raise MedlensError(f"--num-nodes must be at least 1, got {self.num_nodes}")
+        if self.strategy != "auto":
+            valid = strategies()
+            if self.strategy not in valid:
+                raise MedlensError(f"--strategy must be one of {', '.join(valid)}, got {self.strategy!r}."
+                                   f"{did_you_mean(self.strategy, valid)}")
 
     def _validate_localisation(self) -> None:
         """Options of the segmentation and detection tasks."""
@@ -156,6 +187,115 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def strategies() -> list[str]:
+    """"auto" and the names in Lightning's strategy registry (ddp, ddp_spawn, fsdp, deepspeed, ...)."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    return ["auto", *sorted(StrategyRegistry.keys())]
+
+
+def check_devices(cfg: TrainConfig) -> None:
+    """Stop with one line when the Lightning options ask for hardware or packages this machine lacks.
+
+    Called at the start of ``train()``, before any folder is created or data read.
+    """
+    import torch
+
+    acc, n_gpu = cfg.accelerator, torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if acc in ("gpu", "cuda") and n_gpu == 0:
+        raise MedlensError(f"--accelerator {acc}: no GPU is visible to torch on this machine; "
+                           "use --accelerator cpu or auto")
+    if acc in ("gpu", "cuda", "auto") and n_gpu and cfg.devices > n_gpu:
+        raise MedlensError(f"--devices {cfg.devices}: only {n_gpu} GPU(s) visible to torch on this machine; "
+                           f"use --devices {n_gpu} or fewer")
+    if acc == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise MedlensError("--accelerator mps: no Apple MPS device is visible to torch on this machine; "
+                           "use --accelerator cpu or auto")
+    strategy = cfg.strategy
+    if acc == "tpu" or strategy in ("xla", "xla_debug", "single_xla", "single_tpu"):
+        from lightning.pytorch.accelerators import XLAAccelerator
+
+        if not XLAAccelerator.is_available():
+            option = f"--accelerator {acc}" if acc == "tpu" else f"--strategy {strategy}"
+            raise MedlensError(f"{option}: no TPU is visible to torch on this machine; use --accelerator cpu "
+                               "or auto (and --strategy auto)")
+    if strategy.startswith("deepspeed"):
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise MedlensError(f"--strategy {strategy} needs the deepspeed package, which is not installed; "
+                               "use --strategy ddp or auto")
+    if strategy.startswith("fsdp") and (n_gpu == 0 or acc in ("cpu", "mps", "tpu")):
+        raise MedlensError(f"--strategy {strategy} needs CUDA GPUs (none is in use on this machine); "
+                           "use --strategy ddp or auto")
+
+
+_TYPE_HINTS: dict[str, Any] = {}
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Every field against its annotation: "config key epochs must be an integer, got 'one'"."""
+    import math
+    import types
+    import typing
+
+    if not _TYPE_HINTS:
+        _TYPE_HINTS.update(typing.get_type_hints(type(cfg)))
+    for f in fields(cfg):
+        hint = _TYPE_HINTS[f.name]
+        value = getattr(cfg, f.name)
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is \
+            typing.Union else (hint,)
+        optional = type(None) in args
+        kind = next(a for a in args if a is not type(None))
+        if value is None and optional:
+            continue
+        if kind is float and isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                setattr(cfg, f.name, number)
+                continue
+        if not _is_type(value, kind):
+            expected = _type_words(kind) + (" or null" if optional else "")
+            raise MedlensError(f"config key {f.name} must be {expected}, got {value!r}")
+        if kind is float:
+            setattr(cfg, f.name, float(value))
+
+
+def _is_type(value: Any, kind: Any) -> bool:
+    import typing
+
+    origin = typing.get_origin(kind) or kind
+    if origin is bool:
+        return isinstance(value, bool)
+    if origin is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is str:
+        return isinstance(value, str)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is list:
+        (item,) = typing.get_args(kind) or (Any,)
+        return isinstance(value, (list, tuple)) and (item is Any or all(_is_type(v, item) for v in value))
+    return True
+
+
+def _type_words(kind: Any) -> str:
+    import typing
+
+    origin = typing.get_origin(kind) or kind
+    if origin is list:
+        (item,) = typing.get_args(kind) or (Any,)
+        return {int: "a list of integers", float: "a list of numbers"}.get(item, "a list")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            dict: "a mapping of option: value"}.get(origin, str(kind))
 
 
 def _cpu_has_native_bf16() -> bool:

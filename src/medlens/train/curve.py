@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from medlens.errors import MedlensError
-from medlens.utils.files import atomic_write_text
+from medlens.utils.files import atomic_write_text, check_output_path, read_marker, write_marker
 
 
 def learning_curve(source, out_dir: str | Path, *, fractions: Sequence[float] = (0.1, 0.2, 0.3),
@@ -30,7 +30,13 @@ def learning_curve(source, out_dir: str | Path, *, fractions: Sequence[float] = 
         if not 0 < f <= 1:
             raise MedlensError(f"--fractions values must be in (0, 1], got {f}")
     out_dir = Path(out_dir)
+    # the folder may exist (runs are replaced one by one); --overwrite only touches a folder medlens wrote
+    check_output_path(out_dir, sources=[source], overwrite=True if overwrite else None, what="curve folder")
+    fresh = not out_dir.exists() or not any(out_dir.iterdir())  # never mark a folder someone else filled
     manifest = resolve_source(source)  # ingest once, reuse for every fraction
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fresh and read_marker(out_dir) is None:
+        write_marker(out_dir, "curve")
     rows = []
     for f in sorted(fractions):
         run = train(manifest, out_dir / f"fraction-{f:.2f}", model=model, fraction=f, overwrite=overwrite,

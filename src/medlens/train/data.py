@@ -25,6 +25,7 @@ class PreparedData:
     extra: tuple[np.ndarray, ...] = ()  # more per-case tensors of a batch (segmentation: patient codes)
     shapes: np.ndarray | None = None  # (N, 2) original (height, width), for resizing predictions back
     info: dict = field(default_factory=dict)  # task-specific facts for train.json
+    notes: list = field(default_factory=list)  # what the readers decided ({"path", "note"}: first page used, ...)
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.manifest.df["split"].to_numpy() == split)
@@ -78,7 +79,26 @@ def prepare(manifest: Manifest, classes: list[str], size: int, channels: int, *,
         targets = kept.df["label"].map(index).to_numpy(dtype=np.int64)
     else:
         targets = np.full(len(kept), -1, dtype=np.int64)
-    return PreparedData(kept, cached.images, targets, classes, cached.skipped)
+    skipped = cached.skipped
+    if manifest.has_labels:  # say which class lost each file, for the check below and the report
+        label_of = dict(zip(manifest.df["case_id"].astype(str), manifest.df["label"].astype(str)))
+        skipped = [{**s, "label": label_of.get(str(s.get("case_id")), "")} for s in skipped]
+    return PreparedData(kept, cached.images, targets, classes, skipped, notes=cached.notes)
+
+
+def check_readable_classes(data: PreparedData, split: str = "train") -> None:
+    """Stop when a class has no readable image left in ``split`` (every one of its files was skipped).
+
+    A class with no training image would still be an output of the model, and macro averages would count it.
+    """
+    labels = data.manifest.df["label"].to_numpy()[data.indices(split)]
+    empty = [c for c in data.classes if not (labels == c).any()]
+    if not empty:
+        return
+    lost = [s for s in data.skipped if s.get("label") == empty[0]]
+    first = f" (e.g. {lost[0]['path']}: {lost[0]['reason']})" if lost else ""
+    raise MedlensError(f"class {empty[0]!r} has no readable image in the {split} split: all of its files were "
+                       f"skipped{first}; fix those files or remove the class")
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -21,8 +21,9 @@ import pandas as pd
 from medlens.data.manifest import Manifest
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
-from medlens.train.config import TrainConfig
-from medlens.utils.files import atomic_write_text, write_json
+from medlens.train.config import TrainConfig, check_devices
+from medlens.train.resume import record_or_check
+from medlens.utils.files import atomic_write_text, check_output_path, read_marker, write_json, write_marker
 
 #: Validation batch size (at least the training batch size): whole images are cheap to classify, 2D masks
 #: cost activations at full resolution, and 3D validation runs one whole volume at a time.
@@ -58,19 +59,26 @@ def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfi
     from medlens.models.registry import get_model_info
 
     cfg = (config or TrainConfig()).replace(**{k: v for k, v in overrides.items() if v is not None})
+    check_devices(cfg)  # --accelerator gpu without a GPU etc.: before any folder exists
     info = get_model_info(cfg.model)  # unknown model: fail before any work
     if info.task != cfg.task:
         raise MedlensError(f"model {cfg.model!r} is a {info.task} model and cannot be trained for {cfg.task}; "
                            f"pick one from `medlens models` with task {cfg.task}")
     out_dir = Path(out_dir)
+    # a file, a source, or (with --overwrite) a folder medlens did not write: refused before any work
+    check_output_path(out_dir, sources=[source], overwrite=overwrite, what="run directory")
+    if out_dir.name in ("", ".."):  # "-o ." has no name to put .partial after
+        out_dir = out_dir.resolve()
     partial = out_dir.with_name(out_dir.name + ".partial")
-    if out_dir.exists() and not overwrite:
-        raise MedlensError(f"run directory {out_dir} already exists; choose another -o or pass --overwrite")
     if partial.exists() and not resume:
+        check_output_path(partial, overwrite=True, what="unfinished run folder")  # only a medlens .partial
         shutil.rmtree(partial)
     if resume and not (partial / "checkpoints" / "last.ckpt").is_file():
         raise MedlensError(f"nothing to resume: {partial}/checkpoints/last.ckpt does not exist")
     partial.mkdir(parents=True, exist_ok=True)
+    if read_marker(partial) is None:
+        write_marker(partial, "run")  # travels with the rename: the run is known as medlens's for --overwrite
+    record_or_check(partial, cfg, info, resume=resume, run=out_dir)  # a resumed run must keep its options
     started = False
     try:
         data, spec, audit_changes = _prepare(source, cfg, info, progress)
@@ -91,6 +99,14 @@ def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfi
 
 
 def _prepare(source, cfg: TrainConfig, info, progress: bool):
+    """Read and decode the data under the run's decoded-size limit per file (``max_image_mb``)."""
+    from medlens.io.guard import image_limit
+
+    with image_limit(cfg.max_image_mb):
+        return _prepare_data(source, cfg, info, progress)
+
+
+def _prepare_data(source, cfg: TrainConfig, info, progress: bool):
     if cfg.task != "classification":
         from medlens.train.localise import prepare_detection, prepare_segmentation
 
@@ -98,7 +114,8 @@ def _prepare(source, cfg: TrainConfig, info, progress: bool):
         (data, spec), changes = prepare(source, cfg, info, progress)
         return data, spec, changes
     from medlens.data.splits import carve_validation, stratified_subset
-    from medlens.train.data import channel_stats, check_labels, prepare, resolve_source
+    from medlens.train.data import (channel_stats, check_labels, check_readable_classes, prepare,
+                                    resolve_source)
 
     manifest = resolve_source(source)
     check_labels(manifest)
@@ -116,6 +133,7 @@ def _prepare(source, cfg: TrainConfig, info, progress: bool):
     if info.channels and channels != info.channels:
         raise MedlensError(f"model {cfg.model} needs {info.channels}-channel input, got --channels {channels}")
     data = prepare(manifest, classes, size, channels, workers=cfg.workers, progress=progress)
+    check_readable_classes(data)
     if len(data.indices("train")) == 0 or len(data.indices("val")) == 0:
         raise MedlensError("training needs readable images in both the train and val splits; "
                            f"got {len(data.indices('train'))} train and {len(data.indices('val'))} val")
@@ -136,12 +154,13 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from medlens.models.registry import create_model
-    from medlens.train.callbacks import HistoryCallback
+    from medlens.train.callbacks import HistoryCallback, RngStateCallback, rng_sources
     from medlens.train.module import LitModel
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation noise
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # in-memory tensors need none
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen backbones, on purpose
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # --resume continues there
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -152,14 +171,17 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor, mode="max",
                            save_top_k=1, save_last=True)
     history = HistoryCallback()
-    callbacks = [ckpt, history, EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience)]
+    train_loader = data.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed)
+    # history rows and every random stream go into each checkpoint, so --resume continues bit-identically
+    callbacks = [ckpt, history, RngStateCallback(rng_sources(lit, train_loader)),
+                 EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience)]
     trainer = L.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
                         num_nodes=cfg.num_nodes, strategy=cfg.strategy, logger=False, callbacks=callbacks,
                         enable_progress_bar=progress, enable_model_summary=False, deterministic=True,
                         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
                         default_root_dir=run, num_sanity_val_steps=0, precision=cfg.resolved_precision())
     t0 = time.perf_counter()
-    trainer.fit(lit, data.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed),
+    trainer.fit(lit, train_loader,
                 data.loader("val", max(cfg.batch_size, VAL_BATCH[cfg.task]), shuffle=False),
                 ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
     wall = time.perf_counter() - t0
@@ -171,7 +193,8 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
             "train_seconds": round(wall, 2), "epochs_run": len(history.rows),
             "images_per_second": round(n_seen / wall, 1) if wall else None,
             "best_checkpoint": Path(best).name, "best_score": _best(history.rows, monitor),
-            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            **({"resumed_after_epoch": history.restored} if resume else {})}
 
 
 def make_task(cfg: TrainConfig, data, spec: PreprocessingSpec):
@@ -215,7 +238,8 @@ def _write_run_files(run: Path, data, spec: PreprocessingSpec, cfg: TrainConfig,
         table = data.manifest.df.groupby(["split", "label"]).size().unstack(fill_value=0)
         counts = {s: {c: int(v) for c, v in row.items()} for s, row in table.iterrows()}
     write_json(run / "train.json", {
-        **stats, "task": cfg.task, "spec": spec.to_dict(), "skipped": data.skipped, "audit_fix": audit_changes,
+        **stats, "task": cfg.task, "spec": spec.to_dict(), "skipped": data.skipped,
+        "read_notes": getattr(data, "notes", []), "audit_fix": audit_changes,
         "class_counts": counts, "n_images": {s: int(len(data.indices(s))) for s in ("train", "val", "test")},
         **getattr(data, "info", {}),
     })

@@ -154,15 +154,32 @@ def prepare_detection(source, cfg: TrainConfig, info, progress: bool):
     channels = cfg.channels or image_channels(manifest)
     cached = cache_pairs(manifest, size, channels, masks=False, workers=cfg.workers, progress=progress)
     kept = manifest.with_df(manifest.df.iloc[cached.kept])
-    _check_nonempty(kept, cached.skipped, manifest)
     boxes = kept.df[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
-    data = PreparedData(kept, cached.images, box_masks(boxes, cached.shapes, size), [], cached.skipped,
-                        shapes=cached.shapes, info={"cases_without_box": dropped})
+    inside, skipped = boxes_inside(kept, boxes, cached.shapes)
+    skipped = cached.skipped + skipped
+    kept = kept.with_df(kept.df.iloc[inside])
+    _check_nonempty(kept, skipped, manifest)
+    data = PreparedData(kept, cached.images[inside], box_masks(boxes[inside], cached.shapes[inside], size), [],
+                        skipped, shapes=cached.shapes[inside], info={"cases_without_box": dropped})
     _check_splits(data)
     mean, std = channel_stats(data.images[data.indices("train")])
     spec = PreprocessingSpec(image_size=size, channels=channels, mean=tuple(mean), std=tuple(std),
                              task="detection", intensity=_intensity(cfg, 2))
     return (data, spec), changes
+
+
+def boxes_inside(manifest: Manifest, boxes: np.ndarray, shapes: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Positions of the cases whose box lies inside its image, and a skipped record for each other one.
+
+    A box reaching past the image (by more than a pixel of rounding) was drawn on another image or another
+    size; training on it would teach the model a box it cannot see.
+    """
+    heights, widths = shapes[:, 0].astype(np.float64), shapes[:, 1].astype(np.float64)
+    ok = (boxes[:, 2] <= widths + 1) & (boxes[:, 3] <= heights + 1)
+    skipped = [{"path": manifest.paths()[i], "case_id": str(manifest.df["case_id"].iloc[i]), "kind": "bad-box",
+                "reason": f"box [{', '.join(f'{v:g}' for v in boxes[i])}] lies outside the "
+                          f"{int(widths[i])} x {int(heights[i])} image"} for i in np.flatnonzero(~ok)]
+    return np.flatnonzero(ok), skipped
 
 
 def with_boxes(manifest: Manifest, *, from_masks: bool) -> tuple[Manifest, int]:

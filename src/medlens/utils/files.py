@@ -84,6 +84,10 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         from medlens.errors import MedlensError
 
         raise MedlensError(f"output directory {final} already exists; choose another name or pass --overwrite")
+    if final.exists() and not final.is_dir():  # checked before the temporary folder exists: no litter
+        from medlens.errors import MedlensError
+
+        raise MedlensError(f"output {final} is a file, not a folder; choose another output folder")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
@@ -94,3 +98,178 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+
+
+# --- Output folders medlens may replace -------------------------------------------------------------------
+
+#: Marker file written into every folder medlens creates and may later replace with ``--overwrite``
+#: (run directories and their ``.partial`` folder, convert outputs, learning-curve folders).
+MARKER = ".medlens-run"
+
+
+def write_marker(folder: str | Path, kind: str) -> Path:
+    """Write ``folder/.medlens-run``: ``{"kind": kind, "created": ISO time, "medlens": version}``."""
+    from datetime import datetime, timezone
+
+    from medlens import __version__
+
+    return write_json(Path(folder) / MARKER, {"kind": kind, "created": datetime.now(timezone.utc).isoformat(
+        timespec="seconds"), "medlens": __version__})
+
+
+def read_marker(folder: str | Path) -> dict | None:
+    """The marker of ``folder`` as a dict, or None when it has none (or an unreadable one)."""
+    try:
+        data = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "kind" in data else None
+
+
+def is_medlens_output(folder: str | Path) -> bool:
+    """True when ``folder`` is a folder medlens wrote and may replace.
+
+    A folder with a ``.medlens-run`` marker, or one written before markers existed (legacy): a run directory
+    (``model.pt`` + ``train.json``), a convert output (``imagesTr/`` + a ``manifest.csv`` with an ``n_slices``
+    column, no ``dataset.json``), a learning-curve folder (``curve.csv`` + ``fraction-*`` runs) or an
+    interrupted run (``<name>.partial/checkpoints/``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    if read_marker(folder) is not None:
+        return True
+    if (folder / "model.pt").is_file() and (folder / "train.json").is_file():
+        return True
+    if (folder / "manifest.csv").is_file() and (folder / "imagesTr").is_dir() and _convert_manifest(folder):
+        return True
+    if folder.name.endswith(".partial") and (folder / "checkpoints").is_dir():  # an interrupted run
+        return True
+    return (folder / "curve.csv").is_file() and any(folder.glob("fraction-*"))
+
+
+def _convert_manifest(folder: Path) -> bool:
+    """A manifest.csv that slices-to-volumes wrote (its n_slices column), not one ingested into a dataset."""
+    try:
+        with open(folder / "manifest.csv", encoding="utf-8") as fh:
+            header = fh.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "n_slices" in header and not (folder / "dataset.json").exists()
+
+
+def _is_empty_dir(folder: Path) -> bool:
+    try:
+        return folder.is_dir() and not any(folder.iterdir())
+    except OSError:
+        return False
+
+
+def _resolved(path: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def _source_paths(source: Any) -> list[tuple[Path, bool]]:
+    """(resolved path, is-a-folder-source) pairs that an output must not be, contain or (for folders) lie in.
+
+    A folder source is itself; a file source (CSV, manifest, npz, dataset.json) is the file plus the folder its
+    images live in (the common folder of a CSV's image/mask paths, read cheaply); a Manifest is its root and
+    source file.
+    """
+    if source is None:
+        return []
+    if hasattr(source, "df") and hasattr(source, "root"):  # a Manifest
+        out = [(_resolved(source.root), False)]
+        if getattr(source, "source", None) and Path(str(source.source)).is_file():
+            out.append((_resolved(source.source), False))
+        folder = _common_folder(source.df, Path(str(source.root)))
+        return out + ([(folder, False)] if folder is not None else [])
+    path = _resolved(source)
+    if path.is_dir():
+        return [(path, True)]
+    out = [(path, False)]
+    if path.suffix.lower() == ".csv" and path.is_file():
+        folder = _common_folder(None, path.parent, csv=path)
+        if folder is not None:
+            out.append((folder, False))
+    return out
+
+
+def _common_folder(df: Any, root: Path, csv: Path | None = None) -> Path | None:
+    """The deepest folder holding every image/mask of a manifest table (None if it cannot be told cheaply)."""
+    try:
+        if df is None:
+            import pandas as pd
+
+            df = pd.read_csv(csv, dtype=str, keep_default_na=False,
+                             usecols=lambda c: c in ("image", "mask", "path", "filepath"))
+        folders = set()
+        for column in df.columns:
+            if column in ("image", "mask", "path", "filepath"):
+                folders.update(os.path.dirname(os.path.join(str(root), p)) for p in df[column].unique() if p)
+        if not folders:
+            return None
+        return _resolved(os.path.commonpath([str(_resolved(f)) for f in folders]))
+    except Exception:  # noqa: BLE001 - a hint only: the command itself reports an unreadable source
+        return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output_path(out: str | Path, *, sources: Any = (), overwrite: bool | None = None, kind: str = "folder",
+                      option: str = "-o", what: str = "output folder") -> Path:
+    """Stop with one line before any work when ``out`` cannot be written safely; return it resolved.
+
+    Args:
+        out: the output path the user gave.
+        sources: the command's inputs (paths or Manifests); ``out`` may not be one, contain one, or lie
+            inside a folder source (the next scan of that folder would read medlens's outputs as data).
+        overwrite: None when the output may exist and is added to (audit, evaluate, predict); False: it must
+            not exist yet; True: an existing folder is replaced, which is allowed only for a folder medlens
+            wrote (:func:`is_medlens_output`) or an empty one.
+        kind: "folder" or "file" (a file output may not be an existing folder).
+        option: how the user named the output, for the message ("-o", "OUTPUT", "--fix").
+        what: what the output is, for the message.
+
+    Raises:
+        MedlensError: an output that is a file where a folder is needed (or the reverse), whose parent is a
+            file, that is or contains a source or lies inside a folder source, that exists without
+            ``--overwrite``, or that ``--overwrite`` would replace although medlens did not write it.
+    """
+    from medlens.errors import MedlensError
+
+    out = Path(out)
+    label = f"{option} {out}"
+    if kind == "folder" and out.exists() and not out.is_dir():
+        raise MedlensError(f"{label} is a file, not a folder; give a folder path for the {what}")
+    if kind == "file" and out.is_dir():
+        raise MedlensError(f"{label} is a folder; give a file path for the {what}, e.g. {out / 'manifest.csv'}"
+                           if what == "manifest CSV" else f"{label} is a folder; give a file path for the {what}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MedlensError(f"{label}: {parent} is a file, not a folder; choose another {option}")
+            break
+    target = _resolved(out)
+    for src, is_folder in (p for s in (sources if isinstance(sources, (list, tuple)) else [sources])
+                           for p in _source_paths(s)):
+        if target == src:
+            raise MedlensError(f"{label} is the source {src}; writing there would destroy the input. "
+                               f"Choose another {option}")
+        if kind == "folder" and src in target.parents:
+            if is_folder:
+                raise MedlensError(f"{label} lies inside the source folder {src}; the next scan of that folder "
+                                   f"would read medlens's outputs as data. Choose an {option} outside it")
+        if kind == "folder" and target in src.parents:
+            raise MedlensError(f"{label} contains the source {src}; writing there would destroy the input. "
+                               f"Choose another {option}")
+    if overwrite is None or not out.exists():
+        return target
+    if not overwrite:
+        raise MedlensError(f"{what} {out} already exists; choose another {option} or pass --overwrite")
+    if not (is_medlens_output(out) or _is_empty_dir(out)):
+        raise MedlensError(f"{out} exists and was not written by medlens; refusing to replace it — choose "
+                           f"another {option} or remove it yourself")
+    return target

@@ -12,6 +12,7 @@ from medlens.data.manifest import NPZ_SEP, REQUIRED, Manifest
 from medlens.data.sources import register_source
 from medlens.data.sources.labels import name_labels
 from medlens.errors import MedlensError
+from medlens.io.guard import read_table
 
 RESERVED = set(REQUIRED) | {"label"}
 #: Column names people use for image paths, suggested when ``image`` is missing.
@@ -49,12 +50,7 @@ class CsvTable:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise MedlensError(f"CSV {path} is empty; it needs a header row with image,label columns") from None
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise MedlensError(f"cannot read CSV {path}: {str(err).strip().splitlines()[0]}") from err
+    df = read_table(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     # Reserved names are matched case-insensitively ("Image", " label "); metadata columns keep their case.
     df.columns = [c.strip().lower() if c.strip().lower() in RESERVED else c.strip() for c in df.columns]
     if "image" not in df.columns:
