@@ -360,7 +360,7 @@ def predict(paths: List[Path] = typer.Argument(..., help="RUN_DIR then the files
     results = do_predict(run_dir, files, out_dir=output, gate=gate, negative_class=negative_class,
                          gate_threshold=gate_threshold, max_image_mb=max_image_mb)
     if as_json:
-        typer.echo(json.dumps(results, indent=2))
+        typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     elif results and all("error" in r for r in results):  # nothing to tabulate: one line per file
         for r in results:
             typer.echo(f"error: cannot read {r['path']}: {r['error']}", err=True)

@@ -19,6 +19,8 @@ def predict_probs(loaded: LoadedModel, images: np.ndarray, batch_size: int = 128
     from medlens.train.module import normalize
 
     model = loaded.model.eval()
+    if not images.flags.writeable:  # decoded straight from Pillow: torch.from_numpy wants a writable array
+        images = images.copy()
     out = []
     for start in range(0, len(images), batch_size):
         x = normalize(torch.from_numpy(images[start:start + batch_size]), loaded.spec)

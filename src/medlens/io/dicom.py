@@ -137,4 +137,4 @@ def pixel_data(ds, path: str | Path) -> np.ndarray:
 def _looks_truncated(text: str) -> bool:
     t = text.lower()
     return any(k in t for k in ("length of the pixel data", "doesn't match the expected length", "truncat",
-                                "end of file", "insufficient", "shorter than"))
+                                "end of file", "insufficient", "shorter than", "less than expected"))

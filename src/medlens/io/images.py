@@ -268,6 +268,8 @@ def _read_npz(path: str, key: str, index: int) -> np.ndarray:
 
 def _reason(err: Exception) -> str:
     text = first_line(err)
-    if isinstance(err, EOFError) or "truncated" in text.lower() or "unexpected end" in text.lower():
+    low = text.lower()
+    if isinstance(err, EOFError) or any(k in low for k in ("truncated", "unexpected end", "failed to read",
+                                                           "not enough data", "end of stream")):
         return f"truncated file ({text})"
     return text

@@ -178,8 +178,9 @@ class TrainConfig:
 
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise MedlensError(f"cannot read config {path}: {err}") from err
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+            raise MedlensError(f"cannot read config {path}: {str(err).strip().splitlines()[0]}; it must be a "
+                               "UTF-8 YAML file of key: value lines") from err
         if not isinstance(data, dict):
             raise MedlensError(f"config {path} must be a mapping of key: value")
         data.update({k: v for k, v in overrides.items() if v is not None})

@@ -50,7 +50,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Atomically write ``obj`` as indented JSON (NaN written as null)."""
-    return atomic_write_text(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+    return atomic_write_text(path, json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
 
 
 def _clean(obj: Any) -> Any:

@@ -1,0 +1,1 @@
+"""Hostile, broken and duplicated input: a corpus of cases generated at test time, run through the CLI."""
