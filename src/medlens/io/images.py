@@ -244,10 +244,13 @@ def npz_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]
                     shape, _, dtype = read(fh)
                 if dtype.hasobject:
                     raise UnreadableImageError(str(path), f"array {info.filename[:-4]} holds Python objects, "
-                                                          "which medlens never unpickles; save numeric arrays")
+                                                          "which medlens never unpickles; save numeric arrays "
+                                                          "(uint8 or float)")
                 out[info.filename[:-4]] = (tuple(shape), dtype)
+    except UnreadableImageError:
+        raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        raise UnreadableImageError(str(path), f"not a readable NumPy .npz file ({_reason(err)})") from err
+        raise UnreadableImageError(str(path), f"{_reason(err)}; is it a NumPy .npz file?") from err
     return out
 
 

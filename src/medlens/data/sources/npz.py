@@ -9,7 +9,6 @@ integer itself.
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +18,8 @@ import pandas as pd
 from medlens.data.manifest import Manifest
 from medlens.data.sources import register_source
 from medlens.data.sources.labels import check_names
-from medlens.errors import MedlensError
+from medlens.errors import MedlensError, UnreadableImageError
+from medlens.io.images import npz_headers
 
 _ORGAN = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver",
           "lung-left", "lung-right", "pancreas", "spleen")
@@ -89,24 +89,10 @@ class NpzArrays:
 
 def array_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Shape of every array in an npz, read from the .npy headers without loading the data."""
-    shapes = {}
     try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                with zf.open(info) as fh:
-                    version = np.lib.format.read_magic(fh)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                        np.lib.format.read_array_header_2_0
-                    shape, _, dtype = read(fh)
-                if dtype.hasobject:
-                    raise MedlensError(f"{path}: array {info.filename[:-4]} holds Python objects, which "
-                                       "medlens never unpickles; save numeric arrays (uint8 or float)")
-                shapes[info.filename[:-4]] = tuple(shape)
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise MedlensError(f"cannot read npz {path}: {err}; is it a NumPy .npz file?") from err
-    return shapes
+        return {key: shape for key, (shape, _) in npz_headers(path).items()}
+    except UnreadableImageError as err:
+        raise MedlensError(f"cannot read npz {path}: {err.reason}") from err
 
 
 def _check_images(shape: tuple[int, ...], path: Path, key: str) -> int:
