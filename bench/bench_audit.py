@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_audit.py [SOURCE] [--workers 2] [--out bench/out/audit-brain]
 
-Times `medlens.audit.audit` end to end (ingest, decoding every image once, all analyses, audit.json and
+Times `medlens.auditing.run.audit` end to end (ingest, decoding every image once, all analyses, audit.json and
 audit.html) and prints images/s and the duplicate findings.
 """
 
@@ -21,7 +21,7 @@ BRAIN = ROOT.parent / "shared" / "data" / "brain-tumor-mri" / "Training"
 
 
 def main() -> None:
-    from medlens.audit.run import audit
+    from medlens.auditing.run import audit
 
     ap = argparse.ArgumentParser()
     ap.add_argument("source", nargs="?", default=str(BRAIN))

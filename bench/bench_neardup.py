@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from medlens.audit.mih import HammingIndex, brute_force_pairs  # noqa: E402
+from medlens.auditing.mih import HammingIndex, brute_force_pairs  # noqa: E402
 
 
 def planted(n: int, n_copies: int, radius: int, seed: int = 0):

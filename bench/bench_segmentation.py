@@ -72,10 +72,10 @@ def sliding_window_comparison(run: Path, repeats: int = 5) -> dict:
     from monai.inferers import sliding_window_inference
 
     from medlens.data.manifest import Manifest
-    from medlens.evaluate.seg_metrics import segmentation_case_metrics
+    from medlens.evaluation.seg_metrics import segmentation_case_metrics
     from medlens.io.volumes import read_volume
     from medlens.tasks.volumes import predict_volume, preprocess_volume
-    from medlens.train.checkpoint import load_model
+    from medlens.training.checkpoint import load_model
 
     torch.set_num_threads(2)
     loaded = load_model(run)

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from medlens.audit.fix import apply_fix, fix_manifest
-from medlens.audit.run import audit, print_summary
+from medlens.auditing.fix import apply_fix, fix_manifest
+from medlens.auditing.run import audit, print_summary
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medlens.audit.duplicates import duplicate_components
-from medlens.audit.hashing import canonical_pixels, correlation, fingerprint, hamming, pixel_hash, to_gray01
-from medlens.audit.mih import HammingIndex, brute_force_pairs
+from medlens.auditing.duplicates import duplicate_components
+from medlens.auditing.hashing import canonical_pixels, correlation, fingerprint, hamming, pixel_hash, to_gray01
+from medlens.auditing.mih import HammingIndex, brute_force_pairs
 
 
 def planted_hashes(n: int, n_copies: int, max_flips: int, seed: int = 0) -> np.ndarray:

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medlens.audit.fix import apply_fix
-from medlens.audit.run import audit, print_summary
+from medlens.auditing.fix import apply_fix
+from medlens.auditing.run import audit, print_summary
 from medlens.data.manifest import Manifest
 from test_audit import save, texture
 
@@ -91,7 +91,7 @@ def test_fix_dedupes_exact_then_near_without_double_drops(layered):
 def test_summary_and_report_show_both_layers(layered, monkeypatch):
     from rich.console import Console
 
-    import medlens.audit.summary as summary_module
+    import medlens.auditing.summary as summary_module
 
     _, result = layered
     console = Console(record=True, width=200)

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from medlens.audit.duplicates import DEFAULT_THRESHOLD, MIN_CORRELATION
-from medlens.audit.hashing import fingerprint, to_gray01
+from medlens.auditing.duplicates import DEFAULT_THRESHOLD, MIN_CORRELATION
+from medlens.auditing.hashing import fingerprint, to_gray01
 from medlens.io.images import read_image
 
 DATA = Path(__file__).parents[2] / "shared" / "data" / "brain-tumor-mri" / "Training"

@@ -14,8 +14,8 @@ from scipy.ndimage import gaussian_filter
 from cli_helpers import run_cli
 from test_audit import save, texture
 
-from medlens.audit.fix import apply_fix
-from medlens.audit.run import audit, print_summary
+from medlens.auditing.fix import apply_fix
+from medlens.auditing.run import audit, print_summary
 from medlens.io.volumes import write_nifti
 
 SHAPE = (20, 20, 8)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medlens.errors import MedlensError
-from medlens.evaluate.boxes import box_iou, giou_loss, iou50_rate, iou_mean, mask_to_box, paired_ious
+from medlens.evaluation.boxes import box_iou, giou_loss, iou50_rate, iou_mean, mask_to_box, paired_ious
 
 
 def test_mask_to_box_takes_the_largest_component():

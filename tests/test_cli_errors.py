@@ -9,7 +9,7 @@ import pytest
 from cli_helpers import run_cli
 
 from medlens.errors import MedlensError
-from medlens.train.config import TrainConfig
+from medlens.training.config import TrainConfig
 from medlens.utils.files import MARKER, check_output_path, is_medlens_output, read_marker, write_marker
 
 

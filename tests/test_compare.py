@@ -7,7 +7,7 @@ import re
 import pytest
 
 from medlens.errors import MedlensError
-from medlens.evaluate.compare import compare
+from medlens.evaluation.compare import compare
 from medlens.utils.files import atomic_write_text, write_json
 
 

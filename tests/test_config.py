@@ -1,7 +1,7 @@
 import pytest
 
 from medlens.errors import MedlensError
-from medlens.train.config import TrainConfig
+from medlens.training.config import TrainConfig
 
 
 def test_defaults_are_valid_and_roundtrip():

@@ -13,9 +13,9 @@ from PIL import Image
 from seg_phantoms import ellipse_pair, make_kaggle
 
 from medlens.errors import MedlensError
-from medlens.evaluate.boxes import mask_to_box
+from medlens.evaluation.boxes import mask_to_box
 from medlens.tasks.detection import box_masks, boxes_from_masks, decode_boxes
-from medlens.train.fit import train
+from medlens.training.fit import train
 
 TINY_BOXNET = {"widths": [16, 32], "grid": 4, "hidden": 64}
 
@@ -41,7 +41,7 @@ def test_box_masks_round_trip_and_decoded_boxes_are_ordered():
 def test_augmented_box_follows_the_warped_image():
     from medlens.tasks.detection import DetectionTask
     from medlens.data.spec import PreprocessingSpec
-    from medlens.train.augment import AugmentSpec
+    from medlens.training.augment import AugmentSpec
 
     x = torch.zeros(3, 1, 32, 32, dtype=torch.uint8)
     x[:, :, 8:20, 10:24] = 255
@@ -54,7 +54,7 @@ def test_augmented_box_follows_the_warped_image():
 
 
 def test_boxnet_learns_ellipse_boxes_and_writes_predictions(tmp_path, one_thread):
-    from medlens.predict import predict
+    from medlens.inference.predict import predict
 
     data = make_kaggle(tmp_path / "data", n_patients=12, n_slices=6, size=32)
     run = train(data, tmp_path / "run", task="detection", model="boxnet", image_size=32, epochs=15, batch_size=8,

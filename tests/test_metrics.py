@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from medlens.errors import MedlensError
-from medlens.evaluate.metrics import (
+from medlens.evaluation.metrics import (
     SCHEMA,
     _check_inputs,
     _resample_metrics,

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from medlens.errors import MedlensError
-from medlens.evaluate import plots
-from medlens.evaluate.metrics import build_summary, calibration, cases_from_arrays, classification_metrics
-from medlens.evaluate.report import render_report
+from medlens.evaluation import plots
+from medlens.evaluation.metrics import build_summary, calibration, cases_from_arrays, classification_metrics
+from medlens.evaluation.report import render_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["glioma", "notumor", "pituitary"]

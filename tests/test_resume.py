@@ -101,8 +101,8 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_run(tmp_path, make_folders):
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory, make_folders):
     """A run whose training finished but whose evaluation was interrupted: its partial folder remains."""
-    import medlens.evaluate.evaluate as ev
-    from medlens.train.fit import train
+    import medlens.evaluation.evaluate as ev
+    from medlens.training.fit import train
 
     root = tmp_path_factory.mktemp("resume")
     data = make_folders(root / "d", n_per_class=8)
@@ -135,8 +135,8 @@ def test_resume_refuses_other_options(interrupted, option, message, monkeypatch,
 
 def test_one_cycle_run_cannot_be_extended(tmp_path):
     from medlens.models.registry import get_model_info
-    from medlens.train.config import TrainConfig
-    from medlens.train.resume import check_resume, save_resume_config
+    from medlens.training.config import TrainConfig
+    from medlens.training.resume import check_resume, save_resume_config
 
     partial = tmp_path / "run.partial"
     (partial / "checkpoints").mkdir(parents=True)

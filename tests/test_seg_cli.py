@@ -128,7 +128,7 @@ def test_gate_sends_only_positives_to_the_segmenter(runs, tmp_path):
     from medlens.data.spec import PreprocessingSpec
     from medlens.tasks.gate import Gate
     from medlens.tasks.segmentation import write_predictions
-    from medlens.train.checkpoint import load_model
+    from medlens.training.checkpoint import load_model
 
     spec = PreprocessingSpec(image_size=32, mean=(0.3,), std=(0.2,), class_names=("notumor", "tumour"))
     gate = Gate(SimpleNamespace(model=_BrightnessNet(), spec=spec), "notumor", threshold=0.5)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from medlens.evaluate.seg_evaluate import pick_examples
-from medlens.evaluate.seg_metrics import patient_bootstrap_ci
+from medlens.evaluation.seg_evaluate import pick_examples
+from medlens.evaluation.seg_metrics import patient_bootstrap_ci
 from medlens.tasks.segmentation import SegmentationTask
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medlens.errors import MedlensError
-from medlens.evaluate.seg_metrics import (
+from medlens.evaluation.seg_metrics import (
     dice_patient,
     dice_per_patient,
     mean_case_metrics,

@@ -10,7 +10,7 @@ from monai.networks.blocks import ResidualUnit
 
 import medlens.models.segmentation as seg
 from medlens.errors import MedlensError
-from medlens.evaluate.seg_metrics import segmentation_case_metrics
+from medlens.evaluation.seg_metrics import segmentation_case_metrics
 from medlens.models.registry import create_model, get_model_info
 
 SEG_MODELS = ["unet", "resunet", "basicunet", "segresnet"]

@@ -12,8 +12,8 @@ from PIL import Image
 from seg_phantoms import ellipse_pair, make_kaggle, make_spheres
 
 from medlens.data.spec import PreprocessingSpec
-from medlens.evaluate.seg_metrics import segmentation_case_metrics
-from medlens.train.fit import train
+from medlens.evaluation.seg_metrics import segmentation_case_metrics
+from medlens.training.fit import train
 
 TINY_UNET = {"channels": [8, 16, 32], "num_res_units": 1}
 AFFINE = np.array([[0.9, 0, 0, -12.0], [0, 1.1, 0, 30.0], [0, 0, 2.5, 7.0], [0, 0, 0, 1]])
@@ -57,7 +57,7 @@ def test_2d_ellipses_reach_dice_above_0_9_with_a_patient_level_split(run_2d):
 
 
 def test_model_trained_at_32px_segments_a_64px_image(run_2d, tmp_path):
-    from medlens.predict import predict
+    from medlens.inference.predict import predict
 
     _, run = run_2d
     image, mask = ellipse_pair(np.random.default_rng(42), 64)
@@ -80,7 +80,7 @@ def test_3d_spheres_reach_dice_above_0_9(run_3d):
 
 def test_predicted_nifti_keeps_the_input_affine(run_3d, tmp_path):
     from medlens.io.volumes import read_volume
-    from medlens.predict import predict
+    from medlens.inference.predict import predict
 
     root, run = run_3d
     image = root / "data" / "imagesTr" / "case0.nii.gz"
@@ -95,7 +95,7 @@ def test_predicted_nifti_keeps_the_input_affine(run_3d, tmp_path):
 
 def test_resampled_3d_training_predicts_on_the_original_grid(tmp_path, one_thread):
     from medlens.io.volumes import read_volume
-    from medlens.predict import predict
+    from medlens.inference.predict import predict
 
     data = make_spheres(tmp_path / "data", n_cases=4, shape=(24, 24, 16), affine=AFFINE)
     run = train(data, tmp_path / "run", task="segmentation", model="unet", epochs=1, batch_size=4,
@@ -108,7 +108,7 @@ def test_resampled_3d_training_predicts_on_the_original_grid(tmp_path, one_threa
 
 
 def test_joint_augmentation_moves_image_and_mask_together():
-    from medlens.train.augment import AugmentSpec, augment_pair
+    from medlens.training.augment import AugmentSpec, augment_pair
 
     x = torch.zeros(4, 1, 24, 24)
     x[:, :, 6:14, 8:18] = 1.0

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from medlens.train.augment import AugmentSpec, augment_batch
-from medlens.train.fit import train
+from medlens.training.augment import AugmentSpec, augment_batch
+from medlens.training.fit import train
 
 FAST = dict(epochs=2, image_size=32, batch_size=8, progress=False)
 
@@ -27,7 +27,7 @@ def test_same_seed_same_run(tmp_path, make_folders):
 
 def test_interrupted_run_is_not_complete_and_resumes(tmp_path, make_folders, monkeypatch):
     data = make_folders(tmp_path / "d", n_per_class=8)
-    import medlens.evaluate.evaluate as ev
+    import medlens.evaluation.evaluate as ev
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt

@@ -1,7 +1,10 @@
 """medlens: medical image analysis on any dataset.
 
-The public API mirrors the CLI: ``ingest``, ``train``, ``evaluate``, ``predict``, ``compare``,
-``list_models``/``create_model``. Heavy modules (torch, MONAI, Lightning) load on first use.
+The public API mirrors the CLI: ``ingest``, ``audit``, ``train``, ``evaluate``, ``predict``, ``compare``,
+``summary``, ``convert``, ``demo``, ``load_run``, and ``list_models``/``create_model``. Each is always a
+function: no subpackage shares its name (``medlens.training``, ``medlens.evaluation``, ``medlens.auditing``,
+``medlens.inference``), so importing a submodule never replaces one. Heavy modules (torch, MONAI, Lightning)
+load on first use.
 """
 
 from __future__ import annotations
@@ -11,20 +14,25 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: public name -> (module, attribute in that module)
 _LAZY = {
-    "MedlensError": "medlens.errors",
-    "Manifest": "medlens.data.manifest",
-    "ingest": "medlens.data.ingest",
-    "PreprocessingSpec": "medlens.data.spec",
-    "create_model": "medlens.models.registry",
-    "list_models": "medlens.models.registry",
-    "TrainConfig": "medlens.train.config",
-    "train": "medlens.train.fit",
-    "learning_curve": "medlens.train.curve",
-    "evaluate": "medlens.evaluate.evaluate",
-    "compare": "medlens.evaluate.compare",
-    "predict": "medlens.predict",
-    "audit": "medlens.audit.run",
+    "MedlensError": ("medlens.errors", "MedlensError"),
+    "Manifest": ("medlens.data.manifest", "Manifest"),
+    "ingest": ("medlens.data.ingest", "ingest"),
+    "convert": ("medlens.data.convert", "convert"),
+    "PreprocessingSpec": ("medlens.data.spec", "PreprocessingSpec"),
+    "create_model": ("medlens.models.registry", "create_model"),
+    "list_models": ("medlens.models.registry", "list_models"),
+    "summary": ("medlens.models.summary", "summarize"),
+    "TrainConfig": ("medlens.training.config", "TrainConfig"),
+    "train": ("medlens.training.fit", "train"),
+    "learning_curve": ("medlens.training.curve", "learning_curve"),
+    "load_run": ("medlens.training.checkpoint", "load_model"),
+    "evaluate": ("medlens.evaluation.evaluate", "evaluate"),
+    "compare": ("medlens.evaluation.compare", "compare"),
+    "predict": ("medlens.inference.predict", "predict"),
+    "audit": ("medlens.auditing.run", "audit"),
+    "demo": ("medlens.pipeline", "run_demo"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -32,5 +40,6 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'medlens' has no attribute {name!r}")

@@ -73,8 +73,8 @@ def audit(src: Path = typer.Argument(..., help=SRC_HELP),
     an MSD dataset.json). Volumes add a voxel-spacing and depth census with its outliers; every mask is
     checked against its image (same size, expected values) and its foreground fraction reported.
     """
-    from medlens.audit.run import audit as do_audit
-    from medlens.audit.run import print_summary
+    from medlens.auditing.run import audit as do_audit
+    from medlens.auditing.run import print_summary
 
     check_output_path(output, sources=[src], what="audit folder")
     if fix is not None:
@@ -129,7 +129,7 @@ def summary(model: str = typer.Argument(..., help="Model name (see `medlens mode
 
 
 def _train_config(config: Optional[Path], **cli):
-    from medlens.train.config import TrainConfig
+    from medlens.training.config import TrainConfig
 
     if config is not None:
         return TrainConfig.load(config, **cli)
@@ -193,7 +193,7 @@ def train(src: Path = typer.Argument(..., help=SRC_HELP),
           max_image_mb: Optional[float] = MAX_MB,
           quiet: bool = QUIET) -> None:
     """Train a classifier (or a segmentation / detection model) on SRC; write a run directory with report.html."""
-    from medlens.train.fit import train as do_train
+    from medlens.training.fit import train as do_train
 
     cfg = _train_config(config, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, momentum=momentum, optimizer=optimizer, scheduler=scheduler,
@@ -278,7 +278,7 @@ def curve(src: Path = typer.Argument(..., help=SRC_HELP),
           overwrite: bool = typer.Option(False, help="Replace existing runs."),
           quiet: bool = QUIET) -> None:
     """Train MODEL on growing fractions of SRC and plot validation score against fraction (brief 2)."""
-    from medlens.train.curve import learning_curve
+    from medlens.training.curve import learning_curve
 
     try:
         fr = [float(f) for f in fractions.split(",") if f.strip()]
@@ -306,7 +306,7 @@ def evaluate(run_dir: Path = typer.Argument(..., help="Run directory from `medle
              max_image_mb: Optional[float] = MAX_MB,
              quiet: bool = QUIET) -> None:
     """Write summary.json, predictions.csv, figures and a self-contained report.html."""
-    from medlens.evaluate.evaluate import evaluate as do_evaluate
+    from medlens.evaluation.evaluate import evaluate as do_evaluate
 
     if output is not None:
         check_output_path(output, sources=[data] if data is not None else [], what="evaluation folder")
@@ -319,8 +319,8 @@ def evaluate(run_dir: Path = typer.Argument(..., help="Run directory from `medle
                     gate=gate_obj, max_image_mb=max_image_mb)
     out = output or (run_dir if data is None else None)
     if out is None:
-        from medlens.evaluate.evaluate import _slug
-        from medlens.train.data import resolve_source
+        from medlens.evaluation.evaluate import _slug
+        from medlens.training.data import resolve_source
 
         task = json.loads((run_dir / "train.json").read_text()).get("task", "classification") \
             if (run_dir / "train.json").is_file() else "classification"
@@ -349,7 +349,7 @@ def predict(paths: List[Path] = typer.Argument(..., help="RUN_DIR then the files
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
             max_image_mb: Optional[float] = MAX_MB) -> None:
     """Classify images, or segment them / find their box, by the run's task (masks and overlays to files)."""
-    from medlens.predict import predict as do_predict
+    from medlens.inference.predict import predict as do_predict
 
     if segment is not None:
         run_dir, files = segment, list(paths)
@@ -398,7 +398,7 @@ def _prediction_table(results: list):
 def compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more run directories."),
             output: Path = typer.Option(Path("compare.html"), "-o", "--output", help="HTML file to write.")) -> None:
     """Tabulate and chart several runs' summary.json side by side."""
-    from medlens.evaluate.compare import compare as do_compare
+    from medlens.evaluation.compare import compare as do_compare
 
     check_output_path(output, kind="file", what="HTML report")
     table = do_compare(run_dirs, output)
@@ -410,7 +410,7 @@ def compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more run dir
 def demo(output: Path = typer.Option(Path("medlens-demo"), "-o", "--output", help="Folder for the demo run."),
          quiet: bool = QUIET) -> None:
     """Train cnn-small on the embedded brain-MRI sample, evaluate on its held-out part, show report.html."""
-    from medlens.demo import run_demo
+    from medlens.pipeline import run_demo
 
     run = run_demo(output, progress=not quiet)
     _print_summary(run / "summary.json")

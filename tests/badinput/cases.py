@@ -597,7 +597,7 @@ def _interrupted(ctx: Ctx, **cfg) -> Path:
     """An interrupted run: run.partial with its marker, resume.json and a last checkpoint."""
     import json
 
-    from medlens.train.config import TrainConfig
+    from medlens.training.config import TrainConfig
     from medlens.utils.files import write_marker
 
     partial = _mkdir(ctx.tmp / "run.partial" / "checkpoints")

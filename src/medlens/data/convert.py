@@ -17,13 +17,14 @@ temporary folder renamed to OUT at the end: a failure leaves no half-converted d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medlens.data.manifest import Manifest
 from medlens.data.seg_sources import check_pair, load_kaggle_3m
-from medlens.errors import MedlensError
+from medlens.errors import MedlensError, did_you_mean
 from medlens.io.guard import accepts_image_limit
 from medlens.utils.files import atomic_dir, check_output_path, write_marker
 
@@ -138,3 +139,25 @@ def masks_to_labels(src: str | Path, output_csv: str | Path, *, positive: str = 
     labelled = Manifest(df, manifest.root, source=f"labels from masks of {src}")
     labelled.save(output_csv)
     return labelled
+
+
+#: ``medlens convert KIND``: the dataset conversions, by command name.
+CONVERSIONS = {"slices-to-volumes": slices_to_volumes, "masks-to-labels": masks_to_labels}
+
+
+def convert(kind: str, src: str | Path, output: str | Path, **options: Any) -> Manifest:
+    """Run one conversion by its command name (``slices-to-volumes`` or ``masks-to-labels``).
+
+    Args:
+        kind: the conversion, as ``medlens convert KIND`` names it.
+        src: the dataset to convert.
+        output: the folder (slices-to-volumes) or CSV (masks-to-labels) to write.
+        **options: that conversion's keyword options.
+
+    Returns:
+        The manifest of what was written.
+    """
+    if kind not in CONVERSIONS:
+        raise MedlensError(f"unknown conversion {kind!r}.{did_you_mean(kind, list(CONVERSIONS))} "
+                           f"Choose one of {', '.join(CONVERSIONS)}")
+    return CONVERSIONS[kind](src, output, **options)

@@ -1,4 +1,4 @@
-"""The hooks the shared loop (:class:`medlens.train.module.LitModel`) calls; a task overrides what differs.
+"""The hooks the shared loop (:class:`medlens.training.module.LitModel`) calls; a task overrides what differs.
 
 A task owns four steps of every batch and epoch:
 
@@ -63,7 +63,7 @@ class Task:
 
     def prepare_batch(self, batch, spec: PreprocessingSpec, augment=None, gen: torch.Generator | None = None):
         """Normalise (and, while training, augment) a batch ``(images, targets)``."""
-        from medlens.train.augment import augment_batch
+        from medlens.training.augment import augment_batch
 
         x, y = batch
         x = normalize(x, spec)

@@ -65,14 +65,14 @@ class DetectionTask(Task):
         self.giou_weight, self.l1_beta = giou_weight, l1_beta
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from medlens.evaluate.boxes import giou_loss
+        from medlens.evaluation.boxes import giou_loss
 
         pred = decode_boxes(output)
         l1 = F.smooth_l1_loss(pred, target, beta=self.l1_beta)
         return l1 + self.giou_weight * giou_loss(pred, target)
 
     def prepare_batch(self, batch, spec: PreprocessingSpec, augment=None, gen: torch.Generator | None = None):
-        from medlens.train.augment import augment_pair
+        from medlens.training.augment import augment_pair
 
         x, m = batch
         x = normalize(x, spec)
@@ -95,7 +95,7 @@ class DetectionTask(Task):
                 "loss": (self.loss(out, boxes).detach() * len(x)).reshape(1)}
 
     def validation_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
-        from medlens.evaluate.boxes import box_iou
+        from medlens.evaluation.boxes import box_iou
 
         iou = np.asarray(box_iou(outputs["pred"].cpu().numpy(), outputs["target"].cpu().numpy()))
         return {"val_loss": float(outputs["loss"].sum() / max(len(iou), 1)), "val_iou": float(iou.mean()),

@@ -24,7 +24,7 @@ class Gate:
     """A loaded classification run used as a tumour / no-tumour gate.
 
     Attributes:
-        loaded: the classifier (:class:`~medlens.train.checkpoint.LoadedModel`).
+        loaded: the classifier (:class:`~medlens.training.checkpoint.LoadedModel`).
         negative: the class meaning "nothing to segment".
         threshold: positive when 1 - p(negative) >= threshold.
         run: the run directory, for the summary.
@@ -37,7 +37,7 @@ class Gate:
 
     def positive_probability(self, images: np.ndarray) -> np.ndarray:
         """P(positive) for uint8 images (N, C, S, S) cached at the gate's own size and channels."""
-        from medlens.predict import predict_probs
+        from medlens.inference.predict import predict_probs
 
         probs = predict_probs(self.loaded, images)
         return 1.0 - probs[:, list(self.loaded.spec.class_names).index(self.negative)]
@@ -61,7 +61,7 @@ def load_gate(run_dir: str | Path, negative_class: str | None = None, threshold:
         MedlensError: the run is not a classifier, the negative class is unknown or cannot be guessed, or the
             threshold is outside (0, 1).
     """
-    from medlens.train.checkpoint import load_model
+    from medlens.training.checkpoint import load_model
 
     if not Path(run_dir).exists():
         raise MedlensError(f"gate run directory {run_dir} not found; train a classifier with `medlens train`")

@@ -53,7 +53,7 @@ class SegmentationTask(Task):
             from medlens.tasks.volumes import prepare_volume_batch
 
             return prepare_volume_batch(batch, augment, gen)
-        from medlens.train.augment import augment_pair
+        from medlens.training.augment import augment_pair
 
         x, m, groups = batch
         x = normalize(x, spec)
@@ -129,7 +129,7 @@ def write_predictions(loaded, files: list[str | Path], out_dir: str | Path, *,
     input's affine) plus ``<stem>_overlay.png``, all at once at the end (nothing half-written).
 
     Args:
-        loaded: a segmentation :class:`~medlens.train.checkpoint.LoadedModel`.
+        loaded: a segmentation :class:`~medlens.training.checkpoint.LoadedModel`.
         files: images (2D models), NIfTI files or DICOM series folders (3D models).
         out_dir: folder for the outputs (created; existing files of the same name are replaced).
         gate: an optional :class:`~medlens.tasks.gate.Gate`; images it calls negative get an empty mask.

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from medlens.audit.hashing import fingerprint, pixel_hash, to_gray01
+from medlens.auditing.hashing import fingerprint, pixel_hash, to_gray01
 from medlens.errors import UnreadableImageError
 from medlens.io.guard import first_line
 from medlens.io.images import NPZ_REF, decode_image, is_image_file

@@ -5,7 +5,7 @@ Rules, in order, for every duplicate group:
 2. of each set of pixel-identical members one is kept, preferably the one in the ``prefer`` split;
 3. if the remaining members still span several splits, all of them move to ``prefer`` (train by default).
 The audit reports exact and near groups in two layers, so an exact group can also sit inside a near group
-(see :mod:`medlens.audit.duplicates`). The rules run once per near group (exact copies inside it deduplicated
+(see :mod:`medlens.auditing.duplicates`). The rules run once per near group (exact copies inside it deduplicated
 first by rule 2, the drop credited to their exact group) and once per exact group outside any near group:
 no image is handled, or dropped, twice.
 Unreadable files are dropped. Groups are recomputed after each pass on the cleaned rows until nothing
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medlens.audit.duplicates import find_duplicate_groups
+from medlens.auditing.duplicates import find_duplicate_groups
 from medlens.data.manifest import Manifest, grouped_patients
 from medlens.errors import MedlensError
 
@@ -36,7 +36,7 @@ MIN_SHARED_GROUPS = 3
 
 
 def apply_fix(manifest: Manifest, result, prefer: str = "train") -> tuple[Manifest, list[dict[str, Any]]]:
-    """Apply the cleaning rules to ``manifest`` using an :class:`~medlens.audit.run.AuditResult` of it.
+    """Apply the cleaning rules to ``manifest`` using an :class:`~medlens.auditing.run.AuditResult` of it.
 
     Returns:
         The cleaned manifest and one change record per affected case: ``{"action": "drop" | "move",
@@ -182,13 +182,13 @@ def fix_manifest(manifest: Manifest, **kwargs) -> tuple[Manifest, list[dict[str,
 
     Args:
         manifest: the manifest to clean.
-        **kwargs: passed to :func:`medlens.audit.run.audit` (``prefer``, ``near_threshold``, ``workers``,
+        **kwargs: passed to :func:`medlens.auditing.run.audit` (``prefer``, ``near_threshold``, ``workers``,
             ``progress``, ``out_dir``...); ``fix`` is not accepted because nothing is written here.
 
     Returns:
         ``(clean_manifest, changes, audit_result)``; the result's audit.json dict carries a ``fix`` block.
     """
-    from medlens.audit.run import audit, fix_record
+    from medlens.auditing.run import audit, fix_record
 
     if "fix" in kwargs:
         raise MedlensError("fix_manifest() cleans in memory; save the returned manifest instead of "
@@ -202,7 +202,7 @@ def fix_manifest(manifest: Manifest, **kwargs) -> tuple[Manifest, list[dict[str,
     if out_dir is not None:  # written after the fix so audit.json records it
         from pathlib import Path
 
-        from medlens.audit.report import write_report
+        from medlens.auditing.report import write_report
 
         result.out_dir = write_report(result, Path(out_dir))
     return clean, changes, result

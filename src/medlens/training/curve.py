@@ -20,9 +20,9 @@ def learning_curve(source, out_dir: str | Path, *, fractions: Sequence[float] = 
     Every run evaluates on the same carved validation split, so the points differ only in training data.
     Writes ``curve.csv`` and ``curve.png`` into ``out_dir`` and returns the table.
     """
-    from medlens.evaluate.plots import plot_learning_curve
-    from medlens.train.data import resolve_source
-    from medlens.train.fit import train
+    from medlens.evaluation.plots import plot_learning_curve
+    from medlens.training.data import resolve_source
+    from medlens.training.fit import train
 
     if not fractions:
         raise MedlensError("--fractions needs at least one value in (0, 1]")

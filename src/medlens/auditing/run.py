@@ -1,8 +1,8 @@
 """`medlens audit`: everything wrong with a dataset before training on it, in one pass over the images.
 
 Classification sources, 2D image/mask pairs and NIfTI volumes are audited alike: volumes add a spacing and
-shape census (:mod:`medlens.audit.volumes`), a ``mask`` column adds a check of every mask
-(:mod:`medlens.audit.masks`).
+shape census (:mod:`medlens.auditing.volumes`), a ``mask`` column adds a check of every mask
+(:mod:`medlens.auditing.masks`).
 
 >>> result = audit("data/brain", "audit-out")          # writes audit-out/audit.json and audit.html
 >>> result.findings_count, result.to_dict()["duplicates"]["n_cross_split"]
@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medlens.audit.classes import class_balance
-from medlens.audit.clusters import intensity_clusters
-from medlens.audit.duplicates import DEFAULT_THRESHOLD, duplicates_summary, find_duplicate_groups
-from medlens.audit.geometry import MAD_K, size_outliers
-from medlens.audit.integrity import census, patients_across_splits, stray_files, unreadable_list
-from medlens.audit.masks import MASK_FEATURES, check_mask, masks_summary
-from medlens.audit.masks import mask_classes as source_mask_classes
-from medlens.audit.scan import scan_image, scan_images
-from medlens.audit.volumes import VOLUME_FEATURES, scan_volume, volume_summary
+from medlens.auditing.classes import class_balance
+from medlens.auditing.clusters import intensity_clusters
+from medlens.auditing.duplicates import DEFAULT_THRESHOLD, duplicates_summary, find_duplicate_groups
+from medlens.auditing.geometry import MAD_K, size_outliers
+from medlens.auditing.integrity import census, patients_across_splits, stray_files, unreadable_list
+from medlens.auditing.masks import MASK_FEATURES, check_mask, masks_summary
+from medlens.auditing.masks import mask_classes as source_mask_classes
+from medlens.auditing.scan import scan_image, scan_images
+from medlens.auditing.volumes import VOLUME_FEATURES, scan_volume, volume_summary
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 from medlens.io.guard import accepts_image_limit
@@ -89,7 +89,7 @@ def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
             writes nothing.
         near_threshold: largest pHash Hamming distance (0-64) counted as a near duplicate; default 6.
         k_range: numbers of intensity clusters to try.
-        fix: if given, write the cleaned manifest (see :func:`medlens.audit.fix.apply_fix`) to this CSV.
+        fix: if given, write the cleaned manifest (see :func:`medlens.auditing.fix.apply_fix`) to this CSV.
         prefer: split that keeps duplicates and receives moved leakage groups: "train" or "test".
         progress: show a progress bar.
         workers: decoding threads.
@@ -114,13 +114,13 @@ def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
                          "images_per_s": round(len(table) / max(elapsed, 1e-9), 1), "workers": workers}
     result = AuditResult(summary, table, manifest, thumbs)
     if fix is not None:
-        from medlens.audit.fix import apply_fix
+        from medlens.auditing.fix import apply_fix
 
         result.fixed, result.changes = apply_fix(manifest, result, prefer=prefer)
         saved = result.fixed.save(fix)
         summary["fix"] = fix_record(result.changes, prefer, saved, len(manifest), len(result.fixed))
     if out_dir is not None:
-        from medlens.audit.report import write_report
+        from medlens.auditing.report import write_report
 
         result.out_dir = write_report(result, Path(out_dir))
     return result
@@ -160,8 +160,8 @@ def scan_manifest(manifest: Manifest, workers: int = 2, progress: bool = True,
     """Decode every image (or NIfTI volume) and every mask once; the per-image table (one row per manifest
     row) and thumbnails.
 
-    Volumes add the columns of :data:`~medlens.audit.volumes.VOLUME_FEATURES`; a ``mask`` column adds
-    ``mask_path`` and the columns of :data:`~medlens.audit.masks.MASK_FEATURES`.
+    Volumes add the columns of :data:`~medlens.auditing.volumes.VOLUME_FEATURES`; a ``mask`` column adds
+    ``mask_path`` and the columns of :data:`~medlens.auditing.masks.MASK_FEATURES`.
     """
     from medlens.io.volumes import is_nifti_file
 
@@ -285,7 +285,7 @@ def fix_record(changes: list[dict[str, Any]], prefer: str, saved: Path | None, n
 
 
 def print_summary(result: AuditResult, console=None) -> None:
-    """One-screen rich summary (see :func:`medlens.audit.summary.print_summary`)."""
-    from medlens.audit.summary import print_summary as _print
+    """One-screen rich summary (see :func:`medlens.auditing.summary.print_summary`)."""
+    from medlens.auditing.summary import print_summary as _print
 
     _print(result, console)

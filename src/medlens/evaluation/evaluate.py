@@ -24,7 +24,7 @@ def evaluate(run_dir: str | Path, data: Manifest | str | Path | None = None, *, 
     """Evaluate the run's model and write summary.json, predictions.csv, figures and report.html.
 
     The run's task decides what is measured: classification (accuracy, F1, AUC, calibration), segmentation
-    (:mod:`medlens.evaluate.seg_evaluate`) or detection (:mod:`medlens.evaluate.det_evaluate`).
+    (:mod:`medlens.evaluation.seg_evaluate`) or detection (:mod:`medlens.evaluation.det_evaluate`).
 
     Args:
         run_dir: a run directory written by ``medlens train``.
@@ -43,8 +43,8 @@ def evaluate(run_dir: str | Path, data: Manifest | str | Path | None = None, *, 
     Returns:
         The summary dict (also written as summary.json).
     """
-    from medlens.train.checkpoint import load_model
-    from medlens.train.data import prepare, resolve_source
+    from medlens.training.checkpoint import load_model
+    from medlens.training.data import prepare, resolve_source
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -85,7 +85,7 @@ def evaluate(run_dir: str | Path, data: Manifest | str | Path | None = None, *, 
 def _evaluate_localisation(loaded, run_dir: Path, data, *, split, out, n_bootstrap, progress, run_name, prepared,
                            gate) -> dict[str, Any]:
     """Segmentation and detection: pick the cases like classification does, then the task's evaluator."""
-    from medlens.train.data import resolve_source
+    from medlens.training.data import resolve_source
 
     task = loaded.spec.task
     own = data is None
@@ -106,10 +106,10 @@ def _evaluate_localisation(loaded, run_dir: Path, data, *, split, out, n_bootstr
     if task == "detection":
         if gate is not None:
             raise MedlensError("--gate applies to segmentation runs, not detection")
-        from medlens.evaluate.det_evaluate import evaluate_detection
+        from medlens.evaluation.det_evaluate import evaluate_detection
 
         return evaluate_detection(loaded, sub, out, **kwargs)
-    from medlens.evaluate.seg_evaluate import evaluate_segmentation
+    from medlens.evaluation.seg_evaluate import evaluate_segmentation
 
     if gate is not None and not hasattr(gate, "positive_probability"):
         from medlens.tasks.gate import load_gate
@@ -120,10 +120,10 @@ def _evaluate_localisation(loaded, run_dir: Path, data, *, split, out, n_bootstr
 
 def _write_outputs(loaded, sub: Manifest, images, targets, skipped, out: Path, *, run: str, data: str,
                    split: str, n_bootstrap: int, run_dir: Path) -> dict[str, Any]:
-    from medlens.evaluate import plots
-    from medlens.evaluate.metrics import build_summary, calibration, cases_from_arrays, classification_metrics
-    from medlens.evaluate.report import render_report
-    from medlens.predict import predict_probs
+    from medlens.evaluation import plots
+    from medlens.evaluation.metrics import build_summary, calibration, cases_from_arrays, classification_metrics
+    from medlens.evaluation.report import render_report
+    from medlens.inference.predict import predict_probs
 
     classes = list(loaded.spec.class_names)
     probs = predict_probs(loaded, images)

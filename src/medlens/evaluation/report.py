@@ -76,7 +76,7 @@ def render_report(
         raise MedlensError("summary has no 'metrics'; pass the dict read from a run's summary.json")
     figures = dict(figures or {})
     with tempfile.TemporaryDirectory(prefix="medlens-figures-") as tmp:
-        from medlens.evaluate.plots import summary_figures
+        from medlens.evaluation.plots import summary_figures
 
         standard = summary_figures(summary, tmp, skip=[_figure_key(name) for name in figures])
         images = [_embed(name, path) for name, path in {**standard, **figures}.items() if path is not None]

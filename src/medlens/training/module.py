@@ -7,8 +7,8 @@ import torch
 
 from medlens.data.spec import PreprocessingSpec
 from medlens.tasks.base import normalize  # noqa: F401  (re-exported: predict and older callers use it)
-from medlens.train.augment import AugmentSpec
-from medlens.train.config import TrainConfig
+from medlens.training.augment import AugmentSpec
+from medlens.training.config import TrainConfig
 
 
 class LitModel(L.LightningModule):

@@ -1,4 +1,4 @@
-"""`medlens demo`: the main job on the brain-MRI sample shipped inside the package."""
+"""Steps composed for the user: the demo on the sample shipped inside the package (`medlens demo`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def sample_path() -> Path:
 
 def run_demo(output: str | Path = "medlens-demo", *, progress: bool = True) -> Path:
     """Ingest the sample, train cnn-small (about a minute on 2 CPU cores), evaluate on the held-out test split."""
-    from medlens.train.fit import train
+    from medlens.training.fit import train
 
     run = Path(output) / "run"
     return train(sample_path(), run, overwrite=True, progress=progress, model="cnn-small", epochs=30,

@@ -10,13 +10,13 @@ import torch
 
 from medlens.errors import MedlensError
 from medlens.io.guard import accepts_image_limit
-from medlens.train.checkpoint import LoadedModel, load_model
+from medlens.training.checkpoint import LoadedModel, load_model
 
 
 @torch.no_grad()
 def predict_probs(loaded: LoadedModel, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """Class probabilities (N, K) for uint8 images (N, C, S, S) preprocessed like training."""
-    from medlens.train.module import normalize
+    from medlens.training.module import normalize
 
     model = loaded.model.eval()
     if not images.flags.writeable:  # decoded straight from Pillow: torch.from_numpy wants a writable array

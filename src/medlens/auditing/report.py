@@ -1,7 +1,7 @@
 """Write audit.json and a self-contained audit.html (inline CSS, figures and thumbnails as data URIs).
 
 The HTML shows duplicates in two sections with their own counts: exact groups (every copy) and near groups
-(one thumbnail per linked unit, an exact set marked "exact #id ×copies"); see :mod:`medlens.audit.duplicates`.
+(one thumbnail per linked unit, an exact set marked "exact #id ×copies"); see :mod:`medlens.auditing.duplicates`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medlens.audit.plots import all_figures, thumb_uri
+from medlens.auditing.plots import all_figures, thumb_uri
 from medlens.utils.files import atomic_write_text, write_json
 
 MAX_GROUPS = 150      # exact and near groups each drawn in the HTML (all are in audit.json)
@@ -31,7 +31,7 @@ def render_html(result) -> str:
     """The audit report as one HTML string."""
     import jinja2
 
-    text = resources.files("medlens.audit").joinpath("templates/audit.html.j2").read_text(encoding="utf-8")
+    text = resources.files("medlens.auditing").joinpath("templates/audit.html.j2").read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
     return env.from_string(text).render(**_context(result))

@@ -1,6 +1,6 @@
 """Data preparation of the localisation tasks (segmentation 2D/3D, detection), beside classification's.
 
-Each returns what :func:`medlens.train.fit.train` needs: the prepared data (cached tensors and per-split
+Each returns what :func:`medlens.training.fit.train` needs: the prepared data (cached tensors and per-split
 loaders), the preprocessing spec saved in the checkpoint, and the audit changes. Validation is carved by
 patient (all slices of a patient on one side), with the same seeded splitter as classification.
 """
@@ -16,7 +16,7 @@ import pandas as pd
 from medlens.data.manifest import Manifest
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
-from medlens.train.config import TrainConfig
+from medlens.training.config import TrainConfig
 
 BINARY = ("background", "foreground")
 
@@ -24,7 +24,7 @@ BINARY = ("background", "foreground")
 def split_manifest(source, cfg: TrainConfig, progress: bool) -> tuple[Manifest, list[dict]]:
     """Ingest, check the task's targets, carve a patient-grouped validation split, audit-fix, subset."""
     from medlens.data.splits import carve_validation, stratified_subset
-    from medlens.train.data import resolve_source
+    from medlens.training.data import resolve_source
 
     manifest = resolve_source(source, cfg.task)
     where = manifest.source or manifest.root
@@ -36,7 +36,7 @@ def split_manifest(source, cfg: TrainConfig, progress: bool) -> tuple[Manifest, 
     manifest = carve_validation(manifest, cfg.val_fraction, seed=cfg.seed)
     changes: list[dict] = []
     if cfg.audit_fix:
-        from medlens.audit.fix import fix_manifest
+        from medlens.auditing.fix import fix_manifest
 
         manifest, changes, _ = fix_manifest(manifest, progress=progress)
     if cfg.fraction < 1:
@@ -92,7 +92,7 @@ def _size(cfg: TrainConfig, info) -> int:
 def prepare_segmentation(source, cfg: TrainConfig, info, progress: bool):
     """2D slices (cached at ``image_size``) or 3D volumes (preprocessed, trained on patches)."""
     from medlens.data.cache import cache_pairs
-    from medlens.train.data import PreparedData, channel_stats
+    from medlens.training.data import PreparedData, channel_stats
 
     manifest, changes = split_manifest(source, cfg, progress)
     dims = cfg.spatial_dims or (3 if is_volume_source(manifest) else 2)
@@ -146,7 +146,7 @@ def prepare_detection(source, cfg: TrainConfig, info, progress: bool):
     component; cases without a box are left out (a single-box detector needs an object)."""
     from medlens.data.cache import cache_pairs
     from medlens.tasks.detection import BOX_COLUMNS, box_masks
-    from medlens.train.data import PreparedData, channel_stats
+    from medlens.training.data import PreparedData, channel_stats
 
     manifest, changes = split_manifest(source, cfg, progress)
     manifest, dropped = with_boxes(manifest, from_masks=cfg.boxes_from_masks)
@@ -188,7 +188,7 @@ def with_boxes(manifest: Manifest, *, from_masks: bool) -> tuple[Manifest, int]:
     Raises:
         MedlensError: no box columns (and no masks to derive them from), or a box that is not a box.
     """
-    from medlens.evaluate.boxes import mask_to_box
+    from medlens.evaluation.boxes import mask_to_box
     from medlens.tasks.detection import BOX_COLUMNS
 
     df = manifest.df.copy()

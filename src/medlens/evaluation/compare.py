@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from medlens.errors import MedlensError
-from medlens.evaluate.plots import compare_metric_columns, plot_compare
-from medlens.evaluate.report import METRIC_LABELS, fmt, fmt_ci, render_template
+from medlens.evaluation.plots import compare_metric_columns, plot_compare
+from medlens.evaluation.report import METRIC_LABELS, fmt, fmt_ci, render_template
 from medlens.utils.files import atomic_write_text
 
 INFO_COLUMNS = ("run", "model", "task", "data", "split", "n_cases")

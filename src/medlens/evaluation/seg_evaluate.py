@@ -48,8 +48,8 @@ def evaluate_segmentation(loaded, sub: Manifest, out: Path, *, run: str, data: s
         [{k: v for k, v in c.items() if k != "empty"} | {"image": img} for c, img in zip(cases, sub.df["image"])]
     ).to_csv(index=False))
     figures = _figures(loaded, sub, preds, truths, cases, out / "figures", run_dir)
-    from medlens.evaluate.evaluate import _read_yaml
-    from medlens.evaluate.report import render_report
+    from medlens.evaluation.evaluate import _read_yaml
+    from medlens.evaluation.report import render_report
 
     render_report(summary, out / "report.html", figures=figures, config=_read_yaml(run_dir / "config.yaml"),
                   data_summary=None, skipped=skipped, title=f"medlens report: {Path(run).name}")
@@ -131,7 +131,7 @@ def _predict_volumes(loaded, sub: Manifest, progress: bool):
 
 
 def _case_records(sub: Manifest, preds, truths, spacings) -> list[dict[str, Any]]:
-    from medlens.evaluate.seg_metrics import segmentation_case_metrics
+    from medlens.evaluation.seg_metrics import segmentation_case_metrics
 
     cases = []
     for (case_id, patient_id), p, t, sp in zip(sub.df[["case_id", "patient_id"]].itertuples(index=False, name=None),
@@ -145,8 +145,8 @@ def _case_records(sub: Manifest, preds, truths, spacings) -> list[dict[str, Any]
 
 def _summary(loaded, sub: Manifest, cases, preds, truths, *, run, data, split, n_bootstrap, skipped,
              seconds) -> dict[str, Any]:
-    from medlens.evaluate.metrics import build_summary
-    from medlens.evaluate.seg_metrics import dice_per_patient, mean_case_metrics, patient_bootstrap_ci
+    from medlens.evaluation.metrics import build_summary
+    from medlens.evaluation.seg_metrics import dice_per_patient, mean_case_metrics, patient_bootstrap_ci
 
     if not cases:
         raise MedlensError(f"no readable cases to evaluate in {data} ({split})")
@@ -177,7 +177,7 @@ def _summary(loaded, sub: Manifest, cases, preds, truths, *, run, data, split, n
 
 def _figures(loaded, sub: Manifest, preds, truths, cases, folder: Path, run_dir: Path) -> dict[str, Path]:
     """Contour overlays (truth green, prediction red) of the best, median and worst case with foreground."""
-    from medlens.evaluate.plots import plot_examples, plot_history
+    from medlens.evaluation.plots import plot_examples, plot_history
     from medlens.tasks.segmentation import overlay_rgb
 
     figures: dict[str, Path] = {}

@@ -5,7 +5,7 @@ A volume ``(C, X, Y, Z)`` is measured as follows: ``width``/``height`` are the i
 The perceptual hash, structure signature and thumbnail come from the central axial slice of the first
 channel, windowed to its 1st-99th percentiles and shown with anterior up, so near-duplicate search, clusters
 and the report's thumbnails work as for 2D images. Mean and standard deviation are taken over the whole
-first channel after the same [0, 1] scaling :func:`~medlens.audit.hashing.to_gray01` applies to images.
+first channel after the same [0, 1] scaling :func:`~medlens.auditing.hashing.to_gray01` applies to images.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medlens.audit.geometry import MAD_K, rule_bounds
-from medlens.audit.hashing import fingerprint, pixel_hash, to_gray01
-from medlens.audit.scan import thumbnail
+from medlens.auditing.geometry import MAD_K, rule_bounds
+from medlens.auditing.hashing import fingerprint, pixel_hash, to_gray01
+from medlens.auditing.scan import thumbnail
 from medlens.errors import MedlensError, UnreadableImageError
 
 #: Extra per-row features of a volume audit (defaults for unreadable rows).
@@ -28,7 +28,7 @@ OUTLIER_DIMS = ("spacing_x", "spacing_y", "spacing_z", "depth")
 
 
 def scan_volume(path: str) -> dict[str, Any]:
-    """Read one NIfTI volume and return the audit record of :func:`medlens.audit.scan.scan_image` plus
+    """Read one NIfTI volume and return the audit record of :func:`medlens.auditing.scan.scan_image` plus
     ``depth`` and ``spacing_x/y/z``.
 
     Never raises for a bad file: the record has ``readable=False`` and a ``reason`` instead.
@@ -79,7 +79,7 @@ def central_slice(volume: np.ndarray) -> np.ndarray:
 def volume_summary(table: pd.DataFrame, mad_k: float = MAD_K) -> dict[str, Any]:
     """The ``volumes`` block of audit.json: spacing and shape census, spacing/depth outliers.
 
-    Outliers use the two rules of :mod:`medlens.audit.geometry` (mean ± 3σ and median ± k·MAD) on each of
+    Outliers use the two rules of :mod:`medlens.auditing.geometry` (mean ± 3σ and median ± k·MAD) on each of
     spacing_x, spacing_y, spacing_z and depth; each is ``{"path", "case_id", "spacing": [x, y, z], "depth",
     "shape": [x, y, z], "rule", "rules", "dimensions", "split", "row"}``.
     """

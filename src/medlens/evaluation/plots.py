@@ -99,14 +99,14 @@ def plot_reliability(calibration_dict: dict[str, Any], path: str | Path) -> Path
     """Reliability diagram (accuracy vs confidence per bin) over a histogram of confidences.
 
     Args:
-        calibration_dict: what :func:`medlens.evaluate.metrics.calibration` returned, or
+        calibration_dict: what :func:`medlens.evaluation.metrics.calibration` returned, or
             ``summary["calibration"]``.
         path: PNG to write.
     """
     bins = calibration_dict.get("bins") or []
     if not bins:
         raise MedlensError("calibration data has no bins; compute it with "
-                           "medlens.evaluate.metrics.calibration")
+                           "medlens.evaluation.metrics.calibration")
     lower = np.array([b["lower"] for b in bins])
     width = np.array([b["upper"] - b["lower"] for b in bins])
     filled = [i for i, b in enumerate(bins) if b["count"]]
@@ -204,7 +204,7 @@ def plot_compare(table_df: pd.DataFrame, path: str | Path) -> Path:
     """Grouped bars: one group per metric, one bar per run, CI as error bars.
 
     Args:
-        table_df: the table from :func:`medlens.evaluate.compare.compare`: a ``run`` column and, per metric,
+        table_df: the table from :func:`medlens.evaluation.compare.compare`: a ``run`` column and, per metric,
             columns ``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high``.
         path: PNG to write.
     """
@@ -257,7 +257,7 @@ def summary_figures(
     Returns:
         Figure name -> PNG path, in display order; empty for tasks other than classification.
     """
-    from medlens.evaluate.metrics import arrays_from_summary
+    from medlens.evaluation.metrics import arrays_from_summary
 
     out_dir = Path(out_dir)
     figures: dict[str, Path] = {}

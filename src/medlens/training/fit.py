@@ -21,8 +21,8 @@ import pandas as pd
 from medlens.data.manifest import Manifest
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
-from medlens.train.config import TrainConfig, check_devices
-from medlens.train.resume import record_or_check
+from medlens.training.config import TrainConfig, check_devices
+from medlens.training.resume import record_or_check
 from medlens.utils.files import atomic_write_text, check_output_path, read_marker, write_json, write_marker
 
 #: Validation batch size (at least the training batch size): whole images are cheap to classify, 2D masks
@@ -85,7 +85,7 @@ def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfi
         started = True
         stats = _fit(data, spec, cfg, partial, resume=resume, progress=progress)
         _write_run_files(partial, data, spec, cfg, stats, audit_changes)
-        from medlens.evaluate.evaluate import evaluate
+        from medlens.evaluation.evaluate import evaluate
 
         evaluate(partial, out=partial, progress=progress, run_name=str(out_dir), prepared=data)
     except BaseException:
@@ -108,13 +108,13 @@ def _prepare(source, cfg: TrainConfig, info, progress: bool):
 
 def _prepare_data(source, cfg: TrainConfig, info, progress: bool):
     if cfg.task != "classification":
-        from medlens.train.localise import prepare_detection, prepare_segmentation
+        from medlens.training.localise import prepare_detection, prepare_segmentation
 
         prepare = prepare_segmentation if cfg.task == "segmentation" else prepare_detection
         (data, spec), changes = prepare(source, cfg, info, progress)
         return data, spec, changes
     from medlens.data.splits import carve_validation, stratified_subset
-    from medlens.train.data import (channel_stats, check_labels, check_readable_classes, prepare,
+    from medlens.training.data import (channel_stats, check_labels, check_readable_classes, prepare,
                                     resolve_source)
 
     manifest = resolve_source(source)
@@ -122,7 +122,7 @@ def _prepare_data(source, cfg: TrainConfig, info, progress: bool):
     manifest = carve_validation(manifest, cfg.val_fraction, seed=cfg.seed)
     audit_changes: list[dict] = []
     if cfg.audit_fix:  # after carving, so duplicates that straddle train/val are moved into one split
-        from medlens.audit.fix import fix_manifest
+        from medlens.auditing.fix import fix_manifest
 
         manifest, audit_changes, _ = fix_manifest(manifest, progress=progress)
     if cfg.fraction < 1:
@@ -154,8 +154,8 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from medlens.models.registry import create_model
-    from medlens.train.callbacks import HistoryCallback, RngStateCallback, rng_sources
-    from medlens.train.module import LitModel
+    from medlens.training.callbacks import HistoryCallback, RngStateCallback, rng_sources
+    from medlens.training.module import LitModel
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation noise
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # in-memory tensors need none
@@ -226,7 +226,7 @@ def _write_run_files(run: Path, data, spec: PreprocessingSpec, cfg: TrainConfig,
                      audit_changes: list[dict]) -> None:
     import yaml
 
-    from medlens.train.checkpoint import MODEL_FILE, save_model
+    from medlens.training.checkpoint import MODEL_FILE, save_model
 
     save_model(run / MODEL_FILE, stats.pop("model"), name=cfg.model, options=model_options(cfg), spec=spec,
                meta={"train_seconds": stats["train_seconds"], "epochs_run": stats["epochs_run"]})

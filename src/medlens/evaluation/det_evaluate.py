@@ -25,9 +25,9 @@ def evaluate_detection(loaded, sub: Manifest, out: Path, *, run: str, data: str,
                        run_dir: Path, prepared=None, progress: bool = True) -> dict[str, Any]:
     """Predict a box for every case of ``sub`` and write summary.json, predictions.csv, figures, report.html."""
     from medlens.data.cache import cache_pairs
-    from medlens.evaluate.boxes import paired_ious
+    from medlens.evaluation.boxes import paired_ious
     from medlens.tasks.detection import BOX_COLUMNS, predict_boxes
-    from medlens.train.localise import with_boxes
+    from medlens.training.localise import with_boxes
 
     has_columns = all(c in sub.df.columns for c in BOX_COLUMNS)
     sub, dropped = with_boxes(sub, from_masks=not has_columns)
@@ -54,8 +54,8 @@ def evaluate_detection(loaded, sub: Manifest, out: Path, *, run: str, data: str,
                           "iou": ious.round(6)})
     atomic_write_text(out / "predictions.csv", table.to_csv(index=False))
     figures = _figures(sub, cases, out / "figures", run_dir)
-    from medlens.evaluate.evaluate import _read_yaml
-    from medlens.evaluate.report import render_report
+    from medlens.evaluation.evaluate import _read_yaml
+    from medlens.evaluation.report import render_report
 
     render_report(summary, out / "report.html", figures=figures, config=_read_yaml(run_dir / "config.yaml"),
                   data_summary=None, skipped=cached.skipped, title=f"medlens report: {Path(run).name}")
@@ -63,8 +63,8 @@ def evaluate_detection(loaded, sub: Manifest, out: Path, *, run: str, data: str,
 
 
 def _summary(loaded, cases, ious, *, run, data, split, n_bootstrap, skipped, dropped, seconds) -> dict[str, Any]:
-    from medlens.evaluate.metrics import build_summary
-    from medlens.evaluate.seg_metrics import patient_bootstrap_ci
+    from medlens.evaluation.metrics import build_summary
+    from medlens.evaluation.seg_metrics import patient_bootstrap_ci
 
     pids = [c["patient_id"] for c in cases]
     ci = {"n_bootstrap": n_bootstrap, "seed": 0}
@@ -82,8 +82,8 @@ def _summary(loaded, cases, ious, *, run, data, split, n_bootstrap, skipped, dro
 
 
 def _figures(sub: Manifest, cases: list[dict], folder: Path, run_dir: Path) -> dict[str, Path]:
-    from medlens.evaluate.plots import plot_examples, plot_history
-    from medlens.evaluate.seg_evaluate import pick_examples
+    from medlens.evaluation.plots import plot_examples, plot_history
+    from medlens.evaluation.seg_evaluate import pick_examples
     from medlens.io import read_image
     from medlens.tasks.detection import draw_boxes
 

@@ -1,6 +1,6 @@
 """One-screen terminal summary of an audit (rich).
 
-Duplicates are shown in their two layers (see :mod:`medlens.audit.duplicates`), each with its own counts:
+Duplicates are shown in their two layers (see :mod:`medlens.auditing.duplicates`), each with its own counts:
 "N exact-duplicate groups (M images) ...", then "K near-duplicate groups linking U distinct images or exact
 sets ...", then the most serious groups of each layer (a near group names the exact groups it links).
 """
@@ -18,7 +18,7 @@ def print_summary(result, console=None) -> None:
     """Print the findings, class balance, worst duplicate groups, clusters and fix in about one screen.
 
     Args:
-        result: an :class:`~medlens.audit.run.AuditResult`.
+        result: an :class:`~medlens.auditing.run.AuditResult`.
         console: a ``rich.console.Console``; a new one on stdout by default.
     """
     from rich.console import Console

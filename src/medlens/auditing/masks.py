@@ -25,8 +25,8 @@ def check_mask(mask_path: str, case_id: str, record: dict[str, Any], num_classes
     Args:
         mask_path: resolved mask file (a raster image, or NIfTI for a volume).
         case_id: named in problems.
-        record: the image's record from :func:`~medlens.audit.scan.scan_image` or
-            :func:`~medlens.audit.volumes.scan_volume`; the mask of an unreadable image is not checked
+        record: the image's record from :func:`~medlens.auditing.scan.scan_image` or
+            :func:`~medlens.auditing.volumes.scan_volume`; the mask of an unreadable image is not checked
             (the case is already reported, and dropped by ``--fix``).
         num_classes: 2 for binary masks ({0, 1} or {0, 255}); more for label maps 0..num_classes-1.
 
