@@ -19,6 +19,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# ruff (lint + format check) and the import-linter layers contract in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 

@@ -34,17 +34,25 @@ def main() -> None:
     s = result.to_dict()
     d = s["duplicates"]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)\n")
-    print("| dataset | images | workers | total | scan | images/s (total) | exact groups | near groups "
-          "| cross-label | images in groups |")
+    print(
+        "| dataset | images | workers | total | scan | images/s (total) | exact groups | near groups "
+        "| cross-label | images in groups |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {Path(args.source).name} | {s['n_images']} | {args.workers} | {total:.1f} s | "
-          f"{s['timing']['scan_s']:.1f} s | {s['n_images'] / total:.0f} | {d['n_exact_groups']} | "
-          f"{d['n_near_groups']} | {d['n_label_conflict']} | {d['n_images_in_groups']} |")
-    print(f"\nunreadable {len(s['unreadable'])}, size outliers {len(s['size_outliers'])}, "
-          f"clusters k={s['clusters']['k']}; report in {args.out}")
+    print(
+        f"| {Path(args.source).name} | {s['n_images']} | {args.workers} | {total:.1f} s | "
+        f"{s['timing']['scan_s']:.1f} s | {s['n_images'] / total:.0f} | {d['n_exact_groups']} | "
+        f"{d['n_near_groups']} | {d['n_label_conflict']} | {d['n_images_in_groups']} |"
+    )
+    print(
+        f"\nunreadable {len(s['unreadable'])}, size outliers {len(s['size_outliers'])}, "
+        f"clusters k={s['clusters']['k']}; report in {args.out}"
+    )
     for g in d["groups"][:3]:
-        print(f"group {g['id']} ({g['kind']}, {', '.join(g['flags'])}): "
-              + ", ".join(m["path"] for m in g["members"][:4]))
+        print(
+            f"group {g['id']} ({g['kind']}, {', '.join(g['flags'])}): "
+            + ", ".join(m["path"] for m in g["members"][:4])
+        )
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 
     .venv/bin/python bench/bench_badinput.py [--out bench/out/badinput] [--epochs 2]
 
-Builds 160 real brain-MRI JPEGs (40 per class from ../shared/data/brain-tumor-mri/Training), then adds 6 broken
-files (the 70-byte PNG declaring 40 000² px, a TIFF declaring 40 000², a deflate TIFF declaring 30 000², a float
-TIFF holding NaN, a JPEG cut in half, a zero-byte file) and 10 odd-but-valid ones (EXIF-rotated, 16-bit, RGBA
-and palette PNGs, a multi-page TIFF, an animated GIF, a CMYK JPEG, a BMP, a real CT DICOM and a genuine 12 000²
-PNG of 140 KB). `medlens audit` and `medlens train` run on it and, side by side in the same run, on the 160
-clean JPEGs alone (the baseline), each in its own process under `/usr/bin/time -v`. Printed: exit code, wall
-seconds, peak RSS and whether every broken file is named on the terminal.
+Builds 160 real brain-MRI JPEGs (40 per class from ../shared/data/brain-tumor-mri/Training), then adds 6
+broken files (the 70-byte PNG declaring 40 000² px, a TIFF declaring 40 000², a deflate TIFF declaring 30
+000², a float TIFF holding NaN, a JPEG cut in half, a zero-byte file) and 10 odd-but-valid ones (EXIF-rotated,
+16-bit, RGBA and palette PNGs, a multi-page TIFF, an animated GIF, a CMYK JPEG, a BMP, a real CT DICOM and a
+genuine 12 000² PNG of 140 KB). `medlens audit` and `medlens train` run on it and, side by side in the same
+run, on the 160 clean JPEGs alone (the baseline), each in its own process under `/usr/bin/time -v`. Printed:
+exit code, wall seconds, peak RSS and whether every broken file is named on the terminal.
 """
 
 from __future__ import annotations
@@ -43,9 +43,14 @@ def build(clean: Path, hostile: Path) -> list[str]:
                 shutil.copy(p, folder / c / p.name)
     g, m, n, p = (hostile / c for c in CLASSES)
     real = np.asarray(Image.open(sorted((BRAIN / "glioma").glob("*.jpg"))[50]).convert("L"))
-    broken = [make.bomb_png(g / "bomb.png"), make.bomb_tiff(m / "bomb.tif"),
-              make.deflate_bomb_tiff(n / "deflate-bomb.tif"), make.float_tiff(p / "nan.tif"),
-              make.cut(_copy_real(g / "cut.jpg", "glioma", 60)), (m / "empty.jpg")]
+    broken = [
+        make.bomb_png(g / "bomb.png"),
+        make.bomb_tiff(m / "bomb.tif"),
+        make.deflate_bomb_tiff(n / "deflate-bomb.tif"),
+        make.float_tiff(p / "nan.tif"),
+        make.cut(_copy_real(g / "cut.jpg", "glioma", 60)),
+        (m / "empty.jpg"),
+    ]
     broken[-1].write_bytes(b"")
     make.exif_jpeg(g / "exif6.jpg", 224, 180)
     make.png(m / "sixteen-bit.png", (real.astype(np.uint16) * 257))
@@ -71,9 +76,16 @@ def timed(args: list[str]) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr)
-    seconds = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall.group(1).split(":")))) if wall else None
-    return {"code": proc.returncode, "rss_mb": int(rss.group(1)) / 1024 if rss else None, "seconds": seconds,
-            "output": proc.stdout + proc.stderr, "traceback": "Traceback" in proc.stdout + proc.stderr}
+    seconds = (
+        sum(float(x) * 60**i for i, x in enumerate(reversed(wall.group(1).split(":")))) if wall else None
+    )
+    return {
+        "code": proc.returncode,
+        "rss_mb": int(rss.group(1)) / 1024 if rss else None,
+        "seconds": seconds,
+        "output": proc.stdout + proc.stderr,
+        "traceback": "Traceback" in proc.stdout + proc.stderr,
+    }
 
 
 def main() -> None:
@@ -85,17 +97,36 @@ def main() -> None:
     clean, hostile = out / "clean", out / "hostile"
     broken = build(clean, hostile)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)")
-    print(f"files: clean {sum(1 for _ in clean.rglob('*.*'))}, hostile {sum(1 for _ in hostile.rglob('*.*'))}\n")
+    print(
+        f"files: clean {sum(1 for _ in clean.rglob('*.*'))}, hostile {sum(1 for _ in hostile.rglob('*.*'))}\n"
+    )
     print("| command | data | exit | wall s | peak RSS MB | broken files named | traceback |")
     print("|---|---|---|---|---|---|---|")
     for name, data in (("clean", clean), ("hostile", hostile)):
-        for label, argv in (("audit", ["audit", str(data), "-o", str(out / f"audit-{name}"), "--quiet"]),
-                            ("train", ["train", str(data), "-o", str(out / f"run-{name}"), "--overwrite",
-                                       "--epochs", str(args.epochs), "--image-size", "64", "--quiet"])):
+        for label, argv in (
+            ("audit", ["audit", str(data), "-o", str(out / f"audit-{name}"), "--quiet"]),
+            (
+                "train",
+                [
+                    "train",
+                    str(data),
+                    "-o",
+                    str(out / f"run-{name}"),
+                    "--overwrite",
+                    "--epochs",
+                    str(args.epochs),
+                    "--image-size",
+                    "64",
+                    "--quiet",
+                ],
+            ),
+        ):
             r = timed(argv)
             named = sum(b in r["output"] for b in broken) if name == "hostile" else "-"
-            print(f"| `medlens {label}` | {name} | {r['code']} | {r['seconds']:.1f} | {r['rss_mb']:.0f} | "
-                  f"{named}{'/' + str(len(broken)) if name == 'hostile' else ''} | {r['traceback']} |")
+            print(
+                f"| `medlens {label}` | {name} | {r['code']} | {r['seconds']:.1f} | {r['rss_mb']:.0f} | "
+                f"{named}{'/' + str(len(broken)) if name == 'hostile' else ''} | {r['traceback']} |"
+            )
             if r["code"] != 0:
                 print(r["output"][-2000:])
 

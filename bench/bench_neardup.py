@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from medlens.auditing.mih import HammingIndex, brute_force_pairs  # noqa: E402
+from medlens.auditing.mih import HammingIndex, brute_force_pairs
 
 
 def planted(n: int, n_copies: int, radius: int, seed: int = 0):
@@ -49,7 +49,7 @@ def main() -> None:
     join = time.perf_counter() - t
     found = set(zip(i.tolist(), j.tolist()))
     recall = len(truth & found) / len(truth)
-    q = hashes[-args.queries:]
+    q = hashes[-args.queries :]
     t = time.perf_counter()
     mq = index.query_many(q)
     mih_q = time.perf_counter() - t
@@ -58,8 +58,10 @@ def main() -> None:
     brute_q = time.perf_counter() - t
     same = all(np.array_equal(a, b) for a, b in zip(mq, bq))
     brute_all = brute_q * len(hashes) / len(q) / 2  # half the matrix for all pairs
-    print(f"{len(hashes)} hashes ({args.copies} planted near copies, 1-{args.radius} bits), "
-          f"radius {args.radius}, {index.n_chunks} chunks\n")
+    print(
+        f"{len(hashes)} hashes ({args.copies} planted near copies, 1-{args.radius} bits), "
+        f"radius {args.radius}, {index.n_chunks} chunks\n"
+    )
     print("| step | multi-index hashing | brute force |")
     print("|---|---|---|")
     print(f"| build index | {build:.2f} s | - |")

@@ -11,8 +11,15 @@ from PIL import Image
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def make_class_folders(root: Path, *, classes=("cyst", "normal"), n_per_class: int = 12, size: int = 32,
-                       split_level: bool = False, seed: int = 0) -> Path:
+def make_class_folders(
+    root: Path,
+    *,
+    classes=("cyst", "normal"),
+    n_per_class: int = 12,
+    size: int = 32,
+    split_level: bool = False,
+    seed: int = 0,
+) -> Path:
     """Write a learnable toy dataset: 'cyst' images hold a bright disc, 'normal' ones only noise."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]

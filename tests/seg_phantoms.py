@@ -22,8 +22,9 @@ def ellipse_pair(rng: np.random.Generator, size: int, empty: bool = False) -> tu
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def make_kaggle(root: Path, *, n_patients: int = 8, n_slices: int = 6, size: int = 32, seed: int = 0,
-                rgb: bool = False) -> Path:
+def make_kaggle(
+    root: Path, *, n_patients: int = 8, n_slices: int = 6, size: int = 32, seed: int = 0, rgb: bool = False
+) -> Path:
     """A kaggle_3m-style tree: <root>/<patient>/<patient>_<n>.tif + _mask.tif; every third slice is empty."""
     rng = np.random.default_rng(seed)
     for p in range(n_patients):
@@ -36,8 +37,9 @@ def make_kaggle(root: Path, *, n_patients: int = 8, n_slices: int = 6, size: int
     return root
 
 
-def make_spheres(root: Path, *, n_cases: int = 6, shape=(24, 24, 16), seed: int = 0,
-                 affine: np.ndarray | None = None) -> Path:
+def make_spheres(
+    root: Path, *, n_cases: int = 6, shape=(24, 24, 16), seed: int = 0, affine: np.ndarray | None = None
+) -> Path:
     """NIfTI imagesTr/labelsTr folders of noisy volumes with one bright sphere each."""
     from medlens.io.volumes import write_nifti
 
@@ -46,7 +48,7 @@ def make_spheres(root: Path, *, n_cases: int = 6, shape=(24, 24, 16), seed: int 
     for i in range(n_cases):
         centre = rng.uniform(0.35, 0.65, 3) * np.array(shape)
         radius = rng.uniform(0.18, 0.25) * min(shape)
-        inside = (((grid - centre[:, None, None, None]) ** 2).sum(0) <= radius ** 2)
+        inside = ((grid - centre[:, None, None, None]) ** 2).sum(0) <= radius**2
         image = rng.normal(40, 6, shape) + 120 * inside
         write_nifti(image.astype(np.float32), affine, root / "imagesTr" / f"case{i}.nii.gz")
         write_nifti(inside.astype(np.uint8), affine, root / "labelsTr" / f"case{i}.nii.gz")

@@ -43,8 +43,14 @@ def base_rows(root, n: int, seed0: int = 0, populations=(80.0,)) -> list[dict]:
         label = "a" if i % 2 == 0 else "b"
         split = "test" if i % 4 == 3 else "train"
         mean = populations[(i // 2) % len(populations)]
-        rows.append({"image": save(root, f"{split}/{label}/img{i:03d}.png", texture(seed0 + i, mean=mean)),
-                     "label": label, "split": split, "population": mean})
+        rows.append(
+            {
+                "image": save(root, f"{split}/{label}/img{i:03d}.png", texture(seed0 + i, mean=mean)),
+                "label": label,
+                "split": split,
+                "population": mean,
+            }
+        )
     return rows
 
 
@@ -60,24 +66,39 @@ def planted(tmp_path_factory):
     (root / "train/a/corrupt.png").write_bytes(good.getvalue()[: len(good.getvalue()) // 3])
     (root / "train/a/empty.png").write_bytes(b"")
     (root / "train/b/notes.txt").write_text("not an image")
-    rows += [{"image": "train/a/corrupt.png", "label": "a", "split": "train"},
-             {"image": "train/a/empty.png", "label": "a", "split": "train"},
-             {"image": "train/b/notes.txt", "label": "b", "split": "train"}]
+    rows += [
+        {"image": "train/a/corrupt.png", "label": "a", "split": "train"},
+        {"image": "train/a/empty.png", "label": "a", "split": "train"},
+        {"image": "train/b/notes.txt", "label": "b", "split": "train"},
+    ]
     small = np.asarray(Image.fromarray(imgs[src[1]]).resize((51, 51), Image.Resampling.BILINEAR))
     planted = {
-        "jpeg_cross_split": (src[0], save(root, "test/a/img000_copy.jpg", imgs[src[0]], quality=75),
-                             "test", "a"),
+        "jpeg_cross_split": (
+            src[0],
+            save(root, "test/a/img000_copy.jpg", imgs[src[0]], quality=75),
+            "test",
+            "a",
+        ),
         "resized": (src[1], save(root, "train/b/img001_small.png", small), "train", "b"),
         "exact_cross_split": (src[2], save(root, "test/a/img002_copy.png", imgs[src[2]]), "test", "a"),
-        "rgb_copy": (src[4], save(root, "train/a/img004_rgb.png", np.stack([imgs[src[4]]] * 3, -1)),
-                     "train", "a"),
+        "rgb_copy": (
+            src[4],
+            save(root, "train/a/img004_rgb.png", np.stack([imgs[src[4]]] * 3, -1)),
+            "train",
+            "a",
+        ),
         "label_conflict": (src[6], save(root, "train/b/img006_relabelled.png", imgs[src[6]]), "train", "b"),
     }
     for _, copy, split, label in planted.values():
         rows.append({"image": copy, "label": label, "split": split})
     for k in range(2):
-        rows.append({"image": save(root, f"train/a/wide{k}.png", texture(500 + k, size=(40, 160))),
-                     "label": "a", "split": "train"})
+        rows.append(
+            {
+                "image": save(root, f"train/a/wide{k}.png", texture(500 + k, size=(40, 160))),
+                "label": "a",
+                "split": "train",
+            }
+        )
     manifest = Manifest(pd.DataFrame(rows).drop(columns="population"), root, source="planted")
     result = audit(manifest, tmp_path_factory.mktemp("out"), progress=False, workers=2)
     return manifest, result, planted, rows
@@ -158,7 +179,7 @@ def test_print_summary_fits_a_screen(planted):
 
 
 def test_fix_removes_leakage_conflicts_and_broken_files(planted, tmp_path):
-    manifest, _, copies, _ = planted
+    manifest, _, _copies, _ = planted
     result = audit(manifest, fix=tmp_path / "clean.csv", progress=False, workers=1)
     clean = Manifest.load(tmp_path / "clean.csv")
     changes = {(c["action"], c["path"].split("/")[-1]) for c in result.changes}
@@ -174,14 +195,15 @@ def test_fix_removes_leakage_conflicts_and_broken_files(planted, tmp_path):
 
 
 def test_fix_prefer_test_and_fix_manifest(planted):
-    manifest, result, copies, _ = planted
-    clean, changes = apply_fix(manifest, result, prefer="test")
+    manifest, result, _copies, _ = planted
+    _clean, changes = apply_fix(manifest, result, prefer="test")
     moved = [c for c in changes if c["action"] == "move"]
     assert moved and all(c["to_split"] == "test" for c in moved)
     assert any(c["path"].endswith("img002.png") and c["action"] == "drop" for c in changes)
     clean2, changes2, result2 = fix_manifest(manifest, progress=False, workers=1)
     assert len(clean2) < len(manifest) and result2.to_dict()["fix"]["n_dropped"] == len(
-        [c for c in changes2 if c["action"] == "drop"])
+        [c for c in changes2 if c["action"] == "drop"]
+    )
 
 
 def test_clean_dataset_has_no_findings(tmp_path):
@@ -198,8 +220,9 @@ def test_clean_dataset_has_no_findings(tmp_path):
 
 def test_bad_arguments_and_sources(planted, tmp_path):
     manifest, result, _, _ = planted
-    with pytest.raises(MedlensError, match="near_threshold must be a whole number of bits from 0 to 64, "
-                                           "got 65"):
+    with pytest.raises(
+        MedlensError, match="near_threshold must be a whole number of bits from 0 to 64, got 65"
+    ):
         audit(manifest, near_threshold=65, progress=False)
     with pytest.raises(MedlensError, match="prefer must be 'train' or 'test', got 'val'"):
         audit(manifest, prefer="val", progress=False)

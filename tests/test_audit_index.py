@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from medlens.auditing.duplicates import duplicate_components
-from medlens.auditing.hashing import canonical_pixels, correlation, fingerprint, hamming, pixel_hash, to_gray01
+from medlens.auditing.hashing import (
+    canonical_pixels,
+    correlation,
+    fingerprint,
+    hamming,
+    pixel_hash,
+    to_gray01,
+)
 from medlens.auditing.mih import HammingIndex, brute_force_pairs
 
 
@@ -45,11 +52,11 @@ def test_any_chunking_is_exact(n_chunks):
 def test_query_equals_linear_scan():
     h = planted_hashes(2000, 500, 6, seed=7)
     index = HammingIndex(h, 6)
-    for q in h[[0, 2100, 2499]].tolist() + [12345]:
+    for q in [*h[[0, 2100, 2499]].tolist(), 12345]:
         want = np.flatnonzero(np.bitwise_count(h ^ np.uint64(q)) <= 6)
         np.testing.assert_array_equal(index.query(q), want)
-    qi, ti, d = index.query_many(h[:50], radius=4)
-    bq, bt, bd = brute_force_pairs(h, 4, queries=h[:50])
+    qi, ti, _d = index.query_many(h[:50], radius=4)
+    bq, bt, _bd = brute_force_pairs(h, 4, queries=h[:50])
     np.testing.assert_array_equal(qi, bq)
     np.testing.assert_array_equal(ti, bt)
     with pytest.raises(ValueError, match="radius must be between 0 and 64, got 65"):

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_audit import save, texture
 
 from medlens.auditing.fix import apply_fix
 from medlens.auditing.run import audit, print_summary
 from medlens.data.manifest import Manifest
-from test_audit import save, texture
 
 
 def _near(arr: np.ndarray) -> np.ndarray:
@@ -30,9 +30,14 @@ def layered(tmp_path_factory):
     zero-byte files."""
     root = tmp_path_factory.mktemp("layers")
     a, c = texture(1), texture(2)
-    rows = [("train/x/A.png", a, "train"), ("test/x/A_copy.png", a, "test"),
-            ("train/x/A_copy2.png", a, "train"), ("train/x/B.png", _near(a), "train"),
-            ("train/x/C.png", c, "train"), ("train/x/C_copy.png", c, "train")]
+    rows = [
+        ("train/x/A.png", a, "train"),
+        ("test/x/A_copy.png", a, "test"),
+        ("train/x/A_copy2.png", a, "train"),
+        ("train/x/B.png", _near(a), "train"),
+        ("train/x/C.png", c, "train"),
+        ("train/x/C_copy.png", c, "train"),
+    ]
     rows += [(f"train/x/d{i}.png", texture(100 + i), "train") for i in range(10)]
     records = [{"image": save(root, rel, arr), "label": "x", "split": split} for rel, arr, split in rows]
     for i in range(7):
@@ -51,8 +56,10 @@ def test_exact_set_inside_a_near_link_is_still_an_exact_group(layered):
     d = result.summary["duplicates"]
     exact = {frozenset(_names(g)): g for g in result.groups if g["kind"] == "exact"}
     near = [g for g in result.groups if g["kind"] == "near"]
-    assert set(exact) == {frozenset({"A.png", "A_copy.png", "A_copy2.png"}),
-                          frozenset({"C.png", "C_copy.png"})}
+    assert set(exact) == {
+        frozenset({"A.png", "A_copy.png", "A_copy2.png"}),
+        frozenset({"C.png", "C_copy.png"}),
+    }
     assert len(near) == 1 and _names(near[0]) == {"A.png", "A_copy.png", "A_copy2.png", "B.png"}
     group_a = exact[frozenset({"A.png", "A_copy.png", "A_copy2.png"})]
     assert group_a["cross_split"] and group_a["near_group"] == near[0]["id"]
@@ -64,10 +71,24 @@ def test_exact_set_inside_a_near_link_is_still_an_exact_group(layered):
     assert {Path(m["path"]).name: m["exact_group"] for m in near[0]["members"]}["B.png"] is None
     # B (train) is a near copy of A_copy (test): different pixels in different splits
     assert near[0]["cross_split"]
-    assert d["exact"] == {"n_groups": 2, "n_images": 5, "n_redundant": 3, "n_cross_split": 1,
-                          "n_label_conflict": 0, "n_cross_patient": 0}
-    assert d["near"] == {"n_groups": 1, "n_images": 4, "n_units": 2, "n_exact_groups_linked": 1,
-                         "n_cross_split": 1, "n_label_conflict": 0, "n_cross_patient": 0, "n_same_patient": 0}
+    assert d["exact"] == {
+        "n_groups": 2,
+        "n_images": 5,
+        "n_redundant": 3,
+        "n_cross_split": 1,
+        "n_label_conflict": 0,
+        "n_cross_patient": 0,
+    }
+    assert d["near"] == {
+        "n_groups": 1,
+        "n_images": 4,
+        "n_units": 2,
+        "n_exact_groups_linked": 1,
+        "n_cross_split": 1,
+        "n_label_conflict": 0,
+        "n_cross_patient": 0,
+        "n_same_patient": 0,
+    }
     assert (d["n_groups"], d["n_exact_groups"], d["n_near_groups"], d["n_cross_split"]) == (3, 2, 1, 2)
     assert d["n_images_in_groups"] == 6  # A x3, B, C x2: each image once
     assert result.summary["findings"]["duplicate_groups"] == 3
@@ -115,10 +136,19 @@ def test_summary_and_report_show_both_layers(layered, monkeypatch):
 
 def test_exact_copies_inside_a_same_patient_near_group_are_still_findings(tmp_path):
     s0 = texture(7)
-    rows = [{"image": save(tmp_path, name, arr), "patient_id": "P0", "split": "train", "label": "x"}
-            for name, arr in (("s0.png", s0), ("s0_copy.png", s0), ("s1.png", _near(s0)))]
-    rows += [{"image": save(tmp_path, f"q{i}.png", texture(50 + i)), "patient_id": f"Q{i}", "split": "train",
-              "label": "x"} for i in range(3)]
+    rows = [
+        {"image": save(tmp_path, name, arr), "patient_id": "P0", "split": "train", "label": "x"}
+        for name, arr in (("s0.png", s0), ("s0_copy.png", s0), ("s1.png", _near(s0)))
+    ]
+    rows += [
+        {
+            "image": save(tmp_path, f"q{i}.png", texture(50 + i)),
+            "patient_id": f"Q{i}",
+            "split": "train",
+            "label": "x",
+        }
+        for i in range(3)
+    ]
     csv = tmp_path / "slices.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     s = audit(csv, progress=False, workers=1).summary
@@ -136,8 +166,12 @@ def _independent_exact_groups(root: Path) -> tuple[set[frozenset[str]], int]:
     for p in files:
         with Image.open(p) as im:
             arr = np.asarray(im)
-        if arr.ndim == 3 and arr.shape[-1] == 3 and (arr[..., 0] == arr[..., 1]).all() \
-                and (arr[..., 0] == arr[..., 2]).all():
+        if (
+            arr.ndim == 3
+            and arr.shape[-1] == 3
+            and (arr[..., 0] == arr[..., 1]).all()
+            and (arr[..., 0] == arr[..., 2]).all()
+        ):
             arr = arr[..., 0]
         arr = np.ascontiguousarray(arr)
         h = hashlib.md5(f"{arr.dtype.str}|{arr.shape}".encode() + arr.tobytes()).hexdigest()
@@ -163,9 +197,11 @@ def test_exact_groups_match_an_independent_hash_on_real_brain_mri(shared_data, t
         if g["kind"] == "near":
             assert len(g["units"]) >= 2 and len({m["pixel_hash"] for m in g["members"]}) == len(g["units"])
     ex, ne = d["exact"], d["near"]
-    print(f"\nbrain-MRI Training: {len(expected)} exact groups ({ex['n_images']} images), "
-          f"{d['n_near_groups']} near groups ({ne['n_units']} units, "
-          f"{ne['n_exact_groups_linked']} exact groups linked), cross-split exact {ex['n_cross_split']} "
-          f"near {ne['n_cross_split']}, label conflicts "
-          f"exact {ex['n_label_conflict']} near {ne['n_label_conflict']}, images in groups "
-          f"{d['n_images_in_groups']}")
+    print(
+        f"\nbrain-MRI Training: {len(expected)} exact groups ({ex['n_images']} images), "
+        f"{d['n_near_groups']} near groups ({ne['n_units']} units, "
+        f"{ne['n_exact_groups_linked']} exact groups linked), cross-split exact {ex['n_cross_split']} "
+        f"near {ne['n_cross_split']}, label conflicts "
+        f"exact {ex['n_label_conflict']} near {ne['n_label_conflict']}, images in groups "
+        f"{d['n_images_in_groups']}"
+    )

@@ -40,11 +40,16 @@ def crop(a: np.ndarray, total: float) -> np.ndarray:
     """Remove ``total`` of each dimension, half from each edge."""
     h, w = a.shape[:2]
     dy, dx = round(h * total / 2), round(w * total / 2)
-    return a[dy:h - dy, dx:w - dx]
+    return a[dy : h - dy, dx : w - dx]
 
 
-TRANSFORMS = {"jpeg75": jpeg, "resize0.8": resize, "crop2%": lambda a: crop(a, 0.02),
-              "crop3%": lambda a: crop(a, 0.03), "crop4%": lambda a: crop(a, 0.04)}
+TRANSFORMS = {
+    "jpeg75": jpeg,
+    "resize0.8": resize,
+    "crop2%": lambda a: crop(a, 0.02),
+    "crop3%": lambda a: crop(a, 0.03),
+    "crop4%": lambda a: crop(a, 0.04),
+}
 
 
 def matches(fa, fb) -> bool:
@@ -56,8 +61,10 @@ def matches(fa, fb) -> bool:
 def rates(images: list[np.ndarray]) -> dict[str, float]:
     """Share of copies matching their original, per transform, and the false-match rate of distinct pairs."""
     prints = [fingerprint(to_gray01(a)) for a in images]
-    out = {name: float(np.mean([matches(p, fingerprint(to_gray01(fn(a)))) for a, p in zip(images, prints)]))
-           for name, fn in TRANSFORMS.items()}
+    out = {
+        name: float(np.mean([matches(p, fingerprint(to_gray01(fn(a)))) for a, p in zip(images, prints)]))
+        for name, fn in TRANSFORMS.items()
+    }
     h = np.array([p[0] for p in prints], dtype=np.uint64)
     sig = np.stack([p[1] for p in prints]).astype(np.float32)
     i, j = np.triu_indices(len(images), 1)

@@ -9,9 +9,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-from scipy.ndimage import gaussian_filter
 from cli_helpers import run_cli
+from scipy.ndimage import gaussian_filter
 from test_audit import save, texture
 
 from medlens.auditing.fix import apply_fix
@@ -28,7 +27,7 @@ def blob(seed: int, shape=SHAPE) -> tuple[np.ndarray, np.ndarray]:
     image = (100 + 400 * field / field.std()).astype(np.float32)
     centre = rng.uniform(0.35, 0.65, 3) * np.array(shape)
     radii = np.array([5.0, 5.0, 2.0])[:, None, None, None]
-    inside = ((((np.indices(shape) - centre[:, None, None, None]) / radii) ** 2).sum(0) <= 1)
+    inside = (((np.indices(shape) - centre[:, None, None, None]) / radii) ** 2).sum(0) <= 1
     return image, inside.astype(np.uint8)
 
 
@@ -45,8 +44,9 @@ def volumes(tmp_path_factory):
     def add(case, split, image, mask, z=2.0):
         write_nifti(image, spacing_affine(z), root / "img" / f"{case}.nii.gz")
         write_nifti(mask, spacing_affine(z), root / "lbl" / f"{case}.nii.gz")
-        rows.append({"case_id": case, "split": split, "image": f"img/{case}.nii.gz",
-                     "mask": f"lbl/{case}.nii.gz"})
+        rows.append(
+            {"case_id": case, "split": split, "image": f"img/{case}.nii.gz", "mask": f"lbl/{case}.nii.gz"}
+        )
         masks[case] = mask
 
     for i in range(6):
@@ -60,7 +60,7 @@ def volumes(tmp_path_factory):
     edited, mask1 = blob(1)
     edited[:, :, -1] += 50
     add("edit1", "train", edited, mask1)
-    add("thick", "train", *blob(20), z=5.0)                      # 5 mm slices among 2 mm ones
+    add("thick", "train", *blob(20), z=5.0)  # 5 mm slices among 2 mm ones
     image, _ = blob(21)
     add("badmask", "train", image, np.ones((20, 20, 6), np.uint8))  # mask has 6 slices, image 8
     image, _ = blob(22)
@@ -111,7 +111,8 @@ def test_spacing_census_and_outliers(volumes):
     assert v["shapes"] == {"20x20x8": 11}
     assert v["spacing_z"] == {"min": 2.0, "median": 2.0, "max": 5.0}
     assert [(o["case_id"], o["dimensions"], o["spacing"]) for o in v["spacing_outliers"]] == [
-        ("thick", ["spacing_z"], [1.0, 1.0, 5.0])]
+        ("thick", ["spacing_z"], [1.0, 1.0, 5.0])
+    ]
 
 
 def test_masks_are_checked_against_their_volumes(volumes):
@@ -121,10 +122,12 @@ def test_masks_are_checked_against_their_volumes(volumes):
     problem = m["problems"][0]
     assert problem["case_id"] == "badmask" and problem["mask"].endswith("lbl/badmask.nii.gz")
     assert "mask shape (20, 20, 6) does not match image shape (20, 20, 8)" in problem["reason"]
-    good = [masks[c].mean() for c in ("vol0", "vol1", "vol2", "vol3", "vol4", "vol5", "dup0", "edit1",
-                                       "thick")]
-    assert m["foreground_fraction"] == pytest.approx({"n": 9, "min": min(good),
-                                                      "median": float(np.median(good)), "max": max(good)})
+    good = [
+        masks[c].mean() for c in ("vol0", "vol1", "vol2", "vol3", "vol4", "vol5", "dup0", "edit1", "thick")
+    ]
+    assert m["foreground_fraction"] == pytest.approx(
+        {"n": 9, "min": min(good), "median": float(np.median(good)), "max": max(good)}
+    )
     fg = result.table.set_index("case_id")["fg_fraction"]
     assert fg["vol2"] == pytest.approx(masks["vol2"].mean()) and fg["empty"] == 0.0
 
@@ -132,8 +135,13 @@ def test_masks_are_checked_against_their_volumes(volumes):
 def test_volume_findings_report_and_summary(volumes):
     _, result, _ = volumes
     f = result.to_dict()["findings"]
-    assert (f["unreadable"], f["size_outliers"], f["duplicate_groups"], f["spacing_outliers"],
-            f["mask_problems"]) == (1, 0, 2, 1, 1)
+    assert (
+        f["unreadable"],
+        f["size_outliers"],
+        f["duplicate_groups"],
+        f["spacing_outliers"],
+        f["mask_problems"],
+    ) == (1, 0, 2, 1, 1)
     assert f["total"] == 5 == result.findings_count and list(f)[-1] == "total"
     saved = json.loads((result.out_dir / "audit.json").read_text())
     assert saved["volumes"]["spacings"] == {"1x1x2": 10, "1x1x5": 1} and saved["masks"]["n_problems"] == 1
@@ -150,10 +158,12 @@ def test_volume_findings_report_and_summary(volumes):
 
 
 def test_fix_drops_the_broken_volume_and_the_leaked_copy(volumes):
-    root, result, _ = volumes
+    _root, result, _ = volumes
     clean, changes = apply_fix(result.manifest, result)
-    assert {(c["action"], c["path"].split("/")[-1]) for c in changes} == {("drop", "corrupt.nii.gz"),
-                                                                         ("drop", "dup0.nii.gz")}
+    assert {(c["action"], c["path"].split("/")[-1]) for c in changes} == {
+        ("drop", "corrupt.nii.gz"),
+        ("drop", "dup0.nii.gz"),
+    }
     assert len(clean) == 10
 
 
@@ -176,10 +186,15 @@ def test_2d_pair_masks_wrong_values_size_or_unreadable_are_problems(tmp_path):
         case = f"s{i}_{kind}"
         mask = np.zeros((24, 24) if kind == "small" else (32, 32), np.uint8)
         if kind != "empty":
-            mask[4:4 + 2 * (i + 2), 4:12] = 7 if kind == "seven" else 255
-        rows.append({"case_id": case, "split": "train",
-                     "image": save(tmp_path, f"img/{case}.png", texture(i, (32, 32))),
-                     "mask": save(tmp_path, f"msk/{case}.png", mask)})
+            mask[4 : 4 + 2 * (i + 2), 4:12] = 7 if kind == "seven" else 255
+        rows.append(
+            {
+                "case_id": case,
+                "split": "train",
+                "image": save(tmp_path, f"img/{case}.png", texture(i, (32, 32))),
+                "mask": save(tmp_path, f"msk/{case}.png", mask),
+            }
+        )
     (tmp_path / "msk/s6_zero-byte.png").write_bytes(b"")
     pd.DataFrame(rows).to_csv(tmp_path / "pairs.csv", index=False)
     result = audit(tmp_path / "pairs.csv", tmp_path / "out", progress=False, workers=2)
@@ -193,8 +208,9 @@ def test_2d_pair_masks_wrong_values_size_or_unreadable_are_problems(tmp_path):
     assert reasons["s6_zero-byte"] == "mask unreadable: zero-byte file"
     assert m["n_checked"] == 7 and m["n_empty"] == 1 and m["n_skipped"] == 0
     fractions = [2 * (i + 2) * 8 / 1024 for i in range(3)]
-    assert m["foreground_fraction"] == pytest.approx({"n": 3, "min": fractions[0], "median": fractions[1],
-                                                      "max": fractions[2]})
+    assert m["foreground_fraction"] == pytest.approx(
+        {"n": 3, "min": fractions[0], "median": fractions[1], "max": fractions[2]}
+    )
     assert s["findings"]["mask_problems"] == 3 and result.findings_count == 3
     assert "s4_seven" in (result.out_dir / "audit.html").read_text()
 
@@ -205,8 +221,15 @@ def test_2d_classification_audit_is_unchanged(tmp_path):
     result = audit(tmp_path, tmp_path / "out", progress=False, workers=1)
     s = result.to_dict()
     assert "volumes" not in s and "masks" not in s
-    assert list(s["findings"]) == ["unreadable", "size_outliers", "duplicate_groups", "cross_split_groups",
-                                   "label_conflict_groups", "cross_patient_groups", "total"]
+    assert list(s["findings"]) == [
+        "unreadable",
+        "size_outliers",
+        "duplicate_groups",
+        "cross_split_groups",
+        "label_conflict_groups",
+        "cross_patient_groups",
+        "total",
+    ]
     assert not {"depth", "spacing_z", "mask_checked", "fg_fraction"} & set(result.table.columns)
     html = (tmp_path / "out" / "audit.html").read_text()
     assert "Volumes: spacing and depth" not in html and "<h2>Masks</h2>" not in html
@@ -221,13 +244,23 @@ def test_cli_msd_label_maps_use_the_dataset_labels(tmp_path, monkeypatch, capsys
         training.append({"image": f"./imagesTr/m{i}.nii.gz", "label": f"./labelsTr/m{i}.nii.gz"})
     labels = {"0": "background", "1": "edema", "2": "tumour"}
     (tmp_path / "dataset.json").write_text(json.dumps({"name": "t", "labels": labels, "training": training}))
-    code, out, err = run_cli(monkeypatch, capsys, "audit", tmp_path / "dataset.json", "-o", tmp_path / "a",
-                             "--quiet", "--strict")
+    code, out, err = run_cli(
+        monkeypatch, capsys, "audit", tmp_path / "dataset.json", "-o", tmp_path / "a", "--quiet", "--strict"
+    )
     masks = json.loads((tmp_path / "a" / "audit.json").read_text())["masks"]
     assert code == 1 and masks["num_classes"] == 3  # labels 0..2 allowed: only the mask holding 3 is wrong
     assert [p["case_id"] for p in masks["problems"]] == ["m2"] and "outside the labels 0..2" in out
-    code, out, err = run_cli(monkeypatch, capsys, "audit", tmp_path / "dataset.json", "-o", tmp_path / "b",
-                             "--quiet", "--mask-classes", "2")
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "audit",
+        tmp_path / "dataset.json",
+        "-o",
+        tmp_path / "b",
+        "--quiet",
+        "--mask-classes",
+        "2",
+    )
     masks = json.loads((tmp_path / "b" / "audit.json").read_text())["masks"]
     assert code == 0 and [p["case_id"] for p in masks["problems"]] == ["m1", "m2"]
     code, out, err = run_cli(monkeypatch, capsys, "audit", tmp_path, "--mask-classes", "1", "--quiet")
@@ -245,9 +278,14 @@ def test_neighbouring_slices_of_one_patient_are_not_findings_but_copies_across_p
     for p, patient in enumerate(("P0", "P1", "P2")):
         for n in range(3):
             rel = save(tmp_path, f"{patient}/{patient}_{n}.png", texture(10 * p + n))
-            rows.append({"image": rel, "mask": save(tmp_path, f"{patient}/{patient}_{n}_mask.png",
-                                                    np.zeros((64, 64), np.uint8)),
-                         "patient_id": patient, "split": "val" if patient == "P2" else "train"})
+            rows.append(
+                {
+                    "image": rel,
+                    "mask": save(tmp_path, f"{patient}/{patient}_{n}_mask.png", np.zeros((64, 64), np.uint8)),
+                    "patient_id": patient,
+                    "split": "val" if patient == "P2" else "train",
+                }
+            )
     neighbour = texture(0).astype(np.int16)
     neighbour[10:14, 10:14] += 6  # P0's slice 1 becomes a near copy of its slice 0
     save(tmp_path, "P0/P0_1.png", np.clip(neighbour, 0, 255).astype(np.uint8))
@@ -255,7 +293,9 @@ def test_neighbouring_slices_of_one_patient_are_not_findings_but_copies_across_p
     csv = tmp_path / "pairs.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     s = audit(csv, progress=False).summary
-    by_patients = {tuple(sorted({m["patient_id"] for m in g["members"]})): g for g in s["duplicates"]["groups"]}
+    by_patients = {
+        tuple(sorted({m["patient_id"] for m in g["members"]})): g for g in s["duplicates"]["groups"]
+    }
     assert set(by_patients) == {("P0",), ("P1", "P2")}
     assert by_patients[("P0",)]["flags"] == ["same-patient"] and by_patients[("P0",)]["kind"] == "near"
     assert {"cross-split", "cross-patient"} <= set(by_patients[("P1", "P2")]["flags"])
@@ -270,9 +310,17 @@ def _near_copy(seed: int) -> np.ndarray:
 
 
 def test_fix_of_patient_grouped_data_moves_whole_patients_on_patient_level_evidence(tmp_path):
-    """Slices of one patient stay in one split: a straddling patient moves wholly, a patient whose three slices
-    copy another patient's moves wholly, one look-alike slice pair between two patients moves nothing."""
-    layout = {"P0": "train", "P1": "val", "P2": "train", "P3": "val", "P4": "val", "P5": ["train", "train", "val"]}
+    """Slices of one patient stay in one split: a straddling patient moves wholly, a patient whose three
+    slices copy another patient's moves wholly, one look-alike slice pair between two patients moves
+    nothing."""
+    layout = {
+        "P0": "train",
+        "P1": "val",
+        "P2": "train",
+        "P3": "val",
+        "P4": "val",
+        "P5": ["train", "train", "val"],
+    }
     rows = []
     for p, (patient, splits) in enumerate(layout.items()):
         for n in range(3):
@@ -282,17 +330,32 @@ def test_fix_of_patient_grouped_data_moves_whole_patients_on_patient_level_evide
                 image = _near_copy(100 * 0)  # one look-alike of P0's first slice
             else:
                 image = texture(100 * p + n)
-            rows.append({"image": save(tmp_path, f"{patient}_{n}.png", image), "label": "a", "patient_id": patient,
-                         "split": splits if isinstance(splits, str) else splits[n]})
+            rows.append(
+                {
+                    "image": save(tmp_path, f"{patient}_{n}.png", image),
+                    "label": "a",
+                    "patient_id": patient,
+                    "split": splits if isinstance(splits, str) else splits[n],
+                }
+            )
     csv = tmp_path / "slices.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     result = audit(csv, progress=False)
     assert result.summary["findings"]["patients_in_several_splits"] == 1
-    assert result.summary["patients"]["in_several_splits"] == [{"patient_id": "P5", "splits": {"train": 2, "val": 1}}]
+    assert result.summary["patients"]["in_several_splits"] == [
+        {"patient_id": "P5", "splits": {"train": 2, "val": 1}}
+    ]
     clean, changes = apply_fix(result.manifest, result)
     assert all(c["action"] == "move" and c["to_split"] == "train" for c in changes)
     final = clean.df.groupby("patient_id")["split"].agg(lambda s: "+".join(sorted(set(s))))
-    assert final.to_dict() == {"P0": "train", "P1": "val", "P2": "train", "P3": "train", "P4": "val", "P5": "train"}
+    assert final.to_dict() == {
+        "P0": "train",
+        "P1": "val",
+        "P2": "train",
+        "P3": "train",
+        "P4": "val",
+        "P5": "train",
+    }
     assert len(changes) == 4 and len(clean) == 18  # P5's val slice + P3's three slices; nothing dropped
     again = audit(clean, progress=False).summary
     assert again["findings"]["patients_in_several_splits"] == 0 and again["duplicates"]["n_cross_split"] == 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medlens.errors import MedlensError
-from medlens.evaluation.boxes import box_iou, giou_loss, iou50_rate, iou_mean, mask_to_box, paired_ious
+from medlens.tasks.boxes import box_iou, giou_loss, iou50_rate, iou_mean, mask_to_box, paired_ious
 
 
 def test_mask_to_box_takes_the_largest_component():
@@ -47,8 +47,10 @@ def test_giou_loss_hand_computed():
     giou_loss(pred, target).backward()
     assert pred.grad[1].abs().sum() > 0  # disjoint boxes still get a gradient, unlike plain IoU
     swapped = torch.tensor([[2.0, 2, 0, 0]])
-    torch.testing.assert_close(giou_loss(swapped, torch.tensor([[1.0, 1, 3, 3]])),
-                               giou_loss(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 1, 3, 3]])))
+    torch.testing.assert_close(
+        giou_loss(swapped, torch.tensor([[1.0, 1, 3, 3]])),
+        giou_loss(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 1, 3, 3]])),
+    )
     assert giou_loss(pred, target, reduction="sum").item() == pytest.approx(float(loss.sum()), rel=1e-5)
     with pytest.raises(MedlensError, match="reduction must be"):
         giou_loss(pred, target, reduction="max")

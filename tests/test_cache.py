@@ -24,7 +24,9 @@ def test_cache_skips_unreadable_and_memoises(tmp_path):
     Image.fromarray(np.full((20, 30), 200, np.uint8)).save(good)
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "broken.png").write_bytes(good.read_bytes()[:40])
-    m = Manifest(pd.DataFrame({"image": ["a.png", "empty.png", "broken.png"], "label": ["x", "y", "x"]}), tmp_path)
+    m = Manifest(
+        pd.DataFrame({"image": ["a.png", "empty.png", "broken.png"], "label": ["x", "y", "x"]}), tmp_path
+    )
     c = cache_images(m, 16, 1, progress=False)
     assert c.images.shape == (1, 1, 16, 16) and list(c.kept) == [0]
     reasons = {s["case_id"]: s["reason"] for s in c.skipped}

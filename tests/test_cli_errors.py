@@ -1,4 +1,5 @@
-"""One clear line for every user mistake; one line and a log file for a bug; --overwrite never destroys data."""
+"""One clear line for every user mistake; one line and a log file for a bug; --overwrite never destroys
+data."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def test_debug_prints_the_traceback(monkeypatch, capsys, how):
     _break_models(monkeypatch)
     if how == "env":
         monkeypatch.setenv("MEDLENS_DEBUG", "1")
-    code, out, err = run_cli(monkeypatch, capsys, *(["--debug"] if how == "option" else []), "models")
+    code, _out, err = run_cli(monkeypatch, capsys, *(["--debug"] if how == "option" else []), "models")
     assert code == 1
     assert "Traceback (most recent call last)" in err and "RuntimeError: boom happened" in err
     assert "traceback in" not in err
@@ -93,22 +94,31 @@ def test_usage_errors_keep_exit_code_2(monkeypatch, capsys):
 # --- 2. Lightning options, before any folder or data ------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--accelerator", "gpu"], "--accelerator gpu: no GPU is visible to torch on this machine; use --accelerator "
-                               "cpu or auto"),
-    (["--accelerator", "cuda"], "--accelerator cuda: no GPU is visible to torch"),
-    (["--accelerator", "gpux"], "--accelerator must be one of auto, cpu, gpu, cuda, mps, tpu, got 'gpux'. "
-                                "Did you mean 'gpu'"),
-    (["--precision", "8"], "--precision must be one of auto, 32, bf16-mixed, 16-mixed (also 32-true, bf16, 16), "
-                           "got '8'"),
-    (["--precision", "64"], "--precision must be one of"),
-    (["--devices", "0"], "--devices must be at least 1 (devices per node), got 0"),
-    (["--devices", "-2"], "--devices must be at least 1"),
-    (["--num-nodes", "0"], "--num-nodes must be at least 1, got 0"),
-    (["--strategy", "foo"], "--strategy must be one of auto, ddp, "),
-    (["--strategy", "dpp"], "Did you mean 'ddp'"),
-    (["--strategy", "fsdp"], "--strategy fsdp needs CUDA GPUs"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--accelerator", "gpu"],
+            "--accelerator gpu: no GPU is visible to torch on this machine; use --accelerator cpu or auto",
+        ),
+        (["--accelerator", "cuda"], "--accelerator cuda: no GPU is visible to torch"),
+        (
+            ["--accelerator", "gpux"],
+            "--accelerator must be one of auto, cpu, gpu, cuda, mps, tpu, got 'gpux'. Did you mean 'gpu'",
+        ),
+        (
+            ["--precision", "8"],
+            "--precision must be one of auto, 32, bf16-mixed, 16-mixed (also 32-true, bf16, 16), got '8'",
+        ),
+        (["--precision", "64"], "--precision must be one of"),
+        (["--devices", "0"], "--devices must be at least 1 (devices per node), got 0"),
+        (["--devices", "-2"], "--devices must be at least 1"),
+        (["--num-nodes", "0"], "--num-nodes must be at least 1, got 0"),
+        (["--strategy", "foo"], "--strategy must be one of auto, ddp, "),
+        (["--strategy", "dpp"], "Did you mean 'ddp'"),
+        (["--strategy", "fsdp"], "--strategy fsdp needs CUDA GPUs"),
+    ],
+)
 def test_lightning_options_checked_up_front(monkeypatch, capsys, tmp_path, tiny_dataset, args, message):
     import torch
 
@@ -125,9 +135,21 @@ def test_more_devices_than_gpus(monkeypatch, capsys, tmp_path, tiny_dataset):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    line = fails(monkeypatch, capsys, "train", tiny_dataset, "-o", tmp_path / "run", "--accelerator", "gpu",
-                 "--devices", "2")
-    assert line == "error: --devices 2: only 1 GPU(s) visible to torch on this machine; use --devices 1 or fewer"
+    line = fails(
+        monkeypatch,
+        capsys,
+        "train",
+        tiny_dataset,
+        "-o",
+        tmp_path / "run",
+        "--accelerator",
+        "gpu",
+        "--devices",
+        "2",
+    )
+    assert (
+        line == "error: --devices 2: only 1 GPU(s) visible to torch on this machine; use --devices 1 or fewer"
+    )
     assert litter(tmp_path) == [] and not (tmp_path / "run").exists()
 
 
@@ -142,19 +164,22 @@ def test_precision_spellings_are_mapped():
 # --- 3. config values type-checked ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"epochs": "one"}, "config key epochs must be an integer, got 'one'"),
-    ({"epochs": True}, "config key epochs must be an integer, got True"),
-    ({"epochs": 2.5}, "config key epochs must be an integer, got 2.5"),
-    ({"lr": "fast"}, "config key lr must be a number or null, got 'fast'"),
-    ({"weight_decay": None}, "config key weight_decay must be a number, got None"),
-    ({"augment": "yes"}, "config key augment must be true or false, got 'yes'"),
-    ({"model": 5}, "config key model must be a string, got 5"),
-    ({"image_size": "big"}, "config key image_size must be an integer or null, got 'big'"),
-    ({"patch_size": [96, "a", 32]}, "config key patch_size must be a list of integers or null"),
-    ({"spacing": "1,1,1"}, "config key spacing must be a list of numbers or null, got '1,1,1'"),
-    ({"model_args": [1, 2]}, "config key model_args must be a mapping of option: value or null"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"epochs": "one"}, "config key epochs must be an integer, got 'one'"),
+        ({"epochs": True}, "config key epochs must be an integer, got True"),
+        ({"epochs": 2.5}, "config key epochs must be an integer, got 2.5"),
+        ({"lr": "fast"}, "config key lr must be a number or null, got 'fast'"),
+        ({"weight_decay": None}, "config key weight_decay must be a number, got None"),
+        ({"augment": "yes"}, "config key augment must be true or false, got 'yes'"),
+        ({"model": 5}, "config key model must be a string, got 5"),
+        ({"image_size": "big"}, "config key image_size must be an integer or null, got 'big'"),
+        ({"patch_size": [96, "a", 32]}, "config key patch_size must be a list of integers or null"),
+        ({"spacing": "1,1,1"}, "config key spacing must be a list of numbers or null, got '1,1,1'"),
+        ({"model_args": [1, 2]}, "config key model_args must be a mapping of option: value or null"),
+    ],
+)
 def test_config_types(data, message):
     with pytest.raises(MedlensError) as info:
         TrainConfig.from_dict(data)
@@ -179,17 +204,24 @@ def test_config_file_with_bad_type(monkeypatch, capsys, tmp_path, tiny_dataset):
 # --- 4. summary input size ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--input-size", "0"], "--input-size must be between 8 and 1024 pixels for a 2D input, got 0"),
-    (["--input-size", "100000"], "--input-size must be between 8 and 1024 pixels for a 2D input, got 100000"),
-    (["--channels", "0"], "--channels must be between 1 and 16, got 0"),
-    (["--channels", "99"], "--channels must be between 1 and 16, got 99"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input-size", "0"], "--input-size must be between 8 and 1024 pixels for a 2D input, got 0"),
+        (
+            ["--input-size", "100000"],
+            "--input-size must be between 8 and 1024 pixels for a 2D input, got 100000",
+        ),
+        (["--channels", "0"], "--channels must be between 1 and 16, got 0"),
+        (["--channels", "99"], "--channels must be between 1 and 16, got 99"),
+    ],
+)
 def test_summary_input_checked(monkeypatch, capsys, args, message):
     assert message in fails(monkeypatch, capsys, "summary", "cnn-small", *args)
 
 
-# --- 5. -o that is a file, or under a file --------------------------------------------------------------------
+# --- 5. -o that is a file, or under a file
+# --------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -202,12 +234,14 @@ def a_file(tmp_path) -> Path:
 @pytest.mark.parametrize("command", ["train", "audit", "curve", "evaluate", "predict", "convert"])
 def test_output_is_a_file(monkeypatch, capsys, tmp_path, tiny_dataset, a_file, command):
     image = next(tiny_dataset.rglob("*.png"))
-    args = {"train": ["train", tiny_dataset, "-o", a_file, "--overwrite"],
-            "audit": ["audit", tiny_dataset, "-o", a_file],
-            "curve": ["curve", tiny_dataset, "-o", a_file, "--overwrite"],
-            "evaluate": ["evaluate", tmp_path / "run", "-o", a_file],
-            "predict": ["predict", tmp_path / "run", image, "-o", a_file],
-            "convert": ["convert", "slices-to-volumes", tiny_dataset, a_file, "--overwrite"]}[command]
+    args = {
+        "train": ["train", tiny_dataset, "-o", a_file, "--overwrite"],
+        "audit": ["audit", tiny_dataset, "-o", a_file],
+        "curve": ["curve", tiny_dataset, "-o", a_file, "--overwrite"],
+        "evaluate": ["evaluate", tmp_path / "run", "-o", a_file],
+        "predict": ["predict", tmp_path / "run", image, "-o", a_file],
+        "convert": ["convert", "slices-to-volumes", tiny_dataset, a_file, "--overwrite"],
+    }[command]
     line = fails(monkeypatch, capsys, *args)
     assert f"{a_file} is a file, not a folder" in line
     assert a_file.read_text() == "keep me" and litter(tmp_path) == []
@@ -223,23 +257,29 @@ def test_output_under_a_file(monkeypatch, capsys, tmp_path, tiny_dataset, a_file
 def test_ingest_output_is_a_folder(monkeypatch, capsys, tmp_path, tiny_dataset):
     (tmp_path / "out").mkdir()
     line = fails(monkeypatch, capsys, "ingest", tiny_dataset, "-o", tmp_path / "out")
-    assert line == f"error: -o {tmp_path / 'out'} is a folder; give a file path for the manifest CSV, e.g. " \
-                   f"{tmp_path / 'out' / 'manifest.csv'}"
+    assert (
+        line == f"error: -o {tmp_path / 'out'} is a folder; give a file path for the manifest CSV, e.g. "
+        f"{tmp_path / 'out' / 'manifest.csv'}"
+    )
     assert litter(tmp_path) == []
 
 
-# --- 6. --overwrite never destroys data ------------------------------------------------------------------------
+# --- 6. --overwrite never destroys data
+# ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "{src}", "-o", "{src}", "--overwrite", "--epochs", "1"], "is the source"),
-    (["train", "{src}", "-o", "{parent}", "--overwrite", "--epochs", "1"], "contains the source"),
-    (["train", "{src}", "-o", "{src}/run", "--epochs", "1"], "lies inside the source folder"),
-    (["convert", "slices-to-volumes", "{src}", "{src}", "--overwrite"], "is the source"),
-    (["convert", "slices-to-volumes", "{src}", "{parent}", "--overwrite"], "contains the source"),
-    (["curve", "{src}", "-o", "{src}", "--overwrite"], "is the source"),
-    (["audit", "{src}", "-o", "{src}/audit"], "lies inside the source folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "{src}", "-o", "{src}", "--overwrite", "--epochs", "1"], "is the source"),
+        (["train", "{src}", "-o", "{parent}", "--overwrite", "--epochs", "1"], "contains the source"),
+        (["train", "{src}", "-o", "{src}/run", "--epochs", "1"], "lies inside the source folder"),
+        (["convert", "slices-to-volumes", "{src}", "{src}", "--overwrite"], "is the source"),
+        (["convert", "slices-to-volumes", "{src}", "{parent}", "--overwrite"], "contains the source"),
+        (["curve", "{src}", "-o", "{src}", "--overwrite"], "is the source"),
+        (["audit", "{src}", "-o", "{src}/audit"], "lies inside the source folder"),
+    ],
+)
 def test_output_may_not_be_or_hold_the_source(monkeypatch, capsys, tmp_path, make_folders, args, message):
     src = make_folders(tmp_path / "proj" / "data", n_per_class=3)
     before = files_of(src)
@@ -263,16 +303,21 @@ def test_csv_source_and_its_image_folder_are_protected(monkeypatch, capsys, tmp_
 
 
 @pytest.mark.parametrize("command", ["train", "convert", "curve"])
-def test_overwrite_refuses_a_folder_medlens_did_not_write(monkeypatch, capsys, tmp_path, tiny_dataset, command):
+def test_overwrite_refuses_a_folder_medlens_did_not_write(
+    monkeypatch, capsys, tmp_path, tiny_dataset, command
+):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.docx").write_text("precious")
-    args = {"train": ["train", tiny_dataset, "-o", mine, "--overwrite"],
-            "convert": ["convert", "slices-to-volumes", tiny_dataset, mine, "--overwrite"],
-            "curve": ["curve", tiny_dataset, "-o", mine, "--overwrite"]}[command]
+    args = {
+        "train": ["train", tiny_dataset, "-o", mine, "--overwrite"],
+        "convert": ["convert", "slices-to-volumes", tiny_dataset, mine, "--overwrite"],
+        "curve": ["curve", tiny_dataset, "-o", mine, "--overwrite"],
+    }[command]
     line = fails(monkeypatch, capsys, *args)
-    assert line.startswith(f"error: {mine} exists and was not written by medlens; refusing to replace it — "
-                           "choose another")
+    assert line.startswith(
+        f"error: {mine} exists and was not written by medlens; refusing to replace it — choose another"
+    )
     assert (mine / "thesis.docx").read_text() == "precious" and litter(tmp_path) == []
 
 

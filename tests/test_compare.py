@@ -13,11 +13,18 @@ from medlens.utils.files import atomic_write_text, write_json
 
 def _summary(split="test", n_cases=100, accuracy=0.9, model=None) -> dict:
     summary = {
-        "schema": "medlens.summary/1", "task": "classification", "run": "runs/x", "data": "brain",
-        "split": split, "n_cases": n_cases,
-        "metrics": {"accuracy": {"value": accuracy, "ci95": [accuracy - 0.05, accuracy + 0.03]},
-                    "auc_ovr": {"value": None, "ci95": None, "note": "undefined"}},
-        "per_class": {}, "cases": [],
+        "schema": "medlens.summary/1",
+        "task": "classification",
+        "run": "runs/x",
+        "data": "brain",
+        "split": split,
+        "n_cases": n_cases,
+        "metrics": {
+            "accuracy": {"value": accuracy, "ci95": [accuracy - 0.05, accuracy + 0.03]},
+            "auc_ovr": {"value": None, "ci95": None, "note": "undefined"},
+        },
+        "per_class": {},
+        "cases": [],
     }
     if model is not None:
         summary["model"] = model

@@ -15,11 +15,17 @@ def test_unknown_key_says_did_you_mean():
         TrainConfig.from_dict({"epoch": 3})
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("fraction", 0.0, "--fraction must be in"), ("fraction", 1.5, "--fraction must be in"),
-    ("image_size", 4, "--image-size must be between"), ("optimizer", "adam", "--optimizer must be one of"),
-    ("head", "deep", "--head must be one of"), ("channels", 2, "--channels must be 1 or 3"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("fraction", 0.0, "--fraction must be in"),
+        ("fraction", 1.5, "--fraction must be in"),
+        ("image_size", 4, "--image-size must be between"),
+        ("optimizer", "adam", "--optimizer must be one of"),
+        ("head", "deep", "--head must be one of"),
+        ("channels", 2, "--channels must be 1 or 3"),
+    ],
+)
 def test_bad_values_are_rejected_with_the_option_name(field, value, message):
     with pytest.raises(MedlensError, match=message):
         TrainConfig(**{field: value})

@@ -13,9 +13,9 @@ from PIL import Image
 from seg_phantoms import ellipse_pair, make_kaggle
 
 from medlens.errors import MedlensError
-from medlens.evaluation.boxes import mask_to_box
+from medlens.pipeline.steps import train
+from medlens.tasks.boxes import mask_to_box
 from medlens.tasks.detection import box_masks, boxes_from_masks, decode_boxes
-from medlens.training.fit import train
 
 TINY_BOXNET = {"widths": [16, 32], "grid": 4, "hidden": 64}
 
@@ -39,15 +39,17 @@ def test_box_masks_round_trip_and_decoded_boxes_are_ordered():
 
 
 def test_augmented_box_follows_the_warped_image():
-    from medlens.tasks.detection import DetectionTask
+    from medlens.data.augment import AugmentSpec
     from medlens.data.spec import PreprocessingSpec
-    from medlens.training.augment import AugmentSpec
+    from medlens.tasks.detection import DetectionTask
 
     x = torch.zeros(3, 1, 32, 32, dtype=torch.uint8)
     x[:, :, 8:20, 10:24] = 255
     masks = (x[:, 0] > 0).to(torch.uint8)
     spec = PreprocessingSpec(image_size=32, task="detection")
-    image, boxes, valid = DetectionTask().prepare_batch((x, masks), spec, AugmentSpec(), torch.Generator().manual_seed(5))
+    image, boxes, valid = DetectionTask().prepare_batch(
+        (x, masks), spec, AugmentSpec(), torch.Generator().manual_seed(5)
+    )
     bright = image[:, 0] > image[:, 0].mean(dim=(1, 2), keepdim=True)
     expected, _ = boxes_from_masks(bright.to(torch.uint8))
     assert valid.all() and torch.allclose(boxes, expected, atol=1.5 / 32)  # no rotation: boxes stay tight
@@ -57,12 +59,25 @@ def test_boxnet_learns_ellipse_boxes_and_writes_predictions(tmp_path, one_thread
     from medlens.inference.predict import predict
 
     data = make_kaggle(tmp_path / "data", n_patients=12, n_slices=6, size=32)
-    run = train(data, tmp_path / "run", task="detection", model="boxnet", image_size=32, epochs=15, batch_size=8,
-                lr=0.01, boxes_from_masks=True, model_args=TINY_BOXNET, progress=False)
+    run = train(
+        data,
+        tmp_path / "run",
+        task="detection",
+        model="boxnet",
+        image_size=32,
+        epochs=15,
+        batch_size=8,
+        lr=0.01,
+        boxes_from_masks=True,
+        model_args=TINY_BOXNET,
+        progress=False,
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == "detection" and set(summary["metrics"]) == {"iou_mean", "iou50_rate"}
     assert summary["metrics"]["iou_mean"]["value"] > 0.6 and summary["metrics"]["iou50_rate"]["value"] > 0.8
-    assert summary["cases_without_box"] == 0  # counted in train.json; the run's manifest keeps boxed cases only
+    assert (
+        summary["cases_without_box"] == 0
+    )  # counted in train.json; the run's manifest keeps boxed cases only
     assert json.loads((run / "train.json").read_text())["cases_without_box"] == 24
     case = summary["cases"][0]
     assert len(case["target"]) == 4 and len(case["prediction"]) == 4 and 0 <= case["iou"] <= 1
@@ -88,14 +103,19 @@ def test_boxes_csv_is_a_detection_source(tmp_path):
     assert manifest.source.startswith("boxes CSV") and manifest.df["x1"].tolist() == [8, 16]
 
 
-@pytest.mark.parametrize("row,message", [
-    (("a.png", 5, 2, 3, 9), r"case a: box \[5, 2, 3, 9\] is not a box"),
-    (("a.png", "left", 2, 3, 9), "box value x0='left' of image a.png is not a number"),
-])
+@pytest.mark.parametrize(
+    "row,message",
+    [
+        (("a.png", 5, 2, 3, 9), r"case a: box \[5, 2, 3, 9\] is not a box"),
+        (("a.png", "left", 2, 3, 9), "box value x0='left' of image a.png is not a number"),
+    ],
+)
 def test_bad_boxes_name_the_case(tmp_path, row, message):
     path = _boxes_csv(tmp_path, [row, ("b.png", 0, 0, 16, 16)])
     with pytest.raises(MedlensError, match=message):
-        train(path, tmp_path / "run", task="detection", model="boxnet", image_size=16, epochs=1, progress=False)
+        train(
+            path, tmp_path / "run", task="detection", model="boxnet", image_size=16, epochs=1, progress=False
+        )
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
 
 

@@ -45,8 +45,14 @@ def test_class_folders_without_split(tmp_path):
     _png(root / ".cache" / "hidden" / "x.png")
     _png(root / "__MACOSX" / "cyst" / "y.png")
     m = ingest(root)
-    assert list(m.df["case_id"]) == ["cyst/img1", "cyst/img2", "cyst/img3", "cyst/img10", "normal/img1",
-                                     "normal/img2"]
+    assert list(m.df["case_id"]) == [
+        "cyst/img1",
+        "cyst/img2",
+        "cyst/img3",
+        "cyst/img10",
+        "normal/img1",
+        "normal/img2",
+    ]
     assert list(m.df["image"])[:4] == ["cyst/img1.png", "cyst/img2.png", "cyst/img3.png", "cyst/img10.jpg"]
     assert (m.df["patient_id"] == m.df["case_id"]).all() and (m.df["split"] == "").all()
     assert m.classes == ["cyst", "normal"] and m.root == root.resolve()
@@ -97,8 +103,10 @@ def test_flat_folder_needs_labels_unless_predicting(tmp_path):
     _png(tmp_path / "b.png")
     with pytest.raises(MedlensError) as err:
         ingest(tmp_path)
-    assert str(err.value) == (f"no class folders found in {tmp_path}; expected {tmp_path}/<class>/<image> "
-                              "or a CSV with image,label columns")
+    assert str(err.value) == (
+        f"no class folders found in {tmp_path}; expected {tmp_path}/<class>/<image> "
+        "or a CSV with image,label columns"
+    )
     m = ingest(tmp_path, require_labels=False)
     assert not m.has_labels and list(m.df["image"]) == ["a.png", "b.png"]
     assert "no class folders" in m.source
@@ -122,8 +130,11 @@ def test_single_image(tmp_path):
 
 def test_empty_and_missing_sources(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MedlensError, match=r"no images found in .*empty; put one folder per class.*"
-                                           r"\(the folder is empty\)"):
+    with pytest.raises(
+        MedlensError,
+        match=r"no images found in .*empty; put one folder per class.*"
+        r"\(the folder is empty\)",
+    ):
         ingest(tmp_path / "empty")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "readme.md").write_text("x")
@@ -143,8 +154,10 @@ def _csv_dataset(tmp_path: Path) -> Path:
     abs_img = _png(tmp_path / "elsewhere" / "c.png")
     csv = tmp_path / "meta" / "labels.csv"
     csv.parent.mkdir()
-    csv.write_text("Image,label,patient_id,age,Site\n../imgs/a.png,tumour,p1,54,A\n"
-                   f"../imgs/b.png,normal,p1,,B\n{abs_img},normal,p2,61,A\n../imgs/gone.png,tumour,p3,40,B\n")
+    csv.write_text(
+        "Image,label,patient_id,age,Site\n../imgs/a.png,tumour,p1,54,A\n"
+        f"../imgs/b.png,normal,p1,,B\n{abs_img},normal,p2,61,A\n../imgs/gone.png,tumour,p3,40,B\n"
+    )
     return csv
 
 
@@ -165,16 +178,24 @@ def test_csv_with_metadata_and_a_missing_file(tmp_path):
 
 def test_csv_errors(tmp_path):
     _png(tmp_path / "a.png")
-    cases = {"nocol.csv": ("path,label\na.png,x\n",
-                           r"no 'image' column \(columns: path, label\); rename column 'path' to 'image'"),
-             "nolabel.csv": ("image\na.png\n",
-                             r"no 'label' column \(columns: case_id, patient_id, split, image\); add one"),
-             "blank.csv": ("image,label\na.png,x\na.png,\n",
-                           r"1 of 2 cases .* have no label \(first: a.png\)"),
-             "gone.csv": ("image,label\nx/1.png,a\nx/2.png,b\n", r"none of the 2 images listed in .*gone.csv "
-                                                                  r"exists \(first: x/1.png\)"),
-             "empty.csv": ("", "is empty; it needs a header row"),
-             "header.csv": ("image,label\n", "has a header but no rows")}
+    cases = {
+        "nocol.csv": (
+            "path,label\na.png,x\n",
+            r"no 'image' column \(columns: path, label\); rename column 'path' to 'image'",
+        ),
+        "nolabel.csv": (
+            "image\na.png\n",
+            r"no 'label' column \(columns: case_id, patient_id, split, image\); add one",
+        ),
+        "blank.csv": ("image,label\na.png,x\na.png,\n", r"1 of 2 cases .* have no label \(first: a.png\)"),
+        "gone.csv": (
+            "image,label\nx/1.png,a\nx/2.png,b\n",
+            r"none of the 2 images listed in .*gone.csv "
+            r"exists \(first: x/1.png\)",
+        ),
+        "empty.csv": ("", "is empty; it needs a header row"),
+        "header.csv": ("image,label\n", "has a header but no rows"),
+    }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(MedlensError, match=message):
@@ -185,8 +206,10 @@ def test_csv_errors(tmp_path):
 def test_csv_integer_labels_with_label_names(tmp_path):
     _png(tmp_path / "a.png")
     (tmp_path / "l.csv").write_text("image,label\na.png,1\na.png,0\n")
-    assert list(ingest(tmp_path / "l.csv", label_names=["benign", "malignant"]).df["label"]) == \
-        ["malignant", "benign"]
+    assert list(ingest(tmp_path / "l.csv", label_names=["benign", "malignant"]).df["label"]) == [
+        "malignant",
+        "benign",
+    ]
     with pytest.raises(MedlensError, match="label 1 in .* has no name: label_names gives 1 names"):
         ingest(tmp_path / "l.csv", label_names=["benign"])
 
@@ -277,8 +300,9 @@ def test_registry_order_and_custom_source(tmp_path, monkeypatch):
 
     (tmp_path / "MARKER").write_text("")
     assert ingest(tmp_path, strict=True).df["label"][0] == "a"
-    with pytest.raises(MedlensError, match="option 'fast' does not apply to marker sources; they take: "
-                                           "strict"):
+    with pytest.raises(
+        MedlensError, match="option 'fast' does not apply to marker sources; they take: strict"
+    ):
         ingest(tmp_path, fast=True)
 
 
@@ -288,8 +312,12 @@ def test_real_brain_tumor_folder():
     if not root.is_dir():
         pytest.skip("../shared/data/brain-tumor-mri is not beside this checkout")
     m = ingest(root)
-    assert m.df["label"].value_counts().to_dict() == {"notumor": 1591, "pituitary": 1457, "meningioma": 1339,
-                                                      "glioma": 1321}
+    assert m.df["label"].value_counts().to_dict() == {
+        "notumor": 1591,
+        "pituitary": 1457,
+        "meningioma": 1339,
+        "glioma": 1321,
+    }
     assert m.splits == ["train"] and m.df["case_id"].is_unique
     assert m.source == f"class folders: {root.resolve()} (4 classes, 5708 images; splits train)"
 
@@ -300,5 +328,9 @@ def test_real_pneumoniamnist_npz():
         pytest.skip("../shared/data/pneumoniamnist is not beside this checkout")
     m = ingest(path)
     counts = m.df.groupby(["split", "label"]).size().to_dict()
-    assert counts == {("train", "normal"): 1214, ("train", "pneumonia"): 3494, ("val", "normal"): 135,
-                      ("val", "pneumonia"): 389}
+    assert counts == {
+        ("train", "normal"): 1214,
+        ("train", "pneumonia"): 3494,
+        ("val", "normal"): 135,
+        ("val", "pneumonia"): 389,
+    }

@@ -21,14 +21,16 @@ from medlens.evaluation.metrics import (
 NAMES = ["A", "B", "C"]
 # 6 cases, 3 classes; supports A=3, B=2, C=1.
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2])
-PROBS = np.array([
-    [0.8, 0.1, 0.1],  # A -> A
-    [0.6, 0.3, 0.1],  # A -> A
-    [0.3, 0.6, 0.1],  # A -> B
-    [0.2, 0.7, 0.1],  # B -> B
-    [0.1, 0.3, 0.6],  # B -> C
-    [0.1, 0.2, 0.7],  # C -> C
-])
+PROBS = np.array(
+    [
+        [0.8, 0.1, 0.1],  # A -> A
+        [0.6, 0.3, 0.1],  # A -> A
+        [0.3, 0.6, 0.1],  # A -> B
+        [0.2, 0.7, 0.1],  # B -> B
+        [0.1, 0.3, 0.6],  # B -> C
+        [0.1, 0.2, 0.7],  # C -> C
+    ]
+)
 # Confusion matrix (rows true, columns predicted): A [2 1 0], B [0 1 1], C [0 0 1].
 # accuracy = (2 + 1 + 1) / 6 = 2/3
 # recall A = 2/3, B = 1/2, C = 1/1 -> balanced accuracy = (2/3 + 1/2 + 1) / 3 = 13/18
@@ -102,8 +104,12 @@ def test_bootstrap_is_deterministic_by_seed():
     c = classification_metrics(y, probs, NAMES, n_bootstrap=300, seed=8)
     assert a == b
     assert a["metrics"]["accuracy"]["ci95"] != c["metrics"]["accuracy"]["ci95"]
-    assert a["bootstrap"] == {"n_resamples": 300, "seed": 7, "ci": 0.95,
-                              "method": "percentile, cases resampled with replacement"}
+    assert a["bootstrap"] == {
+        "n_resamples": 300,
+        "seed": 7,
+        "ci": 0.95,
+        "method": "percentile, cases resampled with replacement",
+    }
 
 
 def test_auc_null_with_note_when_a_class_is_absent():
@@ -149,10 +155,23 @@ def test_ece_near_zero_when_calibrated_and_large_when_overconfident():
 def test_summary_layout_and_round_trip():
     result = classification_metrics(Y_TRUE, PROBS, NAMES, n_bootstrap=50)
     cases = cases_from_arrays([f"case{i}" for i in range(6)], None, Y_TRUE, PROBS, NAMES)
-    assert cases[2] == {"case_id": "case2", "patient_id": "case2", "target": "A", "prediction": "B",
-                        "probabilities": {"A": 0.3, "B": 0.6, "C": 0.1}}
-    summary = build_summary(task="classification", run="runs/x", data="toy", split="test", n_cases=6,
-                            metrics_result=result, cases=cases, extra={"model": "cnn", "skipped": []})
+    assert cases[2] == {
+        "case_id": "case2",
+        "patient_id": "case2",
+        "target": "A",
+        "prediction": "B",
+        "probabilities": {"A": 0.3, "B": 0.6, "C": 0.1},
+    }
+    summary = build_summary(
+        task="classification",
+        run="runs/x",
+        data="toy",
+        split="test",
+        n_cases=6,
+        metrics_result=result,
+        cases=cases,
+        extra={"model": "cnn", "skipped": []},
+    )
     assert summary["schema"] == SCHEMA
     for key in ("task", "run", "data", "split", "n_cases", "metrics", "per_class", "model", "skipped"):
         assert key in summary
@@ -160,11 +179,26 @@ def test_summary_layout_and_round_trip():
     y, probs, names = arrays_from_summary(summary)
     assert names == NAMES and y.tolist() == Y_TRUE.tolist() and np.allclose(probs, PROBS)
     with pytest.raises(MedlensError, match="extra key 'metrics' would overwrite"):
-        build_summary(task="classification", run="r", data="d", split="test", n_cases=6,
-                      metrics_result=result, cases=cases, extra={"metrics": {}})
+        build_summary(
+            task="classification",
+            run="r",
+            data="d",
+            split="test",
+            n_cases=6,
+            metrics_result=result,
+            cases=cases,
+            extra={"metrics": {}},
+        )
     with pytest.raises(MedlensError, match="n_cases is 5 but 6 case records"):
-        build_summary(task="classification", run="r", data="d", split="test", n_cases=5,
-                      metrics_result=result, cases=cases)
+        build_summary(
+            task="classification",
+            run="r",
+            data="d",
+            split="test",
+            n_cases=5,
+            metrics_result=result,
+            cases=cases,
+        )
 
 
 def test_bad_inputs_are_reported_clearly():
@@ -198,8 +232,10 @@ def test_patient_bootstrap_resamples_patients_not_slices():
     assert by_patient["bootstrap"]["method"] == "percentile, patients (60) resampled with replacement"
     for name in ("accuracy", "macro_f1", "auc_ovr", "ece"):
         assert by_patient["metrics"][name]["value"] == pytest.approx(one["metrics"][name]["value"])
-        assert by_patient["metrics"][name]["ci95"] == pytest.approx(one["metrics"][name]["ci95"], abs=1e-9), name
-        width = lambda m: m[name]["ci95"][1] - m[name]["ci95"][0]  # noqa: E731
+        assert by_patient["metrics"][name]["ci95"] == pytest.approx(one["metrics"][name]["ci95"], abs=1e-9), (
+            name
+        )
+        width = lambda m, name=name: m[name]["ci95"][1] - m[name]["ci95"][0]  # noqa: E731
         assert width(by_case["metrics"]) < 0.5 * width(by_patient["metrics"]), name
     with pytest.raises(MedlensError, match="groups has 3 entries for 600 cases"):
         classification_metrics(slices_y, slices_p, NAMES, groups=["a", "b", "c"])

@@ -20,13 +20,22 @@ NAMES = ["glioma", "notumor", "pituitary"]
 @pytest.fixture(scope="module")
 def summary() -> dict:
     y = np.array([0, 0, 0, 1, 1, 2])
-    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.3, 0.6, 0.1],
-                      [0.2, 0.7, 0.1], [0.1, 0.3, 0.6], [0.1, 0.2, 0.7]])
+    probs = np.array(
+        [[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6], [0.1, 0.2, 0.7]]
+    )
     ids = ["<script>alert(1)</script>", "c1", "c2", "c3", "c4", "c5"]
     result = classification_metrics(y, probs, NAMES, n_bootstrap=100)
     cases = cases_from_arrays(ids, None, y, probs, NAMES)
-    return build_summary(task="classification", run="runs/brain-cnn", data="brain-tumor-mri", split="test",
-                         n_cases=6, metrics_result=result, cases=cases, extra={"model": "small_cnn"})
+    return build_summary(
+        task="classification",
+        run="runs/brain-cnn",
+        data="brain-tumor-mri",
+        split="test",
+        n_cases=6,
+        metrics_result=result,
+        cases=cases,
+        extra={"model": "small_cnn"},
+    )
 
 
 def _self_contained(html: str) -> None:
@@ -37,13 +46,24 @@ def _self_contained(html: str) -> None:
 
 
 def test_report_is_complete_and_self_contained(summary, tmp_path):
-    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.7, 0.5], "val_loss": [1.1, 0.8, 0.7],
-                            "val_accuracy": [0.5, 0.6, 0.7], "lr": [1e-3, 5e-4, 1e-4]})
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [1.0, 0.7, 0.5],
+            "val_loss": [1.1, 0.8, 0.7],
+            "val_accuracy": [0.5, 0.6, 0.7],
+            "lr": [1e-3, 5e-4, 1e-4],
+        }
+    )
     history_png = plots.plot_history(history, tmp_path / "history.png")
-    out = render_report(summary, tmp_path / "report.html", figures={"history": history_png},
-                        config={"model": "small_cnn", "epochs": 3},
-                        data_summary={"train": {"glioma": 30, "notumor": 20}, "test": {"glioma": 3}},
-                        skipped=[{"path": "Training/glioma/broken.jpg", "reason": "truncated JPEG"}])
+    out = render_report(
+        summary,
+        tmp_path / "report.html",
+        figures={"history": history_png},
+        config={"model": "small_cnn", "epochs": 3},
+        data_summary={"train": {"glioma": 30, "notumor": 20}, "test": {"glioma": 3}},
+        skipped=[{"path": "Training/glioma/broken.jpg", "reason": "truncated JPEG"}],
+    )
     html = out.read_text(encoding="utf-8")
     _self_contained(html)
     assert "Metrics on split: test (n = 6 cases)" in html
@@ -65,8 +85,9 @@ def test_case_ids_are_escaped(summary, tmp_path):
 
 
 def test_worst_cases_sorted_by_probability_of_true_class(summary, tmp_path):
-    html = render_report(summary, tmp_path / "r.html", figures={"ROC": None, "reliability": None,
-                                                                "Confusion matrix": None}).read_text()
+    html = render_report(
+        summary, tmp_path / "r.html", figures={"ROC": None, "reliability": None, "Confusion matrix": None}
+    ).read_text()
     # p(true): c2 0.3, c4 0.3, c1 0.6, c3 0.7, c5 0.7, script id 0.8 (ties keep the case order)
     section = html.split("Worst-predicted cases")[1]
     assert section.index(">c2<") < section.index(">c4<") < section.index(">c1<")
@@ -88,16 +109,34 @@ def test_every_plot_writes_a_png(tmp_path):
     paths = [
         plots.plot_confusion_matrix([[5, 1, 0], [2, 7, 1], [0, 0, 4]], NAMES, tmp_path / "cm.png"),
         plots.plot_roc(y, probs, NAMES, tmp_path / "roc3.png"),
-        plots.plot_roc(y % 2, np.stack([1 - probs[:, 0], probs[:, 0]], 1), ["neg", "pos"],
-                       tmp_path / "roc2.png"),
+        plots.plot_roc(
+            y % 2, np.stack([1 - probs[:, 0], probs[:, 0]], 1), ["neg", "pos"], tmp_path / "roc2.png"
+        ),
         plots.plot_reliability(calibration(y, probs), tmp_path / "rel.png"),
-        plots.plot_learning_curve(pd.DataFrame({"fraction": [0.1, 0.2, 0.3], "n_train": [40, 80, 120],
-                                                "value": [0.6, 0.7, 0.75], "ci_low": [0.5, 0.6, 0.7],
-                                                "ci_high": [0.7, 0.8, 0.8], "metric": "accuracy"}),
-                                  tmp_path / "lc.png"),
-        plots.plot_compare(pd.DataFrame({"run": ["a", "b"], "accuracy": [0.8, 0.9],
-                                         "accuracy_ci_low": [0.7, 0.85], "accuracy_ci_high": [0.85, 0.95]}),
-                           tmp_path / "cmp.png"),
+        plots.plot_learning_curve(
+            pd.DataFrame(
+                {
+                    "fraction": [0.1, 0.2, 0.3],
+                    "n_train": [40, 80, 120],
+                    "value": [0.6, 0.7, 0.75],
+                    "ci_low": [0.5, 0.6, 0.7],
+                    "ci_high": [0.7, 0.8, 0.8],
+                    "metric": "accuracy",
+                }
+            ),
+            tmp_path / "lc.png",
+        ),
+        plots.plot_compare(
+            pd.DataFrame(
+                {
+                    "run": ["a", "b"],
+                    "accuracy": [0.8, 0.9],
+                    "accuracy_ci_low": [0.7, 0.85],
+                    "accuracy_ci_high": [0.85, 0.95],
+                }
+            ),
+            tmp_path / "cmp.png",
+        ),
     ]
     for path in paths:
         assert path.read_bytes().startswith(PNG_MAGIC), path

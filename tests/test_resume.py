@@ -1,4 +1,5 @@
-"""`medlens train --resume`: a SIGKILLed run resumes to exactly the uninterrupted run; other options are refused."""
+"""`medlens train --resume`: a SIGKILLed run resumes to exactly the uninterrupted run; other options are
+refused."""
 
 from __future__ import annotations
 
@@ -14,17 +15,40 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from cli_helpers import run_cli
+
 from medlens.errors import MedlensError
 
-OPTS = ["--image-size", "32", "--batch-size", "8", "--model", "cnn-small", "--seed", "5", "--scheduler", "cosine"]
+OPTS = [
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--model",
+    "cnn-small",
+    "--seed",
+    "5",
+    "--scheduler",
+    "cosine",
+]
 TIMING = ["seconds"]
 
 
 def _train_cmd(data: Path, run: Path, epochs: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "medlens", "train", str(data), "-o", str(run), "--epochs", str(epochs),
-            *OPTS, "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "medlens",
+        "train",
+        str(data),
+        "-o",
+        str(run),
+        "--epochs",
+        str(epochs),
+        *OPTS,
+        "--quiet",
+        *extra,
+    ]
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -101,8 +125,8 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_run(tmp_path, make_folders):
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory, make_folders):
     """A run whose training finished but whose evaluation was interrupted: its partial folder remains."""
-    import medlens.evaluation.evaluate as ev
-    from medlens.training.fit import train
+    import medlens.pipeline.steps as steps
+    from medlens.pipeline.steps import train
 
     root = tmp_path_factory.mktemp("resume")
     data = make_folders(root / "d", n_per_class=8)
@@ -111,22 +135,42 @@ def interrupted(tmp_path_factory, make_folders):
         raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(ev, "evaluate", boom)
+        m.setattr(steps, "evaluate", boom)
         with pytest.raises(KeyboardInterrupt):
-            train(data, root / "run", epochs=1, image_size=32, batch_size=8, model="cnn-small", progress=False)
+            train(
+                data, root / "run", epochs=1, image_size=32, batch_size=8, model="cnn-small", progress=False
+            )
     return data, root / "run"
 
 
-@pytest.mark.parametrize("option, message", [
-    (["--model", "resnet18"], "it was started with model cnn-small, not resnet18;"),
-    (["--image-size", "64"], "it was started with image_size 32, not 64;"),
-    (["--seed", "1", "--no-augment"], "augment True, not False, and seed 0, not 1;"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--model", "resnet18"], "it was started with model cnn-small, not resnet18;"),
+        (["--image-size", "64"], "it was started with image_size 32, not 64;"),
+        (["--seed", "1", "--no-augment"], "augment True, not False, and seed 0, not 1;"),
+    ],
+)
 def test_resume_refuses_other_options(interrupted, option, message, monkeypatch, capsys):
     data, run = interrupted
     partial = run.with_name("run.partial")
-    code, _, err = run_cli(monkeypatch, capsys, "train", data, "-o", run, "--resume", "--epochs", "1",
-                           "--image-size", "32", "--batch-size", "8", *option, "--quiet")
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        data,
+        "-o",
+        run,
+        "--resume",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        *option,
+        "--quiet",
+    )
     assert code == 2, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"cannot resume {run}" in err and message in err and "start a new run (-o)" in err
@@ -142,9 +186,13 @@ def test_one_cycle_run_cannot_be_extended(tmp_path):
     (partial / "checkpoints").mkdir(parents=True)
     cfg, info = TrainConfig(epochs=10), get_model_info("cnn-small")
     save_resume_config(partial, cfg)
-    torch.save({"lr_schedulers": [{"total_steps": 40, "last_epoch": 12}]}, partial / "checkpoints" / "last.ckpt")
+    torch.save(
+        {"lr_schedulers": [{"total_steps": 40, "last_epoch": 12}]}, partial / "checkpoints" / "last.ckpt"
+    )
     check_resume(partial, cfg.replace(epochs=8, workers=0, max_minutes=5.0), info, run="r")  # fewer: allowed
-    with pytest.raises(MedlensError, match="planned for 10 epochs; resume with --epochs 10 or fewer, or start a new run"):
+    with pytest.raises(
+        MedlensError, match="planned for 10 epochs; resume with --epochs 10 or fewer, or start a new run"
+    ):
         check_resume(partial, cfg.replace(epochs=20), info, run="r")
     torch.save({"lr_schedulers": [{"T_max": 40, "last_epoch": 12}]}, partial / "checkpoints" / "last.ckpt")
     check_resume(partial, cfg.replace(epochs=20), info, run="r")  # cosine continues past its plan

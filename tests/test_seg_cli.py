@@ -4,16 +4,16 @@ segmentation sources, and every bad input as one line with exit code 2 and nothi
 from __future__ import annotations
 
 import json
-import sys
 import shutil
+import sys
 from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from cli_helpers import run_cli
+from PIL import Image
 from seg_phantoms import make_kaggle, make_spheres
 from test_volumes import write_series
 
@@ -30,10 +30,32 @@ def runs(tmp_path_factory, one_thread):
     spheres = make_spheres(root / "spheres", n_cases=4)
     commands = {
         "seg": ["train", kaggle, "-o", root / "seg", "--task", "segmentation", *UNET, "--image-size", "32"],
-        "seg3d": ["train", spheres, "-o", root / "seg3d", "--task", "segmentation", *UNET, "--patch-size",
-                  "16,16,16"],
-        "det": ["train", kaggle, "-o", root / "det", "--task", "detection", "--model", "boxnet",
-                "--boxes-from-masks", "--image-size", "32", "--model-arg", "widths=16,32"],
+        "seg3d": [
+            "train",
+            spheres,
+            "-o",
+            root / "seg3d",
+            "--task",
+            "segmentation",
+            *UNET,
+            "--patch-size",
+            "16,16,16",
+        ],
+        "det": [
+            "train",
+            kaggle,
+            "-o",
+            root / "det",
+            "--task",
+            "detection",
+            "--model",
+            "boxnet",
+            "--boxes-from-masks",
+            "--image-size",
+            "32",
+            "--model-arg",
+            "widths=16,32",
+        ],
         "labels": ["convert", "masks-to-labels", kaggle, root / "labels.csv"],
         "cls": ["train", root / "labels.csv", "-o", root / "cls", "--image-size", "32"],
     }
@@ -45,15 +67,17 @@ def runs(tmp_path_factory, one_thread):
             main()
         assert e.value.code in (0, None), name
     mp.undo()
-    return SimpleNamespace(root=root, kaggle=kaggle, spheres=spheres, **{k: root / k for k in ("seg", "seg3d", "det",
-                                                                                                  "cls")})
+    return SimpleNamespace(
+        root=root, kaggle=kaggle, spheres=spheres, **{k: root / k for k in ("seg", "seg3d", "det", "cls")}
+    )
 
 
 def test_segmentation_train_evaluate_predict(runs, monkeypatch, capsys, tmp_path):
     for name in ("model.pt", "summary.json", "report.html", "predictions.csv", "figures/examples.png"):
         assert (runs.seg / name).is_file(), name
-    code, out, err = run_cli(monkeypatch, capsys, "evaluate", runs.seg, "-o", tmp_path / "ev", "--bootstrap", "50",
-                             "--quiet")
+    code, out, err = run_cli(
+        monkeypatch, capsys, "evaluate", runs.seg, "-o", tmp_path / "ev", "--bootstrap", "50", "--quiet"
+    )
     assert code == 0, err
     assert "dice_patient" in out
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
@@ -71,8 +95,9 @@ def test_3d_run_predicts_a_dicom_series_with_its_affine(runs, monkeypatch, capsy
     summary = json.loads((runs.seg3d / "summary.json").read_text())
     assert summary["spatial_dims"] == 3 and summary["inference_seconds_per_case"] > 0
     write_series(tmp_path / "series", [0.0, 2.0, 4.0, 6.0, 8.0])
-    code, out, err = run_cli(monkeypatch, capsys, "predict", runs.seg3d, tmp_path / "series", "-o", tmp_path / "p",
-                             "--json")
+    code, out, err = run_cli(
+        monkeypatch, capsys, "predict", runs.seg3d, tmp_path / "series", "-o", tmp_path / "p", "--json"
+    )
     assert code == 0, err
     mask = nib.load(json.loads(out)[0]["mask"])
     from medlens.io.dicom_series import read_dicom_series
@@ -85,12 +110,31 @@ def test_3d_run_predicts_a_dicom_series_with_its_affine(runs, monkeypatch, capsy
 def test_detection_train_evaluate_predict(runs, monkeypatch, capsys, tmp_path):
     summary = json.loads((runs.det / "summary.json").read_text())
     assert summary["task"] == "detection" and set(summary["metrics"]) == {"iou_mean", "iou50_rate"}
-    code, out, err = run_cli(monkeypatch, capsys, "evaluate", runs.det, "--data", runs.kaggle, "-o", tmp_path / "ev",
-                             "--bootstrap", "20", "--quiet")
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "evaluate",
+        runs.det,
+        "--data",
+        runs.kaggle,
+        "-o",
+        tmp_path / "ev",
+        "--bootstrap",
+        "20",
+        "--quiet",
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["cases_without_box"] == 8
-    code, out, err = run_cli(monkeypatch, capsys, "predict", runs.det, runs.kaggle / "P01" / "P01_2.tif",
-                             "-o", tmp_path / "b", "--json")
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "predict",
+        runs.det,
+        runs.kaggle / "P01" / "P01_2.tif",
+        "-o",
+        tmp_path / "b",
+        "--json",
+    )
     assert code == 0, err
     box = json.loads(out)[0]["box"]
     assert len(box) == 4 and 0 <= box[0] < box[2] <= 32
@@ -98,8 +142,19 @@ def test_detection_train_evaluate_predict(runs, monkeypatch, capsys, tmp_path):
 
 def test_gated_pipeline_predict_and_evaluate(runs, monkeypatch, capsys, tmp_path):
     files = [runs.kaggle / "P02" / f"P02_{n}.tif" for n in (1, 2, 3)]
-    code, out, err = run_cli(monkeypatch, capsys, "predict", "--gate", runs.cls, "--segment", runs.seg, *files,
-                             "-o", tmp_path / "g", "--json")
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "predict",
+        "--gate",
+        runs.cls,
+        "--segment",
+        runs.seg,
+        *files,
+        "-o",
+        tmp_path / "g",
+        "--json",
+    )
     assert code == 0, err
     records = json.loads(out)
     assert all(0 <= r["tumour_probability"] <= 1 for r in records)
@@ -107,12 +162,25 @@ def test_gated_pipeline_predict_and_evaluate(runs, monkeypatch, capsys, tmp_path
         assert r["segmented"] == (r["tumour_probability"] >= 0.5)
         if not r["segmented"]:
             assert r["foreground_pixels"] == 0 and not np.asarray(Image.open(r["mask"])).any()
-    code, out, err = run_cli(monkeypatch, capsys, "evaluate", runs.seg, "--gate", runs.cls, "-o", tmp_path / "ev",
-                             "--bootstrap", "20", "--quiet")
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "evaluate",
+        runs.seg,
+        "--gate",
+        runs.cls,
+        "-o",
+        tmp_path / "ev",
+        "--bootstrap",
+        "20",
+        "--quiet",
+    )
     assert code == 0, err
     pipeline = json.loads((tmp_path / "ev" / "summary.json").read_text())["pipeline"]
-    assert pipeline["negative_class"] == "notumor" and pipeline["false_positive_slices"] <= \
-        pipeline["false_positive_slices_without_gate"]
+    assert (
+        pipeline["negative_class"] == "notumor"
+        and pipeline["false_positive_slices"] <= pipeline["false_positive_slices_without_gate"]
+    )
     assert "false-positive slices" in out
 
 
@@ -126,16 +194,17 @@ class _BrightnessNet(torch.nn.Module):
 
 def test_gate_sends_only_positives_to_the_segmenter(runs, tmp_path):
     from medlens.data.spec import PreprocessingSpec
+    from medlens.models.checkpoint import load_model
     from medlens.tasks.gate import Gate
     from medlens.tasks.segmentation import write_predictions
-    from medlens.training.checkpoint import load_model
 
     spec = PreprocessingSpec(image_size=32, mean=(0.3,), std=(0.2,), class_names=("notumor", "tumour"))
     gate = Gate(SimpleNamespace(model=_BrightnessNet(), spec=spec), "notumor", threshold=0.5)
     Image.fromarray(np.full((32, 32), 10, np.uint8)).save(tmp_path / "dark.png")
     Image.fromarray(np.full((32, 32), 250, np.uint8)).save(tmp_path / "bright.png")
-    dark, bright = write_predictions(load_model(runs.seg), [tmp_path / "dark.png", tmp_path / "bright.png"],
-                                     tmp_path / "out", gate=gate)
+    dark, bright = write_predictions(
+        load_model(runs.seg), [tmp_path / "dark.png", tmp_path / "bright.png"], tmp_path / "out", gate=gate
+    )
     assert not dark["segmented"] and dark["foreground_pixels"] == 0 and dark["tumour_probability"] < 0.5
     assert bright["segmented"] and bright["tumour_probability"] > 0.5
 
@@ -161,7 +230,9 @@ def _break(kind: str, root):
     """A copy of a small kaggle tree (or NIfTI folders) with one defect."""
     if kind == "nifti_2d":
         data = make_spheres(root / "d", n_cases=3)
-        nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), str(data / "imagesTr" / "case1.nii.gz"))
+        nib.save(
+            nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), str(data / "imagesTr" / "case1.nii.gz")
+        )
         return data
     data = make_kaggle(root / "d", n_patients=3, n_slices=3, size=16)
     mask = data / "P00" / "P00_2_mask.tif"
@@ -174,56 +245,109 @@ def _break(kind: str, root):
     return data
 
 
-@pytest.mark.parametrize("kind,message", [
-    ("shape", "case P00_2: mask shape (8, 8) does not match image shape (16, 16)"),
-    ("values", "case P00_2: mask values [128] are not binary"),
-    ("missing", "case P00_2: mask"),
-    ("nifti_2d", "case1.nii.gz: expected a 3D volume or a 4D volume with channels last, got shape (8, 8)"),
-])
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("shape", "case P00_2: mask shape (8, 8) does not match image shape (16, 16)"),
+        ("values", "case P00_2: mask values [128] are not binary"),
+        ("missing", "case P00_2: mask"),
+        (
+            "nifti_2d",
+            "case1.nii.gz: expected a 3D volume or a 4D volume with channels last, got shape (8, 8)",
+        ),
+    ],
+)
 def test_bad_training_input_is_one_line_and_leaves_no_run(kind, message, monkeypatch, capsys, tmp_path):
     data = _break(kind, tmp_path)
-    code, out, err = run_cli(monkeypatch, capsys, "train", data, "-o", tmp_path / "r", "--task", "segmentation",
-                             *UNET, "--image-size", "16", "--epochs", "1", "--quiet")
+    code, _out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        data,
+        "-o",
+        tmp_path / "r",
+        "--task",
+        "segmentation",
+        *UNET,
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--quiet",
+    )
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "r.partial").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--image-size", "18"], "--image-size 18 is not a multiple of 4, which model unet needs"),
-    (["--patch-size", "16,16"], "--patch-size needs 3 sides"),
-    (["--task", "segment"], "--task must be one of classification, segmentation, detection"),
-    (["--model-arg", "channels"], "--model-arg needs KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--image-size", "18"], "--image-size 18 is not a multiple of 4, which model unet needs"),
+        (["--patch-size", "16,16"], "--patch-size needs 3 sides"),
+        (["--task", "segment"], "--task must be one of classification, segmentation, detection"),
+        (["--model-arg", "channels"], "--model-arg needs KEY=VALUE"),
+    ],
+)
 def test_bad_options_are_one_line(args, message, runs, monkeypatch, capsys, tmp_path):
-    code, out, err = run_cli(monkeypatch, capsys, "train", runs.kaggle, "-o", tmp_path / "r", *UNET, "--epochs", "1",
-                             "--quiet", *(["--task", "segmentation"] if "--task" not in args else []), *args)
+    code, _out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        runs.kaggle,
+        "-o",
+        tmp_path / "r",
+        *UNET,
+        "--epochs",
+        "1",
+        "--quiet",
+        *(["--task", "segmentation"] if "--task" not in args else []),
+        *args,
+    )
     assert code == 2 and message in err, err
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("kind,message", [
-    ("gap", "missing slice in series"),
-    ("orientation", "mixed orientations in series"),
-])
-def test_broken_dicom_series_is_refused_and_nothing_written(kind, message, runs, monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("gap", "missing slice in series"),
+        ("orientation", "mixed orientations in series"),
+    ],
+)
+def test_broken_dicom_series_is_refused_and_nothing_written(
+    kind, message, runs, monkeypatch, capsys, tmp_path
+):
     if kind == "gap":
         write_series(tmp_path / "series", [0.0, 2.0, 4.0, 8.0, 10.0])
     else:
-        write_series(tmp_path / "series", [0.0, 2.0, 4.0, 6.0], iops=[[1, 0, 0, 0, 1, 0]] * 3 + [[1, 0, 0, 0, 0, -1]])
+        write_series(
+            tmp_path / "series", [0.0, 2.0, 4.0, 6.0], iops=[[1, 0, 0, 0, 1, 0]] * 3 + [[1, 0, 0, 0, 0, -1]]
+        )
     good = runs.spheres / "imagesTr" / "case0.nii.gz"  # predicted first: its outputs must not survive either
-    code, out, err = run_cli(monkeypatch, capsys, "predict", runs.seg3d, good, tmp_path / "series", "-o",
-                             tmp_path / "out")
+    code, _out, err = run_cli(
+        monkeypatch, capsys, "predict", runs.seg3d, good, tmp_path / "series", "-o", tmp_path / "out"
+    )
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["series"]
 
 
 def test_gate_must_be_a_classifier_with_a_negative_class(runs, monkeypatch, capsys, tmp_path):
     image = runs.kaggle / "P00" / "P00_1.tif"
-    code, out, err = run_cli(monkeypatch, capsys, "predict", "--gate", runs.seg, "--segment", runs.seg, image)
+    code, _, err = run_cli(monkeypatch, capsys, "predict", "--gate", runs.seg, "--segment", runs.seg, image)
     assert code == 2 and "the gate must be a classifier" in err
-    code, out, err = run_cli(monkeypatch, capsys, "predict", "--gate", runs.cls, "--segment", runs.seg, image,
-                             "--negative-class", "healthy")
+    code, _out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "predict",
+        "--gate",
+        runs.cls,
+        "--segment",
+        runs.seg,
+        image,
+        "--negative-class",
+        "healthy",
+    )
     assert code == 2 and "--negative-class 'healthy' is not a class of gate" in err
     shutil.rmtree(tmp_path, ignore_errors=True)
 
@@ -233,4 +357,7 @@ def test_classifier_on_slices_bootstraps_over_patients(runs):
     summary = json.loads((runs.cls / "summary.json").read_text())
     val_patients = {c["patient_id"] for c in summary["cases"]}
     assert len(val_patients) < summary["n_cases"]
-    assert summary["bootstrap"]["method"] == f"percentile, patients ({len(val_patients)}) resampled with replacement"
+    assert (
+        summary["bootstrap"]["method"]
+        == f"percentile, patients ({len(val_patients)}) resampled with replacement"
+    )

@@ -15,8 +15,14 @@ from medlens.tasks.segmentation import SegmentationTask
 
 def test_validation_dice_pools_each_patients_slices():
     # patient 0: slices (inter, pred, true) = (2, 3, 3) and (0, 0, 0) → 2*2/6; patient 1: (1, 2, 4) → 2/6
-    outputs = {"inter": torch.tensor([2, 0, 1]), "pred": torch.tensor([3, 0, 2]), "true": torch.tensor([3, 0, 4]),
-               "group": torch.tensor([0, 0, 1]), "loss": torch.tensor([1.5]), "n": torch.tensor([3])}
+    outputs = {
+        "inter": torch.tensor([2, 0, 1]),
+        "pred": torch.tensor([3, 0, 2]),
+        "true": torch.tensor([3, 0, 4]),
+        "group": torch.tensor([0, 0, 1]),
+        "loss": torch.tensor([1.5]),
+        "n": torch.tensor([3]),
+    }
     metrics = SegmentationTask(["background", "foreground"]).validation_metrics(outputs)
     assert metrics["val_dice"] == pytest.approx((4 / 6 + 2 / 6) / 2)
     assert metrics["val_dice_case"] == pytest.approx((4 / 6 + 1.0 + 2 / 6) / 3)  # the empty slice scores 1

@@ -95,6 +95,9 @@ def test_dice_patient_pools_slices_then_averages_patients():
     assert dice_patient(preds, truths, ids) == pytest.approx(0.7)
     with pytest.raises(MedlensError, match="needs as many predictions"):
         dice_patient(preds, truths, ids[:3])
-    with pytest.raises(MedlensError, match=r"patient A: prediction shape \(3, 3\) does not match "
-                                           r"target \(2, 2\)"):
+    with pytest.raises(
+        MedlensError,
+        match=r"patient A: prediction shape \(3, 3\) does not match "
+        r"target \(2, 2\)",
+    ):
         dice_patient([mask()], [np.zeros((2, 2))], ["A"])

@@ -41,13 +41,15 @@ def test_resunet_is_residual_throughout_with_1x1_output():
 
 
 def test_options_are_checked():
-    with pytest.raises(MedlensError, match="unknown option 'head' for model 'unet': allowed options are "
-                                           "dropout"):
+    with pytest.raises(
+        MedlensError, match="unknown option 'head' for model 'unet': allowed options are dropout"
+    ):
         seg.unet(2, 1, 2, 64, head="mlp")
     with pytest.raises(MedlensError, match="model 'segresnet' has no offline pretrained weights"):
         seg.segresnet(2, 1, 2, 64, pretrained=True)
-    with pytest.raises(MedlensError, match="init_filters of model 'segresnet' must be a multiple of 8, "
-                                           "got 12"):
+    with pytest.raises(
+        MedlensError, match="init_filters of model 'segresnet' must be a multiple of 8, got 12"
+    ):
         seg.segresnet(2, 1, 2, 64, init_filters=12)
     with pytest.raises(MedlensError, match=r"dropout of model 'resunet' must be in \[0, 1\)"):
         seg.resunet(2, 1, 2, 64, dropout=1.5)
@@ -67,8 +69,9 @@ def test_weights_option_loads_a_state_dict(tmp_path):
 
 
 # -- phantoms ------------------------------------------------------------------------------------------
-def phantoms(n: int, size: int, dims: int, gen: torch.Generator, rmin: float = 0.12
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def phantoms(
+    n: int, size: int, dims: int, gen: torch.Generator, rmin: float = 0.12
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ellipses (2D) or ellipsoids (3D) of varying brightness in Gaussian noise."""
     grid = torch.stack(torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * dims, indexing="ij"))
     expand = (...,) + (None,) * dims
@@ -84,8 +87,15 @@ def phantoms(n: int, size: int, dims: int, gen: torch.Generator, rmin: float = 0
 def test_small_unet_learns_phantoms(one_thread, dims, size, rmin, steps, batch):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    model = create_model("unet", num_classes=2, in_channels=1, spatial_dims=dims, image_size=size,
-                         channels=(8, 16, 32), num_res_units=1)
+    model = create_model(
+        "unet",
+        num_classes=2,
+        in_channels=1,
+        spatial_dims=dims,
+        image_size=size,
+        channels=(8, 16, 32),
+        num_res_units=1,
+    )
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     loss_fn = DiceCELoss(softmax=True, to_onehot_y=True)
     for _ in range(steps):

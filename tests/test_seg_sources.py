@@ -68,14 +68,18 @@ def test_check_pair_normalises_binary_masks():
 
 
 def test_check_pair_errors_name_the_case():
-    with pytest.raises(MedlensError, match=r"case p1_4: mask shape \(4, 4\) does not match image shape "
-                                           r"\(4, 5\)"):
+    with pytest.raises(
+        MedlensError,
+        match=r"case p1_4: mask shape \(4, 4\) does not match image shape "
+        r"\(4, 5\)",
+    ):
         check_pair(np.zeros((4, 5, 3)), np.zeros((4, 4)), "p1_4")
     with pytest.raises(MedlensError, match=r"case p1_5: mask values \[0, 1, 2, 254, 255\] are not binary"):
         check_pair(np.zeros((2, 3)), np.array([[0, 1, 2], [254, 255, 0]]), "p1_5")
     with pytest.raises(MedlensError, match=r"case v1: mask values \[0, 3\] are outside the labels 0\.\.2"):
-        check_pair(np.zeros((1, 2, 2, 2)), np.array([0, 3] * 4).reshape(2, 2, 2), "v1", spatial_dims=3,
-                   num_classes=3)
+        check_pair(
+            np.zeros((1, 2, 2, 2)), np.array([0, 3] * 4).reshape(2, 2, 2), "v1", spatial_dims=3, num_classes=3
+        )
     with pytest.raises(MedlensError, match="case c: the mask has 3 different colour channels"):
         check_pair(np.zeros((2, 2)), np.arange(12).reshape(2, 2, 3), "c")
 
@@ -87,9 +91,13 @@ def test_kaggle_3m_rows_order_and_metadata(tmp_path):
     manifest = load_kaggle_3m(tmp_path)  # the parent of kaggle_3m/ works too
     df = manifest.df
     assert manifest.root == root and manifest.source.endswith("(2 patients, 5 slices)")
-    assert df["case_id"].tolist() == ["TCGA_AA_0001_20000101_1", "TCGA_AA_0001_20000101_2",
-                                      "TCGA_AA_0001_20000101_10", "TCGA_AA_0002_20010101_1",
-                                      "TCGA_AA_0002_20010101_3"]
+    assert df["case_id"].tolist() == [
+        "TCGA_AA_0001_20000101_1",
+        "TCGA_AA_0001_20000101_2",
+        "TCGA_AA_0001_20000101_10",
+        "TCGA_AA_0002_20010101_1",
+        "TCGA_AA_0002_20010101_3",
+    ]
     assert df["slice_index"].tolist() == [1, 2, 10, 1, 3]
     assert df["patient_id"].tolist() == ["TCGA_AA_0001_20000101"] * 3 + ["TCGA_AA_0002_20010101"] * 2
     assert df["mask"][2] == "TCGA_AA_0001_20000101/TCGA_AA_0001_20000101_10_mask.tif"
@@ -144,7 +152,9 @@ def test_pairs_csv(tmp_path):
     assert detect_pairs_csv(csv) and not detect_pairs_csv(tmp_path)
     manifest = load_pairs_csv(csv, validate=True)
     assert manifest.df[["case_id", "patient_id", "mask", "site"]].values.tolist() == [
-        ["a", "P1", "img/a_m.png", "x"], ["b", "P1", "img/b_m.png", "y"]]
+        ["a", "P1", "img/a_m.png", "x"],
+        ["b", "P1", "img/b_m.png", "y"],
+    ]
     csv.write_text("image,mask\nimg/a.png,img/missing.png\n")
     with pytest.raises(MedlensError, match="case a: mask file img/missing.png listed in .* does not exist"):
         load_pairs_csv(csv)
@@ -174,7 +184,8 @@ def test_nifti_folders_match_by_name(tmp_path):
     manifest = load_nifti_folders(tmp_path, validate=True)
     assert manifest.df[["case_id", "image", "mask"]].values.tolist() == [
         ["case2", "imagesTr/case2_0000.nii.gz", "labelsTr/case2.nii.gz"],
-        ["case10", "imagesTr/case10_0000.nii.gz", "labelsTr/case10.nii.gz"]]
+        ["case10", "imagesTr/case10_0000.nii.gz", "labelsTr/case10.nii.gz"],
+    ]
 
 
 def test_nifti_folders_errors_name_the_case(tmp_path):
@@ -192,15 +203,22 @@ def test_nifti_folders_errors_name_the_case(tmp_path):
 
 def test_msd_dataset_json(tmp_path):
     make_nifti_tree(tmp_path)
-    spec = {"name": "Toy", "labels": {"0": "background", "1": "tumour"}, "modality": {"0": "FLAIR"},
-            "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
-                         for c in ("case1", "case2")], "test": ["./imagesTs/case9.nii.gz"]}
+    spec = {
+        "name": "Toy",
+        "labels": {"0": "background", "1": "tumour"},
+        "modality": {"0": "FLAIR"},
+        "training": [
+            {"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ("case1", "case2")
+        ],
+        "test": ["./imagesTs/case9.nii.gz"],
+    }
     (tmp_path / "dataset.json").write_text(json.dumps(spec))
     assert detect_msd(tmp_path) and detect_msd(tmp_path / "dataset.json")
     manifest = load_msd(tmp_path / "dataset.json")
     assert manifest.df[["case_id", "image", "mask"]].values.tolist() == [
         ["case1", "imagesTr/case1.nii.gz", "labelsTr/case1.nii.gz"],
-        ["case2", "imagesTr/case2.nii.gz", "labelsTr/case2.nii.gz"]]
+        ["case2", "imagesTr/case2.nii.gz", "labelsTr/case2.nii.gz"],
+    ]
     assert msd_info(tmp_path)["labels"] == {"0": "background", "1": "tumour"}
     spec["training"].append({"image": "./imagesTr/case7.nii.gz", "label": "./labelsTr/case7.nii.gz"})
     (tmp_path / "dataset.json").write_text(json.dumps(spec))

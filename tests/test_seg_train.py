@@ -13,7 +13,7 @@ from seg_phantoms import ellipse_pair, make_kaggle, make_spheres
 
 from medlens.data.spec import PreprocessingSpec
 from medlens.evaluation.seg_metrics import segmentation_case_metrics
-from medlens.training.fit import train
+from medlens.pipeline.steps import train
 
 TINY_UNET = {"channels": [8, 16, 32], "num_res_units": 1}
 AFFINE = np.array([[0.9, 0, 0, -12.0], [0, 1.1, 0, 30.0], [0, 0, 2.5, 7.0], [0, 0, 0, 1]])
@@ -23,8 +23,18 @@ AFFINE = np.array([[0.9, 0, 0, -12.0], [0, 1.1, 0, 30.0], [0, 0, 2.5, 7.0], [0, 
 def run_2d(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("seg2d")
     data = make_kaggle(root / "data", n_patients=10, n_slices=6, size=32)
-    run = train(data, root / "run", task="segmentation", model="unet", image_size=32, epochs=15, batch_size=8,
-                lr=0.01, model_args=TINY_UNET, progress=False)
+    run = train(
+        data,
+        root / "run",
+        task="segmentation",
+        model="unet",
+        image_size=32,
+        epochs=15,
+        batch_size=8,
+        lr=0.01,
+        model_args=TINY_UNET,
+        progress=False,
+    )
     return root, run
 
 
@@ -32,8 +42,19 @@ def run_2d(tmp_path_factory, one_thread):
 def run_3d(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("seg3d")
     data = make_spheres(root / "data", n_cases=8, affine=AFFINE)
-    run = train(data, root / "run", task="segmentation", model="unet", epochs=20, batch_size=8, lr=0.01,
-                model_args=TINY_UNET, patch_size=[16, 16, 16], samples_per_volume=4, progress=False)
+    run = train(
+        data,
+        root / "run",
+        task="segmentation",
+        model="unet",
+        epochs=20,
+        batch_size=8,
+        lr=0.01,
+        model_args=TINY_UNET,
+        patch_size=[16, 16, 16],
+        samples_per_volume=4,
+        progress=False,
+    )
     return root, run
 
 
@@ -51,7 +72,9 @@ def test_2d_ellipses_reach_dice_above_0_9_with_a_patient_level_split(run_2d):
     manifest = pd.read_csv(run / "manifest.csv")
     sides = manifest.groupby("patient_id")["split"].nunique()
     assert (sides == 1).all()  # every patient's slices on one side of the split
-    assert {c["patient_id"] for c in summary["cases"]} == set(manifest.loc[manifest["split"] == "val", "patient_id"])
+    assert {c["patient_id"] for c in summary["cases"]} == set(
+        manifest.loc[manifest["split"] == "val", "patient_id"]
+    )
     html = (run / "report.html").read_text()
     assert "Dice per patient" in html and "Worst patients" in html and "data:image/png;base64" in html
 
@@ -79,8 +102,8 @@ def test_3d_spheres_reach_dice_above_0_9(run_3d):
 
 
 def test_predicted_nifti_keeps_the_input_affine(run_3d, tmp_path):
-    from medlens.io.volumes import read_volume
     from medlens.inference.predict import predict
+    from medlens.io.volumes import read_volume
 
     root, run = run_3d
     image = root / "data" / "imagesTr" / "case0.nii.gz"
@@ -94,12 +117,21 @@ def test_predicted_nifti_keeps_the_input_affine(run_3d, tmp_path):
 
 
 def test_resampled_3d_training_predicts_on_the_original_grid(tmp_path, one_thread):
-    from medlens.io.volumes import read_volume
     from medlens.inference.predict import predict
+    from medlens.io.volumes import read_volume
 
     data = make_spheres(tmp_path / "data", n_cases=4, shape=(24, 24, 16), affine=AFFINE)
-    run = train(data, tmp_path / "run", task="segmentation", model="unet", epochs=1, batch_size=4,
-                model_args=TINY_UNET, spacing=[1.8, 2.2, 2.5], progress=False)
+    run = train(
+        data,
+        tmp_path / "run",
+        task="segmentation",
+        model="unet",
+        epochs=1,
+        batch_size=4,
+        model_args=TINY_UNET,
+        spacing=[1.8, 2.2, 2.5],
+        progress=False,
+    )
     spec = json.loads((run / "train.json").read_text())["spec"]
     # 24 voxels of 0.9 mm (x) and 1.1 mm (y) become 12 at 1.8 and 2.2 mm; z keeps 16 at 2.5 mm.
     assert spec["spacing"] == [1.8, 2.2, 2.5] and spec["patch_size"] == [12, 12, 16]
@@ -108,7 +140,7 @@ def test_resampled_3d_training_predicts_on_the_original_grid(tmp_path, one_threa
 
 
 def test_joint_augmentation_moves_image_and_mask_together():
-    from medlens.training.augment import AugmentSpec, augment_pair
+    from medlens.data.augment import AugmentSpec, augment_pair
 
     x = torch.zeros(4, 1, 24, 24)
     x[:, :, 6:14, 8:18] = 1.0
@@ -123,8 +155,14 @@ def test_joint_augmentation_moves_image_and_mask_together():
 
 
 def test_spec_of_an_older_checkpoint_still_loads():
-    old = {"image_size": 64, "channels": 1, "mean": [0.5], "std": [0.25], "class_names": ["a", "b"],
-           "task": "classification"}
+    old = {
+        "image_size": 64,
+        "channels": 1,
+        "mean": [0.5],
+        "std": [0.25],
+        "class_names": ["a", "b"],
+        "task": "classification",
+    }
     spec = PreprocessingSpec.from_dict(old)
     assert spec.spatial_dims == 2 and spec.patch_size is None and spec.intensity == "dataset"
     assert spec.num_outputs == 2 and PreprocessingSpec.from_dict(spec.to_dict()) == spec

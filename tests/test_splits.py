@@ -15,8 +15,15 @@ def _manifest(counts: dict[str, int], split: str = "", per_patient: int = 1, tes
     rows = []
     for label, n in counts.items():
         for i in range(n):
-            rows.append({"case_id": f"{label}-{i}", "patient_id": f"{label}-p{i // per_patient}",
-                         "split": split, "image": f"{label}/{i}.png", "label": label})
+            rows.append(
+                {
+                    "case_id": f"{label}-{i}",
+                    "patient_id": f"{label}-p{i // per_patient}",
+                    "split": split,
+                    "image": f"{label}/{i}.png",
+                    "label": label,
+                }
+            )
     rows += [{"case_id": f"t{i}", "split": "test", "image": f"t{i}.png", "label": "a"} for i in range(test)]
     return Manifest(pd.DataFrame(rows), "/data", source="toy")
 
@@ -53,13 +60,15 @@ def test_carve_is_deterministic_by_seed():
     assert list(first.df["split"]) == list(again.df["split"])
     assert list(first.df["split"]) != list(other.df["split"])
     grouped = _manifest({"a": 40, "b": 40}, per_patient=4)
-    assert list(carve_validation(grouped, 0.25, seed=5).df["split"]) == \
-        list(carve_validation(grouped, 0.25, seed=5).df["split"])
+    assert list(carve_validation(grouped, 0.25, seed=5).df["split"]) == list(
+        carve_validation(grouped, 0.25, seed=5).df["split"]
+    )
 
 
 def test_existing_validation_is_kept():
-    df = pd.DataFrame({"image": ["1.png", "2.png", "3.png"], "label": ["a", "b", "a"],
-                       "split": ["", "val", "train"]})
+    df = pd.DataFrame(
+        {"image": ["1.png", "2.png", "3.png"], "label": ["a", "b", "a"], "split": ["", "val", "train"]}
+    )
     m = carve_validation(Manifest(df, "/data"), 0.5)
     assert list(m.df["split"]) == ["train", "val", "train"]
 
@@ -71,8 +80,11 @@ def test_carve_rejects_bad_fractions(bad):
 
 
 def test_carve_needs_two_cases_or_patients():
-    with pytest.raises(MedlensError, match=r"cannot carve a validation split from 1 training case\(s\) in "
-                                           "toy"):
+    with pytest.raises(
+        MedlensError,
+        match=r"cannot carve a validation split from 1 training case\(s\) in "
+        "toy",
+    ):
         carve_validation(_manifest({"a": 1}), 0.2)
     with pytest.raises(MedlensError, match="all training cases belong to one patient"):
         carve_validation(_manifest({"a": 5}, per_patient=5), 0.2)

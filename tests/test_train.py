@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from medlens.training.augment import AugmentSpec, augment_batch
-from medlens.training.fit import train
+from medlens.data.augment import AugmentSpec, augment_batch
+from medlens.pipeline.steps import train
 
 FAST = dict(epochs=2, image_size=32, batch_size=8, progress=False)
 
@@ -22,18 +22,20 @@ def test_same_seed_same_run(tmp_path, make_folders):
     pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"))
     sa, sb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
     assert [c["probabilities"] for c in sa["cases"]] == [c["probabilities"] for c in sb["cases"]]
-    assert pd.read_csv(a / "manifest.csv")["split"].tolist() == pd.read_csv(b / "manifest.csv")["split"].tolist()
+    assert (
+        pd.read_csv(a / "manifest.csv")["split"].tolist() == pd.read_csv(b / "manifest.csv")["split"].tolist()
+    )
 
 
 def test_interrupted_run_is_not_complete_and_resumes(tmp_path, make_folders, monkeypatch):
     data = make_folders(tmp_path / "d", n_per_class=8)
-    import medlens.evaluation.evaluate as ev
+    import medlens.pipeline.steps as steps
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(ev, "evaluate", boom)
+        m.setattr(steps, "evaluate", boom)
         with pytest.raises(KeyboardInterrupt):
             train(data, tmp_path / "run", **FAST)
     assert not (tmp_path / "run").exists()  # never looks finished

@@ -126,16 +126,22 @@ def test_series_is_sorted_by_position_with_ras_affine(tmp_path):
 
 def test_missing_slice_names_series_and_gap(tmp_path):
     uid = write_series(tmp_path, [0.0, 2.0, 4.0, 8.0, 10.0])
-    with pytest.raises(MedlensError, match=rf"missing slice in series {uid} .*gap of 4\.00 mm between slice "
-                                           r"positions 4\.00 and 8\.00 \(median spacing 2\.00 mm\)"):
+    with pytest.raises(
+        MedlensError,
+        match=rf"missing slice in series {uid} .*gap of 4\.00 mm between slice "
+        r"positions 4\.00 and 8\.00 \(median spacing 2\.00 mm\)",
+    ):
         read_dicom_series(tmp_path)
 
 
 def test_mixed_orientations_are_refused(tmp_path):
     iops = [[1, 0, 0, 0, 1, 0]] * 3 + [[1, 0, 0, 0, 0, -1]]
     uid = write_series(tmp_path, [0.0, 2.0, 4.0, 6.0], iops=iops)
-    with pytest.raises(MedlensError, match=rf"mixed orientations in series {uid} .*2 different "
-                                           "ImageOrientationPatient values"):
+    with pytest.raises(
+        MedlensError,
+        match=rf"mixed orientations in series {uid} .*2 different "
+        "ImageOrientationPatient values",
+    ):
         read_dicom_series(tmp_path)
 
 
@@ -163,8 +169,9 @@ def test_folder_without_dicom(tmp_path):
 
 
 # -- real Siemens mosaic MR -----------------------------------------------------------------------------
-needs_orientation = pytest.mark.skipif(not ORIENTATION.is_dir(),
-                                       reason="shared dicom-mr-orientation data absent")
+needs_orientation = pytest.mark.skipif(
+    not ORIENTATION.is_dir(), reason="shared dicom-mr-orientation data absent"
+)
 
 
 @needs_orientation
@@ -184,8 +191,9 @@ def test_real_mosaic_matches_dcm2niix_in_world_coordinates():
 
 
 @needs_orientation
-@pytest.mark.parametrize("series, codes", [("cor/corint35", ("L", "I", "P")),
-                                           ("sag/sagdesc36", ("P", "I", "L"))])
+@pytest.mark.parametrize(
+    "series, codes", [("cor/corint35", ("L", "I", "P")), ("sag/sagdesc36", ("P", "I", "L"))]
+)
 def test_real_coronal_and_sagittal_mosaics(series, codes):
     volume, affine, _ = read_dicom_series(ORIENTATION / series)
     assert volume.shape[:3] == (2, 64, 64) and volume.shape[3] in (35, 36)
@@ -195,6 +203,9 @@ def test_real_coronal_and_sagittal_mosaics(series, codes):
 @needs_orientation
 @pytest.mark.skipif(importlib.util.find_spec("pylibjpeg") is not None, reason="JPEG decoders installed")
 def test_real_lossless_jpeg_without_decoder_says_what_to_install():
-    with pytest.raises(MedlensError, match=r"cannot decode the pixel data of .*jpg1\.dcm .*JPEG Lossless.*"
-                                           "pip install pylibjpeg"):
+    with pytest.raises(
+        MedlensError,
+        match=r"cannot decode the pixel data of .*jpg1\.dcm .*JPEG Lossless.*"
+        "pip install pylibjpeg",
+    ):
         read_dicom_series(ORIENTATION / "axmb" / "AxAsc36mb2a")

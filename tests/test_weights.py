@@ -13,7 +13,6 @@ from medlens.errors import MedlensError
 from medlens.models import create_model
 from medlens.models.weights import load_weights
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -25,17 +25,17 @@ _LAZY = {
     "list_models": ("medlens.models.registry", "list_models"),
     "summary": ("medlens.models.summary", "summarize"),
     "TrainConfig": ("medlens.training.config", "TrainConfig"),
-    "train": ("medlens.training.fit", "train"),
-    "learning_curve": ("medlens.training.curve", "learning_curve"),
-    "load_run": ("medlens.training.checkpoint", "load_model"),
+    "train": ("medlens.pipeline.steps", "train"),
+    "learning_curve": ("medlens.pipeline.curve", "learning_curve"),
+    "load_run": ("medlens.models.checkpoint", "load_model"),
     "evaluate": ("medlens.evaluation.evaluate", "evaluate"),
     "compare": ("medlens.evaluation.compare", "compare"),
     "predict": ("medlens.inference.predict", "predict"),
     "audit": ("medlens.auditing.run", "audit"),
-    "demo": ("medlens.pipeline", "run_demo"),
+    "demo": ("medlens.pipeline.demo", "run_demo"),
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = [*sorted(_LAZY), "__version__"]
 
 
 def __getattr__(name: str) -> Any:

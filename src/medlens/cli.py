@@ -9,22 +9,29 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from medlens.errors import MedlensError
 from medlens.utils.files import check_output_path
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="medlens: ingest, audit, train, evaluate and compare medical image models.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="medlens: ingest, audit, train, evaluate and compare medical image models.",
+)
 
-SRC_HELP = "Dataset: class folders (ROOT/<class>/<img> or ROOT/<split>/<class>/<img>), a CSV (image,label), " \
-           "a manifest CSV, a MedMNIST .npz; for segmentation/detection image/mask pairs (kaggle_3m folders, a CSV " \
-           "with image,mask), NIfTI imagesTr/labelsTr folders, an MSD dataset.json or a CSV image,x0,y0,x1,y1."
+SRC_HELP = (
+    "Dataset: class folders (ROOT/<class>/<img> or ROOT/<split>/<class>/<img>), a CSV (image,label), "
+    "a manifest CSV, a MedMNIST .npz; for segmentation/detection image/mask pairs (kaggle_3m folders, a CSV "
+    "with image,mask), NIfTI imagesTr/labelsTr folders, an MSD dataset.json or a CSV image,x0,y0,x1,y1."
+)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
-MAX_MB_HELP = ("Refuse (and skip, inside a dataset) any file whose header declares more than this many MiB once "
-               "decoded, checked before decoding (default 512).")
+MAX_MB_HELP = (
+    "Refuse (and skip, inside a dataset) any file whose header declares more than this many MiB once "
+    "decoded, checked before decoding (default 512)."
+)
 MAX_MB = typer.Option(None, "--max-image-mb", help=MAX_MB_HELP)
 
 
@@ -35,10 +42,13 @@ def _console():
 
 
 @app.command()
-def ingest(src: Path = typer.Argument(..., help=SRC_HELP),
-           output: Path = typer.Option(..., "-o", "--output", help="Manifest CSV to write."),
-           label_names: Optional[str] = typer.Option(None, help="Comma-separated class names for integer "
-                                                                 "labels (npz), in label order.")) -> None:
+def ingest(
+    src: Path = typer.Argument(..., help=SRC_HELP),
+    output: Path = typer.Option(..., "-o", "--output", help="Manifest CSV to write."),
+    label_names: str | None = typer.Option(
+        None, help="Comma-separated class names for integer labels (npz), in label order."
+    ),
+) -> None:
     """Scan SRC and write a manifest CSV (one row per image: case_id, patient_id, split, image, label)."""
     from medlens.data.ingest import ingest as do_ingest
 
@@ -52,21 +62,32 @@ def ingest(src: Path = typer.Argument(..., help=SRC_HELP),
 
 
 @app.command()
-def audit(src: Path = typer.Argument(..., help=SRC_HELP),
-          output: Path = typer.Option(Path("audit"), "-o", "--output", help="Folder for audit.json and audit.html."),
-          fix: Optional[Path] = typer.Option(None, help="Write a cleaned manifest CSV here (drops unreadable files, "
-                                                         "keeps one of each exact duplicate, moves leaked groups into "
-                                                         "one split, drops label conflicts)."),
-          prefer: str = typer.Option("train", help="Split that leaked duplicate groups move to: train or test."),
-          threshold: Optional[int] = typer.Option(None, help="Near-duplicate perceptual-hash Hamming threshold "
-                                                              "(default 6 of 64 bits)."),
-          workers: int = typer.Option(2, help="Decoding threads."),
-          mask_classes: Optional[int] = typer.Option(None, help="Label values segmentation masks may hold: 2 "
-                                                                "for binary {0,1}/{0,255}, K for 0..K-1 (default: "
-                                                                "an MSD dataset.json's labels, else 2)."),
-          strict: bool = typer.Option(False, help="Exit with code 1 when anything is found."),
-          max_image_mb: Optional[float] = MAX_MB,
-          quiet: bool = QUIET) -> None:
+def audit(
+    src: Path = typer.Argument(..., help=SRC_HELP),
+    output: Path = typer.Option(
+        Path("audit"), "-o", "--output", help="Folder for audit.json and audit.html."
+    ),
+    fix: Path | None = typer.Option(
+        None,
+        help="Write a cleaned manifest CSV here (drops unreadable files, "
+        "keeps one of each exact duplicate, moves leaked groups into "
+        "one split, drops label conflicts).",
+    ),
+    prefer: str = typer.Option("train", help="Split that leaked duplicate groups move to: train or test."),
+    threshold: int | None = typer.Option(
+        None, help="Near-duplicate perceptual-hash Hamming threshold (default 6 of 64 bits)."
+    ),
+    workers: int = typer.Option(2, help="Decoding threads."),
+    mask_classes: int | None = typer.Option(
+        None,
+        help="Label values segmentation masks may hold: 2 "
+        "for binary {0,1}/{0,255}, K for 0..K-1 (default: "
+        "an MSD dataset.json's labels, else 2).",
+    ),
+    strict: bool = typer.Option(False, help="Exit with code 1 when anything is found."),
+    max_image_mb: float | None = MAX_MB,
+    quiet: bool = QUIET,
+) -> None:
     """Find unreadable files, size outliers, imbalance, exact/near duplicates, train/test leakage, clusters.
 
     Segmentation sources are audited too: 2D image/mask pairs and NIfTI volumes (imagesTr/labelsTr folders,
@@ -79,8 +100,17 @@ def audit(src: Path = typer.Argument(..., help=SRC_HELP),
     check_output_path(output, sources=[src], what="audit folder")
     if fix is not None:
         check_output_path(fix, sources=[src], kind="file", option="--fix", what="cleaned manifest CSV")
-    result = do_audit(src, output, near_threshold=threshold, fix=fix, prefer=prefer, workers=workers,
-                      progress=not quiet, mask_classes=mask_classes, max_image_mb=max_image_mb)
+    result = do_audit(
+        src,
+        output,
+        near_threshold=threshold,
+        fix=fix,
+        prefer=prefer,
+        workers=workers,
+        progress=not quiet,
+        mask_classes=mask_classes,
+        max_image_mb=max_image_mb,
+    )
     print_summary(result, _console())
     _console().print(f"report: {output / 'audit.html'}")
     if strict and result.findings_count:
@@ -88,7 +118,7 @@ def audit(src: Path = typer.Argument(..., help=SRC_HELP),
 
 
 @app.command()
-def models(pattern: Optional[str] = typer.Argument(None, help="Glob filter, e.g. 'resnet*'.")) -> None:
+def models(pattern: str | None = typer.Argument(None, help="Glob filter, e.g. 'resnet*'.")) -> None:
     """List the registered models."""
     from rich.table import Table
 
@@ -102,14 +132,18 @@ def models(pattern: Optional[str] = typer.Argument(None, help="Glob filter, e.g.
 
 
 @app.command()
-def summary(model: str = typer.Argument(..., help="Model name (see `medlens models`)."),
-            input_size: int = typer.Option(224, help="Input side in pixels."),
-            channels: Optional[int] = typer.Option(None, help="Input channels (default: the model's)."),
-            num_classes: int = typer.Option(4, help="Number of output classes (classifiers; segmentation models "
-                                                   "are counted with 2, box detectors with 4 outputs)."),
-            head: str = typer.Option("linear", help="Classifier head: linear or mlp."),
-            freeze_backbone: bool = typer.Option(False, help="Classifiers: count only head parameters as "
-                                                             "trainable.")) -> None:
+def summary(
+    model: str = typer.Argument(..., help="Model name (see `medlens models`)."),
+    input_size: int = typer.Option(224, help="Input side in pixels."),
+    channels: int | None = typer.Option(None, help="Input channels (default: the model's)."),
+    num_classes: int = typer.Option(
+        4,
+        help="Number of output classes (classifiers; segmentation models "
+        "are counted with 2, box detectors with 4 outputs).",
+    ),
+    head: str = typer.Option("linear", help="Classifier head: linear or mlp."),
+    freeze_backbone: bool = typer.Option(False, help="Classifiers: count only head parameters as trainable."),
+) -> None:
     """Show total / trainable parameters and multiply-adds of MODEL at one input size."""
     from medlens.models.registry import get_model_info
     from medlens.models.summary import CLI_MIN_SIDE, check_input, summarize
@@ -119,8 +153,14 @@ def summary(model: str = typer.Argument(..., help="Model name (see `medlens mode
     outputs = {"segmentation": 2, "detection": 4}.get(info.task, num_classes)
     in_channels = channels if channels is not None else info.channels or 1
     check_input(model, (input_size, input_size), in_channels, min_side=CLI_MIN_SIDE)  # 0 or 100000: one line
-    s = summarize(model, input_size=input_size, in_channels=in_channels, num_classes=outputs, pretrained=False,
-                  **options)
+    s = summarize(
+        model,
+        input_size=input_size,
+        in_channels=in_channels,
+        num_classes=outputs,
+        pretrained=False,
+        **options,
+    )
     c = _console()
     c.print(f"[bold]{model}[/] at {input_size}x{input_size}, {in_channels} channel(s)")
     c.print(f"  total parameters:     {s['total_params']:,}")
@@ -128,7 +168,7 @@ def summary(model: str = typer.Argument(..., help="Model name (see `medlens mode
     c.print(f"  multiply-adds:        {s['macs'] / 1e6:,.1f} M")
 
 
-def _train_config(config: Optional[Path], **cli):
+def _train_config(config: Path | None, **cli):
     from medlens.training.config import TrainConfig
 
     if config is not None:
@@ -137,85 +177,136 @@ def _train_config(config: Optional[Path], **cli):
 
 
 @app.command()
-def train(src: Path = typer.Argument(..., help=SRC_HELP),
-          output: Path = typer.Option(..., "-o", "--output", help="Run directory to create."),
-          model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default cnn-small)."),
-          config: Optional[Path] = typer.Option(None, help="YAML config; command-line options override it."),
-          epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 16)."),
-          batch_size: Optional[int] = typer.Option(None, help="Batch size (default 32)."),
-          lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 3e-3 adamw, 5e-2 sgd)."),
-          weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default 0.05)."),
-          momentum: Optional[float] = typer.Option(None, help="SGD momentum (default 0.9)."),
-          optimizer: Optional[str] = typer.Option(None, help="adamw or sgd."),
-          scheduler: Optional[str] = typer.Option(None, help="onecycle, cosine or none."),
-          image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default: the model's)."),
-          channels: Optional[int] = typer.Option(None, help="1 or 3 input channels (default: the model's)."),
-          fraction: Optional[float] = typer.Option(None, help="Train on a stratified fraction (0,1] of train."),
-          val_fraction: Optional[float] = typer.Option(None, help="Validation share carved when SRC has no "
-                                                                  "val split (default 0.2)."),
-          class_weights: Optional[str] = typer.Option(None, help="'auto' weights the loss by inverse class "
-                                                                  "frequency; 'none' (default)."),
-          augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random flips, "
-                                                 "rotations, shifts, brightness (default on)."),
-          freeze_backbone: Optional[bool] = typer.Option(None, "--freeze-backbone/--no-freeze-backbone",
-                                                         help="Train only the head."),
-          head: Optional[str] = typer.Option(None, help="Head: linear or mlp (Linear-ReLU-Dropout-Linear)."),
-          dropout: Optional[float] = typer.Option(None, help="Dropout in the head."),
-          weights: Optional[str] = typer.Option(None, help="State-dict file to initialise the backbone."),
-          patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs (default 8)."),
-          max_minutes: Optional[float] = typer.Option(None, help="Stop training after this many minutes."),
-          seed: Optional[int] = typer.Option(None, help="Random seed (default 0); runs are deterministic."),
-          devices: Optional[int] = typer.Option(None, help="Devices (processes) per node for Lightning."),
-          num_nodes: Optional[int] = typer.Option(None, help="Nodes for multi-node DDP."),
-          strategy: Optional[str] = typer.Option(None, help="Lightning strategy, e.g. ddp (default auto)."),
-          accelerator: Optional[str] = typer.Option(None, help="cpu, gpu or auto (default)."),
-          precision: Optional[str] = typer.Option(None, help="auto (default: bf16 mixed where the CPU/GPU does "
-                                                              "bf16 natively, else 32), 32, bf16-mixed or 16-mixed."),
-          audit_fix: Optional[bool] = typer.Option(None, "--audit-fix/--no-audit-fix",
-                                                   help="Audit SRC first and train on the cleaned manifest."),
-          task: Optional[str] = typer.Option(None, help="classification (default), segmentation or detection."),
-          boxes_from_masks: bool = typer.Option(False, "--boxes-from-masks", help="Detection: the box of each "
-                                                "mask's largest component is the target."),
-          model_arg: Optional[List[str]] = typer.Option(None, "--model-arg", metavar="<k=v>", help="Network option KEY=VALUE, "
-                                                        "repeatable, e.g. channels=16,32,64,128 for unet."),
-          spatial_dims: Optional[int] = typer.Option(None, help="2 or 3 (default: 3 for NIfTI volumes)."),
-          patch_size: Optional[str] = typer.Option(None, help="3D patch X,Y,Z in voxels (default: up to "
-                                                              "96,96,32)."),
-          spacing: Optional[str] = typer.Option(None, help="3D: resample volumes to this voxel size X,Y,Z mm."),
-          samples_per_volume: Optional[int] = typer.Option(None, help="3D: random patches per volume and epoch "
-                                                                       "(default 4)."),
-          intensity: Optional[str] = typer.Option(None, help="dataset (mean/std of the training set; classification "
-                                                             "default), image (each image standardised; 2D "
-                                                             "segmentation/detection default) or volume (3D)."),
-          resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
-          overwrite: bool = typer.Option(False, help="Replace an existing run directory (only one medlens "
-                                                     "wrote; never the source)."),
-          max_image_mb: Optional[float] = MAX_MB,
-          quiet: bool = QUIET) -> None:
-    """Train a classifier (or a segmentation / detection model) on SRC; write a run directory with report.html."""
-    from medlens.training.fit import train as do_train
+def train(
+    src: Path = typer.Argument(..., help=SRC_HELP),
+    output: Path = typer.Option(..., "-o", "--output", help="Run directory to create."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name (default cnn-small)."),
+    config: Path | None = typer.Option(None, help="YAML config; command-line options override it."),
+    epochs: int | None = typer.Option(None, help="Maximum epochs (default 16)."),
+    batch_size: int | None = typer.Option(None, help="Batch size (default 32)."),
+    lr: float | None = typer.Option(None, help="Peak learning rate (default 3e-3 adamw, 5e-2 sgd)."),
+    weight_decay: float | None = typer.Option(None, help="Weight decay (default 0.05)."),
+    momentum: float | None = typer.Option(None, help="SGD momentum (default 0.9)."),
+    optimizer: str | None = typer.Option(None, help="adamw or sgd."),
+    scheduler: str | None = typer.Option(None, help="onecycle, cosine or none."),
+    image_size: int | None = typer.Option(None, help="Input side in pixels (default: the model's)."),
+    channels: int | None = typer.Option(None, help="1 or 3 input channels (default: the model's)."),
+    fraction: float | None = typer.Option(None, help="Train on a stratified fraction (0,1] of train."),
+    val_fraction: float | None = typer.Option(
+        None, help="Validation share carved when SRC has no val split (default 0.2)."
+    ),
+    class_weights: str | None = typer.Option(
+        None, help="'auto' weights the loss by inverse class frequency; 'none' (default)."
+    ),
+    augment: bool | None = typer.Option(
+        None, "--augment/--no-augment", help="Random flips, rotations, shifts, brightness (default on)."
+    ),
+    freeze_backbone: bool | None = typer.Option(
+        None, "--freeze-backbone/--no-freeze-backbone", help="Train only the head."
+    ),
+    head: str | None = typer.Option(None, help="Head: linear or mlp (Linear-ReLU-Dropout-Linear)."),
+    dropout: float | None = typer.Option(None, help="Dropout in the head."),
+    weights: str | None = typer.Option(None, help="State-dict file to initialise the backbone."),
+    patience: int | None = typer.Option(None, help="Early-stopping patience in epochs (default 8)."),
+    max_minutes: float | None = typer.Option(None, help="Stop training after this many minutes."),
+    seed: int | None = typer.Option(None, help="Random seed (default 0); runs are deterministic."),
+    devices: int | None = typer.Option(None, help="Devices (processes) per node for Lightning."),
+    num_nodes: int | None = typer.Option(None, help="Nodes for multi-node DDP."),
+    strategy: str | None = typer.Option(None, help="Lightning strategy, e.g. ddp (default auto)."),
+    accelerator: str | None = typer.Option(None, help="cpu, gpu or auto (default)."),
+    precision: str | None = typer.Option(
+        None,
+        help="auto (default: bf16 mixed where the CPU/GPU does "
+        "bf16 natively, else 32), 32, bf16-mixed or 16-mixed.",
+    ),
+    audit_fix: bool | None = typer.Option(
+        None, "--audit-fix/--no-audit-fix", help="Audit SRC first and train on the cleaned manifest."
+    ),
+    task: str | None = typer.Option(None, help="classification (default), segmentation or detection."),
+    boxes_from_masks: bool = typer.Option(
+        False, "--boxes-from-masks", help="Detection: the box of each mask's largest component is the target."
+    ),
+    model_arg: list[str] | None = typer.Option(
+        None,
+        "--model-arg",
+        metavar="<k=v>",
+        help="Network option KEY=VALUE, repeatable, e.g. channels=16,32,64,128 for unet.",
+    ),
+    spatial_dims: int | None = typer.Option(None, help="2 or 3 (default: 3 for NIfTI volumes)."),
+    patch_size: str | None = typer.Option(None, help="3D patch X,Y,Z in voxels (default: up to 96,96,32)."),
+    spacing: str | None = typer.Option(None, help="3D: resample volumes to this voxel size X,Y,Z mm."),
+    samples_per_volume: int | None = typer.Option(
+        None, help="3D: random patches per volume and epoch (default 4)."
+    ),
+    intensity: str | None = typer.Option(
+        None,
+        help="dataset (mean/std of the training set; classification "
+        "default), image (each image standardised; 2D "
+        "segmentation/detection default) or volume (3D).",
+    ),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
+    overwrite: bool = typer.Option(
+        False, help="Replace an existing run directory (only one medlens wrote; never the source)."
+    ),
+    max_image_mb: float | None = MAX_MB,
+    quiet: bool = QUIET,
+) -> None:
+    """Train a classifier (or a segmentation / detection model) on SRC; write a run directory with
+    report.html."""
+    from medlens.pipeline.steps import train as do_train
 
-    cfg = _train_config(config, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
-                        weight_decay=weight_decay, momentum=momentum, optimizer=optimizer, scheduler=scheduler,
-                        image_size=image_size, channels=channels, fraction=fraction, val_fraction=val_fraction,
-                        class_weights=class_weights, augment=augment, freeze_backbone=freeze_backbone, head=head,
-                        dropout=dropout, weights=weights, patience=patience, max_minutes=max_minutes, seed=seed,
-                        devices=devices, num_nodes=num_nodes, strategy=strategy, accelerator=accelerator,
-                        precision=precision,
-                        audit_fix=audit_fix, task=task, boxes_from_masks=boxes_from_masks or None,
-                        model_args=_model_args(model_arg), spatial_dims=spatial_dims,
-                        patch_size=_numbers(patch_size, int, "--patch-size"),
-                        spacing=_numbers(spacing, float, "--spacing"), samples_per_volume=samples_per_volume,
-                        intensity=intensity, max_image_mb=max_image_mb)
+    cfg = _train_config(
+        config,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        image_size=image_size,
+        channels=channels,
+        fraction=fraction,
+        val_fraction=val_fraction,
+        class_weights=class_weights,
+        augment=augment,
+        freeze_backbone=freeze_backbone,
+        head=head,
+        dropout=dropout,
+        weights=weights,
+        patience=patience,
+        max_minutes=max_minutes,
+        seed=seed,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        accelerator=accelerator,
+        precision=precision,
+        audit_fix=audit_fix,
+        task=task,
+        boxes_from_masks=boxes_from_masks or None,
+        model_args=_model_args(model_arg),
+        spatial_dims=spatial_dims,
+        patch_size=_numbers(patch_size, int, "--patch-size"),
+        spacing=_numbers(spacing, float, "--spacing"),
+        samples_per_volume=samples_per_volume,
+        intensity=intensity,
+        max_image_mb=max_image_mb,
+    )
     run = do_train(src, output, cfg, overwrite=overwrite, resume=resume, progress=not quiet)
     facts = json.loads((run / "train.json").read_text())
-    _print_skipped(facts.get("skipped") or [], sum((facts.get("n_images") or {}).values()),
-                   run / "train.json", facts.get("read_notes"))
+    _print_skipped(
+        facts.get("skipped") or [],
+        sum((facts.get("n_images") or {}).values()),
+        run / "train.json",
+        facts.get("read_notes"),
+    )
     _print_summary(run / "summary.json")
 
 
-def _numbers(text: Optional[str], kind, option: str) -> Optional[list]:
-    """"96,96,32" → [96, 96, 32]."""
+def _numbers(text: str | None, kind, option: str) -> list | None:
+    """ "96,96,32" → [96, 96, 32]."""
     if text is None:
         return None
     try:
@@ -224,7 +315,7 @@ def _numbers(text: Optional[str], kind, option: str) -> Optional[list]:
         raise MedlensError(f"{option} needs comma-separated numbers like 96,96,32, got {text!r}") from err
 
 
-def _model_args(items: Optional[List[str]]) -> Optional[dict]:
+def _model_args(items: list[str] | None) -> dict | None:
     """KEY=VALUE strings → a dict; VALUE is read as YAML, and "a,b,c" as a list (channels=16,32,64)."""
     if not items:
         return None
@@ -243,7 +334,7 @@ def _model_args(items: Optional[List[str]]) -> Optional[dict]:
     return out
 
 
-def _print_skipped(skipped: list, n_read: int, where: Path, notes: Optional[list] = None) -> None:
+def _print_skipped(skipped: list, n_read: int, where: Path, notes: list | None = None) -> None:
     """Name the files a dataset command skipped (and those read with a caveat), on stderr."""
     from rich.console import Console
     from rich.markup import escape
@@ -268,43 +359,62 @@ def _print_summary(path: Path) -> None:
 
 
 @app.command()
-def curve(src: Path = typer.Argument(..., help=SRC_HELP),
-          output: Path = typer.Option(..., "-o", "--output", help="Folder for one run per fraction + curve."),
-          model: str = typer.Option("cnn-small", "--model", "-m", help="Model name."),
-          fractions: str = typer.Option("0.1,0.2,0.3", help="Comma-separated training fractions."),
-          epochs: Optional[int] = typer.Option(None, help="Maximum epochs per run."),
-          image_size: Optional[int] = typer.Option(None, help="Input side in pixels."),
-          seed: int = typer.Option(0, help="Random seed."),
-          overwrite: bool = typer.Option(False, help="Replace existing runs."),
-          quiet: bool = QUIET) -> None:
+def curve(
+    src: Path = typer.Argument(..., help=SRC_HELP),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for one run per fraction + curve."),
+    model: str = typer.Option("cnn-small", "--model", "-m", help="Model name."),
+    fractions: str = typer.Option("0.1,0.2,0.3", help="Comma-separated training fractions."),
+    epochs: int | None = typer.Option(None, help="Maximum epochs per run."),
+    image_size: int | None = typer.Option(None, help="Input side in pixels."),
+    seed: int = typer.Option(0, help="Random seed."),
+    overwrite: bool = typer.Option(False, help="Replace existing runs."),
+    quiet: bool = QUIET,
+) -> None:
     """Train MODEL on growing fractions of SRC and plot validation score against fraction (brief 2)."""
-    from medlens.training.curve import learning_curve
+    from medlens.pipeline.curve import learning_curve
 
     try:
         fr = [float(f) for f in fractions.split(",") if f.strip()]
     except ValueError as err:
         raise MedlensError(f"--fractions must be numbers like 0.1,0.2,0.3, got {fractions!r}") from err
-    table = learning_curve(src, output, fractions=fr, model=model, epochs=epochs, image_size=image_size,
-                           seed=seed, overwrite=overwrite, progress=not quiet)
+    table = learning_curve(
+        src,
+        output,
+        fractions=fr,
+        model=model,
+        epochs=epochs,
+        image_size=image_size,
+        seed=seed,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
     _console().print(table.to_string(index=False))
     _console().print(f"plot: {output / 'curve.png'}")
 
 
 @app.command()
-def evaluate(run_dir: Path = typer.Argument(..., help="Run directory from `medlens train`."),
-             data: Optional[Path] = typer.Option(None, help="Evaluate on this labelled source instead of "
-                                                           "the run's own held-out split."),
-             split: Optional[str] = typer.Option(None, help="train, val or test (default: test if present, "
-                                                            "else val; with --data: all of it)."),
-             output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder."),
-             bootstrap: int = typer.Option(1000, help="Bootstrap resamples for 95% CIs."),
-             gate: Optional[Path] = typer.Option(None, help="Segmentation runs: a classification run that decides "
-                                                            "per slice whether to segment (two-stage pipeline)."),
-             negative_class: Optional[str] = typer.Option(None, help="The gate's 'nothing to segment' class "
-                                                                     "(default: found by name, e.g. notumor)."),
-             gate_threshold: float = typer.Option(0.5, help="Segment when 1 - p(negative) reaches this."),
-             max_image_mb: Optional[float] = MAX_MB,
-             quiet: bool = QUIET) -> None:
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="Run directory from `medlens train`."),
+    data: Path | None = typer.Option(
+        None, help="Evaluate on this labelled source instead of the run's own held-out split."
+    ),
+    split: str | None = typer.Option(
+        None, help="train, val or test (default: test if present, else val; with --data: all of it)."
+    ),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Output folder."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for 95% CIs."),
+    gate: Path | None = typer.Option(
+        None,
+        help="Segmentation runs: a classification run that decides "
+        "per slice whether to segment (two-stage pipeline).",
+    ),
+    negative_class: str | None = typer.Option(
+        None, help="The gate's 'nothing to segment' class (default: found by name, e.g. notumor)."
+    ),
+    gate_threshold: float = typer.Option(0.5, help="Segment when 1 - p(negative) reaches this."),
+    max_image_mb: float | None = MAX_MB,
+    quiet: bool = QUIET,
+) -> None:
     """Write summary.json, predictions.csv, figures and a self-contained report.html."""
     from medlens.evaluation.evaluate import evaluate as do_evaluate
 
@@ -315,39 +425,61 @@ def evaluate(run_dir: Path = typer.Argument(..., help="Run directory from `medle
         from medlens.tasks.gate import load_gate
 
         gate_obj = load_gate(gate, negative_class, gate_threshold)
-    s = do_evaluate(run_dir, data, split=split, out=output, n_bootstrap=bootstrap, progress=not quiet,
-                    gate=gate_obj, max_image_mb=max_image_mb)
+    s = do_evaluate(
+        run_dir,
+        data,
+        split=split,
+        out=output,
+        n_bootstrap=bootstrap,
+        progress=not quiet,
+        gate=gate_obj,
+        max_image_mb=max_image_mb,
+    )
     out = output or (run_dir if data is None else None)
     if out is None:
+        from medlens.data.prepared import resolve_source
         from medlens.evaluation.evaluate import _slug
-        from medlens.training.data import resolve_source
 
-        task = json.loads((run_dir / "train.json").read_text()).get("task", "classification") \
-            if (run_dir / "train.json").is_file() else "classification"
+        task = (
+            json.loads((run_dir / "train.json").read_text()).get("task", "classification")
+            if (run_dir / "train.json").is_file()
+            else "classification"
+        )
         out = run_dir / f"eval-{_slug(resolve_source(data, task))}-{split or 'all'}"
     _print_skipped(s.get("skipped") or [], int(s.get("n_cases") or 0), Path(out) / "summary.json")
     _print_summary(Path(out) / "summary.json")
     if s.get("pipeline"):
         p = s["pipeline"]
-        _console().print(f"  gate: {p['slices_segmented']} slices segmented, {p['slices_gated_out']} gated out; "
-                         f"false-positive slices {p['false_positive_slices']} (without the gate "
-                         f"{p['false_positive_slices_without_gate']})")
+        _console().print(
+            f"  gate: {p['slices_segmented']} slices segmented, {p['slices_gated_out']} gated out; "
+            f"false-positive slices {p['false_positive_slices']} (without the gate "
+            f"{p['false_positive_slices_without_gate']})"
+        )
 
 
 @app.command()
-def predict(paths: List[Path] = typer.Argument(..., help="RUN_DIR then the files to predict (images, NIfTI "
-                                                        "volumes or DICOM series folders); with --segment only "
-                                                        "the files."),
-            segment: Optional[Path] = typer.Option(None, help="Segmentation run (then every argument is a file)."),
-            gate: Optional[Path] = typer.Option(None, help="Classification run that decides per image whether to "
-                                                           "segment it; negatives get an empty mask."),
-            negative_class: Optional[str] = typer.Option(None, help="The gate's 'nothing to segment' class "
-                                                                    "(default: found by name, e.g. notumor)."),
-            gate_threshold: float = typer.Option(0.5, help="Segment when 1 - p(negative) reaches this."),
-            output: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder for masks, boxes and "
-                                                                               "overlays (default RUN_DIR/predictions)."),
-            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-            max_image_mb: Optional[float] = MAX_MB) -> None:
+def predict(
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="RUN_DIR then the files to predict (images, NIfTI "
+        "volumes or DICOM series folders); with --segment only "
+        "the files.",
+    ),
+    segment: Path | None = typer.Option(None, help="Segmentation run (then every argument is a file)."),
+    gate: Path | None = typer.Option(
+        None,
+        help="Classification run that decides per image whether to segment it; negatives get an empty mask.",
+    ),
+    negative_class: str | None = typer.Option(
+        None, help="The gate's 'nothing to segment' class (default: found by name, e.g. notumor)."
+    ),
+    gate_threshold: float = typer.Option(0.5, help="Segment when 1 - p(negative) reaches this."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Folder for masks, boxes and overlays (default RUN_DIR/predictions)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    max_image_mb: float | None = MAX_MB,
+) -> None:
     """Classify images, or segment them / find their box, by the run's task (masks and overlays to files)."""
     from medlens.inference.predict import predict as do_predict
 
@@ -357,8 +489,15 @@ def predict(paths: List[Path] = typer.Argument(..., help="RUN_DIR then the files
         run_dir, files = paths[0], list(paths[1:])
     if output is not None:
         check_output_path(output, what="predictions folder")
-    results = do_predict(run_dir, files, out_dir=output, gate=gate, negative_class=negative_class,
-                         gate_threshold=gate_threshold, max_image_mb=max_image_mb)
+    results = do_predict(
+        run_dir,
+        files,
+        out_dir=output,
+        gate=gate,
+        negative_class=negative_class,
+        gate_threshold=gate_threshold,
+        max_image_mb=max_image_mb,
+    )
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     elif results and all("error" in r for r in results):  # nothing to tabulate: one line per file
@@ -395,8 +534,10 @@ def _prediction_table(results: list):
 
 
 @app.command()
-def compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more run directories."),
-            output: Path = typer.Option(Path("compare.html"), "-o", "--output", help="HTML file to write.")) -> None:
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories."),
+    output: Path = typer.Option(Path("compare.html"), "-o", "--output", help="HTML file to write."),
+) -> None:
     """Tabulate and chart several runs' summary.json side by side."""
     from medlens.evaluation.compare import compare as do_compare
 
@@ -407,10 +548,12 @@ def compare(run_dirs: List[Path] = typer.Argument(..., help="Two or more run dir
 
 
 @app.command()
-def demo(output: Path = typer.Option(Path("medlens-demo"), "-o", "--output", help="Folder for the demo run."),
-         quiet: bool = QUIET) -> None:
+def demo(
+    output: Path = typer.Option(Path("medlens-demo"), "-o", "--output", help="Folder for the demo run."),
+    quiet: bool = QUIET,
+) -> None:
     """Train cnn-small on the embedded brain-MRI sample, evaluate on its held-out part, show report.html."""
-    from medlens.pipeline import run_demo
+    from medlens.pipeline.demo import run_demo
 
     run = run_demo(output, progress=not quiet)
     _print_summary(run / "summary.json")
@@ -421,12 +564,15 @@ app.add_typer(convert_app, name="convert")
 
 
 @convert_app.command("slices-to-volumes")
-def slices_to_volumes(src: Path = typer.Argument(..., help="kaggle_3m tree: <patient>/<patient>_<n>.tif + _mask.tif."),
-                      output: Path = typer.Argument(..., help="Folder for imagesTr/, labelsTr/ and manifest.csv."),
-                      overwrite: bool = typer.Option(False, help="Replace an existing output folder (only one "
-                                                                 "medlens wrote; never the source)."),
-                      max_image_mb: Optional[float] = MAX_MB,
-                      quiet: bool = QUIET) -> None:
+def slices_to_volumes(
+    src: Path = typer.Argument(..., help="kaggle_3m tree: <patient>/<patient>_<n>.tif + _mask.tif."),
+    output: Path = typer.Argument(..., help="Folder for imagesTr/, labelsTr/ and manifest.csv."),
+    overwrite: bool = typer.Option(
+        False, help="Replace an existing output folder (only one medlens wrote; never the source)."
+    ),
+    max_image_mb: float | None = MAX_MB,
+    quiet: bool = QUIET,
+) -> None:
     """Stack each patient's slices (in slice order) into NIfTI image and mask volumes."""
     from medlens.data.convert import slices_to_volumes as convert
 
@@ -435,10 +581,12 @@ def slices_to_volumes(src: Path = typer.Argument(..., help="kaggle_3m tree: <pat
 
 
 @convert_app.command("masks-to-labels")
-def masks_to_labels(src: Path = typer.Argument(..., help="Image/mask pairs (kaggle_3m folders or a CSV image,mask)."),
-                    output: Path = typer.Argument(..., help="CSV to write: image,label,patient_id,..."),
-                    positive: str = typer.Option("tumour", help="Label of images whose mask has foreground."),
-                    negative: str = typer.Option("notumor", help="Label of images whose mask is empty.")) -> None:
+def masks_to_labels(
+    src: Path = typer.Argument(..., help="Image/mask pairs (kaggle_3m folders or a CSV image,mask)."),
+    output: Path = typer.Argument(..., help="CSV to write: image,label,patient_id,..."),
+    positive: str = typer.Option("tumour", help="Label of images whose mask has foreground."),
+    negative: str = typer.Option("notumor", help="Label of images whose mask is empty."),
+) -> None:
     """Label each image by whether its mask is empty, to train the classifier gate of a two-stage pipeline."""
     from medlens.data.convert import masks_to_labels as convert
 
@@ -464,7 +612,7 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as err:  # noqa: BLE001 - a bug: one line and a log file, not a wall of traceback
+    except Exception as err:
         _internal_error(err)
 
 
@@ -472,16 +620,26 @@ _STATE = {"debug": False}
 
 
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug",
-                                        help="Print the full traceback of an unexpected error instead of "
-                                             "writing it to a log file (also MEDLENS_DEBUG=1).")) -> None:
+def _options(
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help="Print the full traceback of an unexpected error instead of "
+        "writing it to a log file (also MEDLENS_DEBUG=1).",
+    ),
+) -> None:
     _STATE["debug"] = debug
 
 
 def _debug() -> bool:
     import os
 
-    return _STATE["debug"] or os.environ.get("MEDLENS_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    return _STATE["debug"] or os.environ.get("MEDLENS_DEBUG", "").strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    )
 
 
 def _command_name(argv: list[str]) -> str:
@@ -509,7 +667,7 @@ def _internal_error(err: BaseException) -> None:
     sys.exit(1)
 
 
-def _write_log(cmd: str, text: str) -> Optional[Path]:
+def _write_log(cmd: str, text: str) -> Path | None:
     """Write the traceback to $XDG_CACHE_HOME/medlens/logs (default ~/.cache), else the temp dir; its path."""
     import os
     import platform
@@ -522,8 +680,10 @@ def _write_log(cmd: str, text: str) -> Optional[Path]:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', cmd) or 'medlens'}-{os.getpid()}.log"
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    body = (f"medlens {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
-            f"command: {' '.join(['medlens', *sys.argv[1:]])}\ntime: {datetime.now().isoformat()}\n\n{text}")
+    body = (
+        f"medlens {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+        f"command: {' '.join(['medlens', *sys.argv[1:]])}\ntime: {datetime.now().isoformat()}\n\n{text}"
+    )
     for folder in (Path(cache) / "medlens" / "logs", Path(tempfile.gettempdir()) / "medlens-logs"):
         try:
             folder.mkdir(parents=True, exist_ok=True)

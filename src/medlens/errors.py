@@ -37,8 +37,14 @@ class UnreadableImageError(MedlensError):
 def reason_kind(reason: str) -> str:
     """Short kind of a failure from its reason text (zero-byte, truncated, missing, ... else undecodable)."""
     text = reason.lower()
-    for key, kind in (("zero-byte", "zero-byte"), ("truncated", "truncated"), ("not found", "missing"),
-                      ("nan/inf", "non-finite"), ("limit per file", "too-large"), ("not an image", "non-image")):
+    for key, kind in (
+        ("zero-byte", "zero-byte"),
+        ("truncated", "truncated"),
+        ("not found", "missing"),
+        ("nan/inf", "non-finite"),
+        ("limit per file", "too-large"),
+        ("not an image", "non-image"),
+    ):
         if key in text:
             return kind
     return "undecodable"

@@ -17,8 +17,9 @@ SILHOUETTE_SAMPLE = 3000
 STRIP = 12  # thumbnails shown per cluster
 
 
-def intensity_clusters(table: pd.DataFrame, k_range=range(2, 9), seed: int = SEED) -> tuple[dict[str, Any],
-                                                                                              np.ndarray]:
+def intensity_clusters(
+    table: pd.DataFrame, k_range=range(2, 9), seed: int = SEED
+) -> tuple[dict[str, Any], np.ndarray]:
     """Cluster readable images by (mean, std) intensity.
 
     Returns:
@@ -35,8 +36,13 @@ def intensity_clusters(table: pd.DataFrame, k_range=range(2, 9), seed: int = SEE
     n_distinct = len(np.unique(feats.round(6), axis=0)) if len(feats) else 0
     ks = [int(k) for k in k_range if 2 <= k < n_distinct]
     if not ks:
-        return {"k": None, "reason": f"need at least 3 distinct images, have {n_distinct}",
-                "silhouette": {}, "inertia": {}, "clusters": []}, assign
+        return {
+            "k": None,
+            "reason": f"need at least 3 distinct images, have {n_distinct}",
+            "silhouette": {},
+            "inertia": {},
+            "clusters": [],
+        }, assign
     from threadpoolctl import threadpool_limits
 
     x = StandardScaler().fit_transform(feats)
@@ -47,8 +53,9 @@ def intensity_clusters(table: pd.DataFrame, k_range=range(2, 9), seed: int = SEE
             km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x)
             labels[k] = km.labels_
             inertia[str(k)] = float(km.inertia_)
-            silhouette[str(k)] = float(silhouette_score(
-                x, km.labels_, sample_size=min(SILHOUETTE_SAMPLE, len(x)), random_state=seed))
+            silhouette[str(k)] = float(
+                silhouette_score(x, km.labels_, sample_size=min(SILHOUETTE_SAMPLE, len(x)), random_state=seed)
+            )
     best = max(ks, key=lambda k: (silhouette[str(k)], -k))
     lab = _order_by_brightness(labels[best], feats)
     assign[ok] = lab
@@ -57,16 +64,27 @@ def intensity_clusters(table: pd.DataFrame, k_range=range(2, 9), seed: int = SEE
         members = np.flatnonzero(lab == c)
         centre = feats[members].mean(axis=0)
         near = members[np.argsort(np.linalg.norm(feats[members] - centre, axis=1))][:STRIP]
-        clusters.append({
-            "cluster": c, "size": int(len(members)),
-            # on the 0-255 scale, as brief 2 prints them
-            "mean_intensity": round(float(feats[members, 0].mean() * 255), 2),
-            "std_intensity": round(float(feats[members, 1].mean() * 255), 2),
-            "examples": [table.iloc[ok[i]]["path"] for i in near],
-            "example_rows": [int(table.iloc[ok[i]]["row"]) for i in near],
-        })
-    return {"k": best, "features": ["mean", "std"], "scaling": "standardised", "n_init": 10, "seed": seed,
-            "silhouette": silhouette, "inertia": inertia, "clusters": clusters}, assign
+        clusters.append(
+            {
+                "cluster": c,
+                "size": len(members),
+                # on the 0-255 scale, as brief 2 prints them
+                "mean_intensity": round(float(feats[members, 0].mean() * 255), 2),
+                "std_intensity": round(float(feats[members, 1].mean() * 255), 2),
+                "examples": [table.iloc[ok[i]]["path"] for i in near],
+                "example_rows": [int(table.iloc[ok[i]]["row"]) for i in near],
+            }
+        )
+    return {
+        "k": best,
+        "features": ["mean", "std"],
+        "scaling": "standardised",
+        "n_init": 10,
+        "seed": seed,
+        "silhouette": silhouette,
+        "inertia": inertia,
+        "clusters": clusters,
+    }, assign
 
 
 def _order_by_brightness(labels: np.ndarray, feats: np.ndarray) -> np.ndarray:

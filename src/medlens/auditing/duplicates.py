@@ -66,8 +66,12 @@ class _UnionFind:
         self.members[a] += self.members.pop(b)
 
 
-def duplicate_components(phashes: np.ndarray, threshold: int, signatures: np.ndarray | None = None,
-                         min_correlation: float = MIN_CORRELATION) -> list[list[int]]:
+def duplicate_components(
+    phashes: np.ndarray,
+    threshold: int,
+    signatures: np.ndarray | None = None,
+    min_correlation: float = MIN_CORRELATION,
+) -> list[list[int]]:
     """Groups (sorted position lists, ≥ 2 members) whose members are pairwise within ``threshold`` bits.
 
     Args:
@@ -106,8 +110,9 @@ def pixel_units(pixel_hashes) -> list[list[int]]:
     return list(units.values())
 
 
-def find_duplicate_groups(table: pd.DataFrame, threshold: int = DEFAULT_THRESHOLD,
-                          patient_ids: bool | None = None) -> list[dict[str, Any]]:
+def find_duplicate_groups(
+    table: pd.DataFrame, threshold: int = DEFAULT_THRESHOLD, patient_ids: bool | None = None
+) -> list[dict[str, Any]]:
     """Exact and near-duplicate groups among the readable rows of an audit table (see the module docstring).
 
     Args:
@@ -133,23 +138,42 @@ def find_duplicate_groups(table: pd.DataFrame, threshold: int = DEFAULT_THRESHOL
         for linked in duplicate_components(phashes[reps], threshold, signatures):
             members = sorted(m for k in linked for m in units[k])
             groups.append(_describe(t, members, phashes, patient_ids, "near"))
-    groups.sort(key=lambda g: (not g["label_conflict"], not g["cross_split"], g["same_patient"],
-                               g["kind"] != "exact", -g["size"], g["members"][0]["path"]))
+    groups.sort(
+        key=lambda g: (
+            not g["label_conflict"],
+            not g["cross_split"],
+            g["same_patient"],
+            g["kind"] != "exact",
+            -g["size"],
+            g["members"][0]["path"],
+        )
+    )
     _number_and_link(groups)
     return groups
 
 
-def _describe(t: pd.DataFrame, members: list[int], phashes: np.ndarray, patient_ids: bool,
-              kind: str) -> dict[str, Any]:
+def _describe(
+    t: pd.DataFrame, members: list[int], phashes: np.ndarray, patient_ids: bool, kind: str
+) -> dict[str, Any]:
     rows = t.iloc[members]
     set_ids = {h: k for k, h in enumerate(dict.fromkeys(rows["pixel_hash"]))}
     has_label = "label" in rows.columns
-    out_members = [{
-        "path": r.path, "image": r.image, "case_id": r.case_id, "split": r.split,
-        "label": r.label if has_label else "", "patient_id": r.patient_id, "row": int(r.row),
-        "pixel_hash": r.pixel_hash, "phash": phash_hex(phashes[m]), "exact_set": set_ids[r.pixel_hash],
-        "exact_group": None,
-    } for m, r in zip(members, rows.itertuples(index=False))]
+    out_members = [
+        {
+            "path": r.path,
+            "image": r.image,
+            "case_id": r.case_id,
+            "split": r.split,
+            "label": r.label if has_label else "",
+            "patient_id": r.patient_id,
+            "row": int(r.row),
+            "pixel_hash": r.pixel_hash,
+            "phash": phash_hex(phashes[m]),
+            "exact_set": set_ids[r.pixel_hash],
+            "exact_group": None,
+        }
+        for m, r in zip(members, rows.itertuples(index=False))
+    ]
     sub = phashes[members]
     splits = sorted(set(rows["split"]))
     labels = sorted(set(rows["label"])) if has_label else []
@@ -159,15 +183,32 @@ def _describe(t: pd.DataFrame, members: list[int], phashes: np.ndarray, patient_
     # Neighbouring slices of one scan look alike by nature: a near group inside one patient and one split
     # is expected, not a finding (its exact copies still are, in the exact layer).
     same_patient = kind == "near" and patient_ids and len(patients) == 1 and not cross_split and not conflict
-    flags = [flag for flag, on in (("cross-split", cross_split), ("cross-label", conflict),
-                                   ("cross-patient", cross_patient), ("same-patient", same_patient)) if on]
+    flags = [
+        flag
+        for flag, on in (
+            ("cross-split", cross_split),
+            ("cross-label", conflict),
+            ("cross-patient", cross_patient),
+            ("same-patient", same_patient),
+        )
+        if on
+    ]
     layer = {"near_group": None} if kind == "exact" else {"exact_groups": [], "units": []}
     return {
-        "id": 0, "kind": kind, "size": len(members), "same_patient": same_patient,
+        "id": 0,
+        "kind": kind,
+        "size": len(members),
+        "same_patient": same_patient,
         "max_distance": int(np.bitwise_count(sub[:, None] ^ sub[None, :]).max()),
-        "n_exact_sets": len(set_ids), "splits": splits, "labels": labels,
-        "cross_split": cross_split, "label_conflict": conflict, "cross_patient": cross_patient,
-        "flags": flags or ["within-split"], **layer, "members": out_members,
+        "n_exact_sets": len(set_ids),
+        "splits": splits,
+        "labels": labels,
+        "cross_split": cross_split,
+        "label_conflict": conflict,
+        "cross_patient": cross_patient,
+        "flags": flags or ["within-split"],
+        **layer,
+        "members": out_members,
     }
 
 
@@ -187,8 +228,10 @@ def _number_and_link(groups: list[dict[str, Any]]) -> None:
             owner = exact.get(m["pixel_hash"])
             if owner is not None:
                 m["exact_group"], owner["near_group"] = owner["id"], g["id"]
-            unit = units.setdefault(m["pixel_hash"], {"exact_group": m["exact_group"], "n_copies": 0,
-                                                      "path": m["path"], "row": m["row"]})
+            unit = units.setdefault(
+                m["pixel_hash"],
+                {"exact_group": m["exact_group"], "n_copies": 0, "path": m["path"], "row": m["row"]},
+            )
             unit["n_copies"] += 1
         g["units"] = list(units.values())
         g["exact_groups"] = [u["exact_group"] for u in g["units"] if u["exact_group"] is not None]
@@ -202,8 +245,11 @@ def _layer_counts(groups: list[dict[str, Any]], kind: str) -> dict[str, int]:
     else:
         counts["n_units"] = sum(len(g["units"]) for g in gs)
         counts["n_exact_groups_linked"] = sum(len(g["exact_groups"]) for g in gs)
-    for key, field in (("n_cross_split", "cross_split"), ("n_label_conflict", "label_conflict"),
-                       ("n_cross_patient", "cross_patient")):
+    for key, field in (
+        ("n_cross_split", "cross_split"),
+        ("n_label_conflict", "label_conflict"),
+        ("n_cross_patient", "cross_patient"),
+    ):
         counts[key] = sum(bool(g[field]) for g in gs)
     if kind == "near":
         counts["n_same_patient"] = sum(bool(g["same_patient"]) for g in gs)
@@ -215,10 +261,16 @@ def duplicates_summary(groups: list[dict[str, Any]], threshold: int) -> dict[str
     exact, near = _layer_counts(groups, "exact"), _layer_counts(groups, "near")
     both = {key: exact[key] + near[key] for key in ("n_cross_split", "n_label_conflict", "n_cross_patient")}
     return {
-        "hash": "phash-dct-64", "threshold": int(threshold),
+        "hash": "phash-dct-64",
+        "threshold": int(threshold),
         "verification": {"signature": "32x32 high-pass", "min_correlation": MIN_CORRELATION},
-        "n_groups": len(groups), "n_exact_groups": exact["n_groups"], "n_near_groups": near["n_groups"],
-        **both, "n_same_patient": near["n_same_patient"],
+        "n_groups": len(groups),
+        "n_exact_groups": exact["n_groups"],
+        "n_near_groups": near["n_groups"],
+        **both,
+        "n_same_patient": near["n_same_patient"],
         "n_images_in_groups": len({m["row"] for g in groups for m in g["members"]}),
-        "exact": exact, "near": near, "groups": groups,
+        "exact": exact,
+        "near": near,
+        "groups": groups,
     }

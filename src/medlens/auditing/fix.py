@@ -5,11 +5,11 @@ Rules, in order, for every duplicate group:
 2. of each set of pixel-identical members one is kept, preferably the one in the ``prefer`` split;
 3. if the remaining members still span several splits, all of them move to ``prefer`` (train by default).
 The audit reports exact and near groups in two layers, so an exact group can also sit inside a near group
-(see :mod:`medlens.auditing.duplicates`). The rules run once per near group (exact copies inside it deduplicated
-first by rule 2, the drop credited to their exact group) and once per exact group outside any near group:
-no image is handled, or dropped, twice.
-Unreadable files are dropped. Groups are recomputed after each pass on the cleaned rows until nothing
-changes, so re-auditing the cleaned manifest finds no cross-split group.
+(see :mod:`medlens.auditing.duplicates`). The rules run once per near group (exact copies inside it
+deduplicated first by rule 2, the drop credited to their exact group) and once per exact group outside any
+near group: no image is handled, or dropped, twice. Unreadable files are dropped. Groups are recomputed after
+each pass on the cleaned rows until nothing changes, so re-auditing the cleaned manifest finds no cross-split
+group.
 
 When cases are grouped by patient (some patient has several rows: slices, views), the split is a patient-level
 split and moves keep it one: a patient whose rows lie in several splits moves wholly to ``prefer`` first, and
@@ -47,13 +47,17 @@ def apply_fix(manifest: Manifest, result, prefer: str = "train") -> tuple[Manife
         raise MedlensError(f"prefer must be 'train' or 'test', got {prefer!r}")
     table = result.table
     if len(table) != len(manifest) or list(table["path"]) != manifest.paths():
-        raise MedlensError(f"the audit result does not match manifest {manifest.source or manifest.root} "
-                           f"({len(table)} vs {len(manifest)} rows); audit this manifest, then fix it")
+        raise MedlensError(
+            f"the audit result does not match manifest {manifest.source or manifest.root} "
+            f"({len(table)} vs {len(manifest)} rows); audit this manifest, then fix it"
+        )
     threshold = int(result.summary["duplicates"]["threshold"])
     keep = table["readable"].to_numpy().copy()
     split = manifest.df["split"].to_numpy(dtype=object).copy()
-    changes = [_change("drop", r, f"unreadable: {r.reason}", None, "") for r in
-               table[~table["readable"]].itertuples(index=False)]
+    changes = [
+        _change("drop", r, f"unreadable: {r.reason}", None, "")
+        for r in table[~table["readable"]].itertuples(index=False)
+    ]
     patients = grouped_patients(table["patient_id"])
     if patients is not None:
         changes += _unsplit_patients(table, keep, split, patients, prefer)
@@ -77,8 +81,9 @@ def fix_units(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [g for g in groups if g["kind"] == "near" or g.get("near_group") is None]
 
 
-def _unsplit_patients(table, keep: np.ndarray, split: np.ndarray, patients: np.ndarray,
-                      prefer: str) -> list[dict[str, Any]]:
+def _unsplit_patients(
+    table, keep: np.ndarray, split: np.ndarray, patients: np.ndarray, prefer: str
+) -> list[dict[str, Any]]:
     """Move every patient with kept rows in several splits wholly to ``prefer`` (patient-level leakage)."""
     out = []
     frame = pd.DataFrame({"patient": patients[keep], "split": split[keep], "row": np.flatnonzero(keep)})
@@ -94,8 +99,9 @@ def _unsplit_patients(table, keep: np.ndarray, split: np.ndarray, patients: np.n
     return out
 
 
-def _patient_links(groups: list[dict[str, Any]], split: np.ndarray, patients: np.ndarray,
-                   prefer: str) -> Counter:
+def _patient_links(
+    groups: list[dict[str, Any]], split: np.ndarray, patients: np.ndarray, prefer: str
+) -> Counter:
     """How many groups link each (patient outside ``prefer``, patient in ``prefer``) pair."""
     links: Counter = Counter()
     for g in groups:
@@ -106,9 +112,18 @@ def _patient_links(groups: list[dict[str, Any]], split: np.ndarray, patients: np
     return links
 
 
-def _move_patients(group: dict[str, Any], kept: list[dict], table, keep: np.ndarray, split: np.ndarray,
-                   prefer: str, n_pass: int, gid, patients: np.ndarray,
-                   links: Counter) -> list[dict[str, Any]]:
+def _move_patients(
+    group: dict[str, Any],
+    kept: list[dict],
+    table,
+    keep: np.ndarray,
+    split: np.ndarray,
+    prefer: str,
+    n_pass: int,
+    gid,
+    patients: np.ndarray,
+    links: Counter,
+) -> list[dict[str, Any]]:
     """Rule 3 for patient-grouped data: move the group's patients outside ``prefer`` wholly, given
     evidence."""
     outside = {patients[m["row"]] for m in kept if split[m["row"]] != prefer}
@@ -116,19 +131,29 @@ def _move_patients(group: dict[str, Any], kept: list[dict], table, keep: np.ndar
     exact = group["n_exact_sets"] < len(group["members"])
     if not exact and not any(links[(a, b)] >= MIN_SHARED_GROUPS for a in outside for b in inside):
         return []  # one look-alike slice pair between different patients is not a duplicated patient
-    reason = (f"{group['kind']} duplicate group links patients {sorted(outside)} to {prefer} patients "
-              f"{sorted(inside)}")
+    reason = (
+        f"{group['kind']} duplicate group links patients {sorted(outside)} to {prefer} patients "
+        f"{sorted(inside)}"
+    )
     out = []
     for r in np.flatnonzero(keep & np.isin(patients, sorted(outside)) & (split != prefer)):
-        out.append(_change("move", table.iloc[r], reason, gid, from_split=split[r], to_split=prefer,
-                           n_pass=n_pass))
+        out.append(
+            _change("move", table.iloc[r], reason, gid, from_split=split[r], to_split=prefer, n_pass=n_pass)
+        )
         split[r] = prefer
     return out
 
 
-def _fix_group(group: dict[str, Any], table, keep: np.ndarray, split: np.ndarray, prefer: str,
-               n_pass: int, patients: np.ndarray | None = None, links: Counter | None = None
-               ) -> list[dict[str, Any]]:
+def _fix_group(
+    group: dict[str, Any],
+    table,
+    keep: np.ndarray,
+    split: np.ndarray,
+    prefer: str,
+    n_pass: int,
+    patients: np.ndarray | None = None,
+    links: Counter | None = None,
+) -> list[dict[str, Any]]:
     gid = _pass_id(group["id"], n_pass)
     members = group["members"]
     out = []
@@ -138,29 +163,49 @@ def _fix_group(group: dict[str, Any], table, keep: np.ndarray, split: np.ndarray
             if not keep[m["row"]]:
                 continue  # never drop (or record) an image twice
             keep[m["row"]] = False
-            out.append(_change("drop", table.iloc[m["row"]], reason, gid, from_split=split[m["row"]],
-                               n_pass=n_pass))
+            out.append(
+                _change("drop", table.iloc[m["row"]], reason, gid, from_split=split[m["row"]], n_pass=n_pass)
+            )
         return out
     kept = []
     for set_id in sorted({m["exact_set"] for m in members}):
-        same = sorted((m for m in members if m["exact_set"] == set_id),
-                      key=lambda m: (split[m["row"]] != prefer, m["row"]))
+        same = sorted(
+            (m for m in members if m["exact_set"] == set_id),
+            key=lambda m: (split[m["row"]] != prefer, m["row"]),
+        )
         kept.append(same[0])
         exact_gid = _pass_id(same[0].get("exact_group") or group["id"], n_pass)
         for m in same[1:]:
             if not keep[m["row"]]:
                 continue
             keep[m["row"]] = False
-            out.append(_change("drop", table.iloc[m["row"]], f"exact duplicate of {same[0]['path']}",
-                               exact_gid, from_split=split[m["row"]], n_pass=n_pass))
+            out.append(
+                _change(
+                    "drop",
+                    table.iloc[m["row"]],
+                    f"exact duplicate of {same[0]['path']}",
+                    exact_gid,
+                    from_split=split[m["row"]],
+                    n_pass=n_pass,
+                )
+            )
     if len({split[m["row"]] for m in kept}) > 1 and patients is not None:
         return out + _move_patients(group, kept, table, keep, split, prefer, n_pass, gid, patients, links)
     if len({split[m["row"]] for m in kept}) > 1:
         reason = f"{group['kind']} duplicate group spans splits {sorted({split[m['row']] for m in kept})}"
         for m in kept:
             if split[m["row"]] != prefer:
-                out.append(_change("move", table.iloc[m["row"]], reason, gid, from_split=split[m["row"]],
-                                   to_split=prefer, n_pass=n_pass))
+                out.append(
+                    _change(
+                        "move",
+                        table.iloc[m["row"]],
+                        reason,
+                        gid,
+                        from_split=split[m["row"]],
+                        to_split=prefer,
+                        n_pass=n_pass,
+                    )
+                )
                 split[m["row"]] = prefer
     return out
 
@@ -170,11 +215,19 @@ def _pass_id(group_id: int, n_pass: int) -> int | str:
     return group_id if n_pass == 1 else f"pass{n_pass}-{group_id}"
 
 
-def _change(action: str, row, reason: str, group, from_split: str | None = None, to_split: str = "",
-            n_pass: int = 1) -> dict[str, Any]:
-    return {"action": action, "path": row.path, "case_id": row.case_id, "reason": reason, "group": group,
-            "from_split": row.split if from_split is None else from_split, "to_split": to_split,
-            "pass": n_pass}
+def _change(
+    action: str, row, reason: str, group, from_split: str | None = None, to_split: str = "", n_pass: int = 1
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "path": row.path,
+        "case_id": row.case_id,
+        "reason": reason,
+        "group": group,
+        "from_split": row.split if from_split is None else from_split,
+        "to_split": to_split,
+        "pass": n_pass,
+    }
 
 
 def fix_manifest(manifest: Manifest, **kwargs) -> tuple[Manifest, list[dict[str, Any]], Any]:
@@ -191,8 +244,9 @@ def fix_manifest(manifest: Manifest, **kwargs) -> tuple[Manifest, list[dict[str,
     from medlens.auditing.run import audit, fix_record
 
     if "fix" in kwargs:
-        raise MedlensError("fix_manifest() cleans in memory; save the returned manifest instead of "
-                           "passing fix")
+        raise MedlensError(
+            "fix_manifest() cleans in memory; save the returned manifest instead of passing fix"
+        )
     prefer = kwargs.get("prefer", "train")
     out_dir = kwargs.pop("out_dir", None)
     result = audit(manifest, **kwargs)

@@ -42,15 +42,28 @@ def size_outliers(table: pd.DataFrame, mad_k: float = MAD_K) -> tuple[list[dict[
     bounds = {dim: rule_bounds(ok[dim].to_numpy(), mad_k) for dim in ("width", "height")}
     out = []
     for r in ok.itertuples(index=False):
-        fired = [(rule, dim) for rule in ("3sigma", "mad") for dim in ("width", "height")
-                 if bounds[dim][rule] is not None
-                 and not bounds[dim][rule][0] <= getattr(r, dim) <= bounds[dim][rule][1]]
+        fired = [
+            (rule, dim)
+            for rule in ("3sigma", "mad")
+            for dim in ("width", "height")
+            if bounds[dim][rule] is not None
+            and not bounds[dim][rule][0] <= getattr(r, dim) <= bounds[dim][rule][1]
+        ]
         rules = list(dict.fromkeys(rule for rule, _ in fired))
         dims = list(dict.fromkeys(dim for _, dim in fired))
         if rules:
-            out.append({"path": r.path, "size": [int(r.width), int(r.height)], "rule": "+".join(rules),
-                        "rules": rules, "dimensions": dims, "split": r.split,
-                        "label": getattr(r, "label", ""), "row": int(r.row)})
+            out.append(
+                {
+                    "path": r.path,
+                    "size": [int(r.width), int(r.height)],
+                    "rule": "+".join(rules),
+                    "rules": rules,
+                    "dimensions": dims,
+                    "split": r.split,
+                    "label": getattr(r, "label", ""),
+                    "row": int(r.row),
+                }
+            )
     info = {dim: {rule: (list(b) if b else None) for rule, b in bounds[dim].items()} for dim in bounds}
     info["mad_k"] = mad_k
     return out, info

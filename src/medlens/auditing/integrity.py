@@ -17,8 +17,16 @@ _SIDECARS = {".csv", ".json", ".md", ".txt", ".yaml", ".yml", ".tsv", ".xlsx", "
 def unreadable_list(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Entries ``{"path", "reason", "kind", "split", "label"}`` for rows that could not be decoded."""
     bad = table[~table["readable"]]
-    return [{"path": r.path, "reason": r.reason, "kind": r.reason_kind, "split": r.split,
-             "label": getattr(r, "label", "")} for r in bad.itertuples(index=False)]
+    return [
+        {
+            "path": r.path,
+            "reason": r.reason,
+            "kind": r.reason_kind,
+            "split": r.split,
+            "label": getattr(r, "label", ""),
+        }
+        for r in bad.itertuples(index=False)
+    ]
 
 
 def stray_files(source: Path | None, table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -40,12 +48,25 @@ def stray_files(source: Path | None, table: pd.DataFrame) -> list[dict[str, Any]
     found = []
     for f in sorted(source.rglob("*")):
         rel = f.relative_to(source)
-        if (not f.is_file() or len(rel.parts) < 2 or any(p.startswith(".") for p in rel.parts)
-                or f.suffix.lower() in _SIDECARS or str(f.resolve()) in known or is_image_file(f)
-                or (volumes and is_nifti_file(f))):
+        if (
+            not f.is_file()
+            or len(rel.parts) < 2
+            or any(p.startswith(".") for p in rel.parts)
+            or f.suffix.lower() in _SIDECARS
+            or str(f.resolve()) in known
+            or is_image_file(f)
+            or (volumes and is_nifti_file(f))
+        ):
             continue
-        found.append({"path": str(f), "reason": f"not an image file (suffix {f.suffix or 'none'!r})",
-                      "kind": "non-image", "split": "", "label": rel.parts[0]})
+        found.append(
+            {
+                "path": str(f),
+                "reason": f"not an image file (suffix {f.suffix or 'none'!r})",
+                "kind": "non-image",
+                "split": "",
+                "label": rel.parts[0],
+            }
+        )
     return found
 
 
@@ -54,7 +75,7 @@ def census(table: pd.DataFrame) -> dict[str, Any]:
     ok = table[table["readable"]]
     sizes = Counter(f"{w}x{h}" for w, h in zip(ok["width"], ok["height"]))
     return {
-        "n_readable": int(len(ok)),
+        "n_readable": len(ok),
         "n_unreadable": int((~table["readable"]).sum()),
         "modes": _counts(ok["mode"]),
         "dtypes": _counts(ok["dtype"]),
@@ -63,7 +84,8 @@ def census(table: pd.DataFrame) -> dict[str, Any]:
         "rgb_with_equal_channels": int(ok["gray_rgb"].sum()),
         "n_sizes": len(sizes),
         "sizes": dict(sizes.most_common(20)),
-        "width": _range(ok["width"]), "height": _range(ok["height"]),
+        "width": _range(ok["width"]),
+        "height": _range(ok["height"]),
     }
 
 
@@ -88,7 +110,13 @@ def patients_across_splits(table: pd.DataFrame) -> dict[str, Any] | None:
         return None
     readable = table[table["readable"].astype(bool)]
     counts = readable.groupby([readable["patient_id"].astype(str), "split"]).size()
-    several = [{"patient_id": pid, "splits": {str(s): int(n) for s, n in per.droplevel(0).items()}}
-               for pid, per in counts.groupby(level=0) if len(per) > 1]
-    return {"n_patients": len(set(patients)), "n_in_several_splits": len(several),
-            "in_several_splits": several}
+    several = [
+        {"patient_id": pid, "splits": {str(s): int(n) for s, n in per.droplevel(0).items()}}
+        for pid, per in counts.groupby(level=0)
+        if len(per) > 1
+    ]
+    return {
+        "n_patients": len(set(patients)),
+        "n_in_several_splits": len(several),
+        "in_several_splits": several,
+    }

@@ -39,19 +39,30 @@ def check_mask(mask_path: str, case_id: str, record: dict[str, Any], num_classes
     from medlens.data.seg_sources import check_pair
 
     volume = "depth" in record
-    shape = ((record["width"], record["height"], record["depth"]) if volume
-             else (record["height"], record["width"]))
+    shape = (
+        (record["width"], record["height"], record["depth"])
+        if volume
+        else (record["height"], record["width"])
+    )
     try:
         mask = _read_mask(mask_path, volume)
         # check_pair only compares the image's spatial shape: a zero-strided stand-in costs no memory
-        labels = check_pair(np.broadcast_to(np.uint8(0), shape), mask, case_id,
-                            spatial_dims=3 if volume else 2, num_classes=num_classes)
+        labels = check_pair(
+            np.broadcast_to(np.uint8(0), shape),
+            mask,
+            case_id,
+            spatial_dims=3 if volume else 2,
+            num_classes=num_classes,
+        )
     except UnreadableImageError as err:
         return {"mask_checked": True, "mask_problem": f"mask unreadable: {err.reason}"}
     except MedlensError as err:
         return {"mask_checked": True, "mask_problem": str(err)}
-    return {"mask_checked": True, "mask_problem": "", "fg_fraction": float(np.count_nonzero(labels)
-                                                                           / max(labels.size, 1))}
+    return {
+        "mask_checked": True,
+        "mask_problem": "",
+        "fg_fraction": float(np.count_nonzero(labels) / max(labels.size, 1)),
+    }
 
 
 def _read_mask(path: str, volume: bool) -> np.ndarray:
@@ -76,14 +87,33 @@ def masks_summary(table: pd.DataFrame, num_classes: int = 2) -> dict[str, Any]:
     bad = checked[checked["mask_problem"] != ""]
     good = checked[checked["mask_problem"] == ""]["fg_fraction"].astype(float)
     filled = good[good > 0]
-    fraction = ({"n": int(len(filled)), "min": float(filled.min()), "median": float(filled.median()),
-                 "max": float(filled.max())} if len(filled) else {"n": 0})
+    fraction = (
+        {
+            "n": len(filled),
+            "min": float(filled.min()),
+            "median": float(filled.median()),
+            "max": float(filled.max()),
+        }
+        if len(filled)
+        else {"n": 0}
+    )
     return {
-        "num_classes": int(num_classes), "n_checked": int(len(checked)),
-        "n_skipped": int(len(table) - len(checked)), "n_problems": int(len(bad)),
-        "problems": [{"case_id": r.case_id, "mask": r.mask_path, "reason": r.mask_problem, "split": r.split,
-                      "row": int(r.row)} for r in bad.itertuples(index=False)],
-        "n_empty": int((good == 0).sum()), "foreground_fraction": fraction,
+        "num_classes": int(num_classes),
+        "n_checked": len(checked),
+        "n_skipped": int(len(table) - len(checked)),
+        "n_problems": len(bad),
+        "problems": [
+            {
+                "case_id": r.case_id,
+                "mask": r.mask_path,
+                "reason": r.mask_problem,
+                "split": r.split,
+                "row": int(r.row),
+            }
+            for r in bad.itertuples(index=False)
+        ],
+        "n_empty": int((good == 0).sum()),
+        "foreground_fraction": fraction,
     }
 
 

@@ -41,7 +41,7 @@ class HammingIndex:
         if not 2 <= self.n_chunks <= 16:
             raise ValueError(f"n_chunks must be between 2 and 16, got {n_chunks}")
         widths = [BITS // self.n_chunks + (i < BITS % self.n_chunks) for i in range(self.n_chunks)]
-        self.shifts = np.cumsum([0] + widths[:-1]).tolist()
+        self.shifts = np.cumsum([0, *widths[:-1]]).tolist()
         self.widths = widths
         self._tables = []
         for shift, width in zip(self.shifts, self.widths):
@@ -71,14 +71,16 @@ class HammingIndex:
         sub = radius // self.n_chunks
         probes = sum(math.comb(self.widths[0], k) for k in range(min(sub, self.widths[0]) + 1))
         if probes > 1_000_000:
-            raise ValueError(f"radius {radius} needs {probes} probes per chunk with {self.n_chunks} chunks; "
-                             f"build the index with radius={radius} (or more chunks)")
+            raise ValueError(
+                f"radius {radius} needs {probes} probes per chunk with {self.n_chunks} chunks; "
+                f"build the index with radius={radius} (or more chunks)"
+            )
         for (vals, order), shift, width in zip(self._tables, self.shifts, self.widths):
             qchunk = _chunk(q, shift, width)
             masks = _masks(width, sub)
             step = max(1, _MAX_BATCH // max(1, len(q)))
             for start in range(0, len(masks), step):
-                qi, ti = _lookup(qchunk, masks[start:start + step], vals, order)
+                qi, ti = _lookup(qchunk, masks[start : start + step], vals, order)
                 keep = np.bitwise_count(q[qi] ^ self.hashes[ti]) <= radius
                 if self_join:
                     keep &= qi < ti
@@ -98,7 +100,7 @@ def brute_force_pairs(hashes, radius: int, queries=None, block: int = 256):
     q = h if queries is None else np.asarray(queries, dtype=np.uint64)
     out_i, out_j = [], []
     for start in range(0, len(q), block):
-        d = np.bitwise_count(q[start:start + block, None] ^ h[None, :])
+        d = np.bitwise_count(q[start : start + block, None] ^ h[None, :])
         qi, ti = np.nonzero(d <= radius)
         qi = qi + start
         if queries is None:
@@ -144,7 +146,7 @@ def _choose_chunks(n: int, radius: int) -> int:
     for m in range(2, 17):
         width = BITS // m
         probes = sum(math.comb(width, k) for k in range(min(radius // m, width) + 1))
-        cost = m * probes * (math.log2(max(n, 2)) + n / 2.0 ** width)
+        cost = m * probes * (math.log2(max(n, 2)) + n / 2.0**width)
         if cost < best_cost:
             best, best_cost = m, cost
     return best

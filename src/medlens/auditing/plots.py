@@ -43,8 +43,13 @@ def size_scatter(table: pd.DataFrame, outliers: list[dict[str, Any]], bounds: di
             span(*sigma, color="tab:blue", alpha=0.08, label="mean ± 3σ" if dim == "width" else None)
         if mad:
             for i, v in enumerate(mad):
-                line(v, color="tab:green", ls="--", lw=1,
-                     label=f"median ± {bounds['mad_k']}·MAD" if dim == "width" and i == 0 else None)
+                line(
+                    v,
+                    color="tab:green",
+                    ls="--",
+                    lw=1,
+                    label=f"median ± {bounds['mad_k']}·MAD" if dim == "width" and i == 0 else None,
+                )
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
     ax.set_title("Image sizes")

@@ -32,9 +32,24 @@ from medlens.errors import MedlensError
 from medlens.io.guard import accepts_image_limit
 
 SCHEMA = "medlens.audit/1"
-_FEATURES = {"readable": False, "reason": "", "reason_kind": "", "note": "", "width": 0, "height": 0, "channels": 0,
-             "dtype": "", "bits": 0, "mode": "", "gray_rgb": False, "mean": np.nan, "std": np.nan,
-             "pixel_hash": "", "phash": 0, "signature": None}
+_FEATURES = {
+    "readable": False,
+    "reason": "",
+    "reason_kind": "",
+    "note": "",
+    "width": 0,
+    "height": 0,
+    "channels": 0,
+    "dtype": "",
+    "bits": 0,
+    "mode": "",
+    "gray_rgb": False,
+    "mean": np.nan,
+    "std": np.nan,
+    "pixel_hash": "",
+    "phash": 0,
+    "signature": None,
+}
 
 
 @dataclass
@@ -75,10 +90,18 @@ class AuditResult:
 
 
 @accepts_image_limit
-def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
-          near_threshold: int | None = None, k_range=range(2, 9), fix: Path | str | None = None,
-          prefer: str = "train", progress: bool = True, workers: int = 2,
-          mask_classes: int | None = None) -> AuditResult:
+def audit(
+    source: Manifest | str | Path,
+    out_dir: Path | str | None = None,
+    *,
+    near_threshold: int | None = None,
+    k_range=range(2, 9),
+    fix: Path | str | None = None,
+    prefer: str = "train",
+    progress: bool = True,
+    workers: int = 2,
+    mask_classes: int | None = None,
+) -> AuditResult:
     """Audit a dataset: integrity, geometry outliers, class balance, duplicates/leakage, intensity clusters;
     for NIfTI volumes also voxel spacing and depth, and for segmentation sources every mask.
 
@@ -108,10 +131,15 @@ def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
     start = time.perf_counter()
     table, thumbs = scan_manifest(manifest, workers=workers, progress=progress, mask_classes=classes)
     elapsed = time.perf_counter() - start
-    summary = build_summary(table, manifest, threshold=threshold, k_range=k_range, source_dir=source_dir,
-                            mask_classes=classes)
-    summary["timing"] = {"scan_s": round(elapsed, 3), "total_s": round(time.perf_counter() - start, 3),
-                         "images_per_s": round(len(table) / max(elapsed, 1e-9), 1), "workers": workers}
+    summary = build_summary(
+        table, manifest, threshold=threshold, k_range=k_range, source_dir=source_dir, mask_classes=classes
+    )
+    summary["timing"] = {
+        "scan_s": round(elapsed, 3),
+        "total_s": round(time.perf_counter() - start, 3),
+        "images_per_s": round(len(table) / max(elapsed, 1e-9), 1),
+        "workers": workers,
+    }
     result = AuditResult(summary, table, manifest, thumbs)
     if fix is not None:
         from medlens.auditing.fix import apply_fix
@@ -127,8 +155,11 @@ def audit(source: Manifest | str | Path, out_dir: Path | str | None = None, *,
 
 
 def _check_args(threshold: Any, prefer: str, workers: Any) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) \
-            or not 0 <= threshold <= 64:
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, np.integer))
+        or not 0 <= threshold <= 64
+    ):
         raise MedlensError(f"near_threshold must be a whole number of bits from 0 to 64, got {threshold!r}")
     if prefer not in ("train", "test"):
         raise MedlensError(f"prefer must be 'train' or 'test', got {prefer!r}")
@@ -155,8 +186,9 @@ def load_source(source: Manifest | str | Path) -> tuple[Manifest, Path | None]:
     return ingest(path, require_labels=False), path if path.is_dir() else None
 
 
-def scan_manifest(manifest: Manifest, workers: int = 2, progress: bool = True,
-                  mask_classes: int = 2) -> tuple[pd.DataFrame, dict[int, bytes]]:
+def scan_manifest(
+    manifest: Manifest, workers: int = 2, progress: bool = True, mask_classes: int = 2
+) -> tuple[pd.DataFrame, dict[int, bytes]]:
     """Decode every image (or NIfTI volume) and every mask once; the per-image table (one row per manifest
     row) and thumbnails.
 
@@ -173,14 +205,25 @@ def scan_manifest(manifest: Manifest, workers: int = 2, progress: bool = True,
     with _progress_bar(len(paths), progress) as advance:
         if volumes or masks:
             cases = list(zip(paths, masks or [None] * len(paths), df["case_id"].astype(str)))
-            records = scan_images(cases, workers=workers, progress=advance,
-                                  scan=lambda case: _scan_case(*case, mask_classes=mask_classes))
+            records = scan_images(
+                cases,
+                workers=workers,
+                progress=advance,
+                scan=lambda case: _scan_case(*case, mask_classes=mask_classes),
+            )
         else:
             records = scan_images(paths, workers=workers, progress=advance)
     thumbs = {i: r.pop("thumb") for i, r in enumerate(records) if "thumb" in r}
-    table = pd.DataFrame({"row": np.arange(len(df)), "case_id": df["case_id"].astype(str),
-                          "image": df["image"].astype(str), "path": paths, "split": df["split"],
-                          "patient_id": df["patient_id"].astype(str)})
+    table = pd.DataFrame(
+        {
+            "row": np.arange(len(df)),
+            "case_id": df["case_id"].astype(str),
+            "image": df["image"].astype(str),
+            "path": paths,
+            "split": df["split"],
+            "patient_id": df["patient_id"].astype(str),
+        }
+    )
     if manifest.has_labels:
         table["label"] = df["label"].astype(str).to_numpy()
     if masks:
@@ -211,8 +254,13 @@ class _progress_bar:
             return None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        self._progress = Progress("[progress.description]{task.description}", BarColumn(),
-                                  MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+        self._progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         self._progress.__enter__()
         task = self._progress.add_task("audit: reading images", total=self.total)
         return lambda n: self._progress.advance(task, n)
@@ -222,9 +270,15 @@ class _progress_bar:
             self._progress.__exit__(*exc)
 
 
-def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = DEFAULT_THRESHOLD,
-                  k_range=range(2, 9), source_dir: Path | None = None,
-                  mask_classes: int = 2) -> dict[str, Any]:
+def build_summary(
+    table: pd.DataFrame,
+    manifest: Manifest,
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    k_range=range(2, 9),
+    source_dir: Path | None = None,
+    mask_classes: int = 2,
+) -> dict[str, Any]:
     """Every analysis on the per-image table, as the audit.json dict (also sets ``table["cluster"]``).
 
     A table with volume columns adds a ``volumes`` block and ``findings.spacing_outliers``; one with mask
@@ -238,17 +292,30 @@ def build_summary(table: pd.DataFrame, manifest: Manifest, *, threshold: int = D
     dups = duplicates_summary(groups, threshold)
     clusters, assign = intensity_clusters(table, k_range)
     table["cluster"] = assign
-    findings = {"unreadable": len(unreadable), "size_outliers": len(outliers),
-                "duplicate_groups": len(groups) - dups["n_same_patient"],
-                "cross_split_groups": dups["n_cross_split"], "label_conflict_groups": dups["n_label_conflict"],
-                "cross_patient_groups": dups["n_cross_patient"]}
+    findings = {
+        "unreadable": len(unreadable),
+        "size_outliers": len(outliers),
+        "duplicate_groups": len(groups) - dups["n_same_patient"],
+        "cross_split_groups": dups["n_cross_split"],
+        "label_conflict_groups": dups["n_label_conflict"],
+        "cross_patient_groups": dups["n_cross_patient"],
+    }
     findings["total"] = len(unreadable) + len(outliers) + findings["duplicate_groups"]
     summary = {
-        "schema": SCHEMA, "source": manifest.source or str(manifest.root), "n_images": int(len(table)),
-        "n_readable": int(table["readable"].sum()), "findings": findings,
-        "unreadable": unreadable, "census": census(table),
-        "size_outliers": outliers, "size_rules": bounds, "classes": classes, "class_balance": balance,
-        "duplicates": dups, "clusters": clusters, "read_notes": _read_notes(table),
+        "schema": SCHEMA,
+        "source": manifest.source or str(manifest.root),
+        "n_images": len(table),
+        "n_readable": int(table["readable"].sum()),
+        "findings": findings,
+        "unreadable": unreadable,
+        "census": census(table),
+        "size_outliers": outliers,
+        "size_rules": bounds,
+        "classes": classes,
+        "class_balance": balance,
+        "duplicates": dups,
+        "clusters": clusters,
+        "read_notes": _read_notes(table),
         "settings": {"near_threshold": threshold, "mad_k": MAD_K, "k_range": [int(k) for k in k_range]},
     }
     if "depth" in table.columns:
@@ -276,12 +343,19 @@ def _read_notes(table: pd.DataFrame) -> list[dict[str, str]]:
     return [{"path": str(r.path), "note": str(r.note)} for r in rows.itertuples(index=False)]
 
 
-def fix_record(changes: list[dict[str, Any]], prefer: str, saved: Path | None, n_before: int,
-               n_after: int) -> dict[str, Any]:
+def fix_record(
+    changes: list[dict[str, Any]], prefer: str, saved: Path | None, n_before: int, n_after: int
+) -> dict[str, Any]:
     """The ``fix`` block of audit.json (also recorded by ``train --audit-fix``)."""
-    return {"manifest": str(saved) if saved else None, "prefer": prefer, "n_before": n_before,
-            "n_after": n_after, "n_dropped": sum(c["action"] == "drop" for c in changes),
-            "n_moved": sum(c["action"] == "move" for c in changes), "changes": changes}
+    return {
+        "manifest": str(saved) if saved else None,
+        "prefer": prefer,
+        "n_before": n_before,
+        "n_after": n_after,
+        "n_dropped": sum(c["action"] == "drop" for c in changes),
+        "n_moved": sum(c["action"] == "move" for c in changes),
+        "changes": changes,
+    }
 
 
 def print_summary(result: AuditResult, console=None) -> None:

@@ -40,19 +40,36 @@ def scan_image(path: str) -> dict[str, Any]:
     ph, signature = fingerprint(gray)
     channels = 1 if arr.ndim == 2 else int(arr.shape[-1])
     return {
-        "readable": True, "reason": "", "reason_kind": "", "note": "; ".join(decoded.notes),
-        "width": int(arr.shape[1]), "height": int(arr.shape[0]), "channels": channels,
-        "dtype": str(arr.dtype), "bits": int(arr.dtype.itemsize * 8), "mode": _mode(arr),
-        "gray_rgb": bool(channels == 3 and np.array_equal(arr[..., 0], arr[..., 1])
-                         and np.array_equal(arr[..., 0], arr[..., 2])),
-        "mean": float(gray.mean()), "std": float(gray.std()),
-        "pixel_hash": pixel_hash(arr), "phash": ph, "signature": signature,
+        "readable": True,
+        "reason": "",
+        "reason_kind": "",
+        "note": "; ".join(decoded.notes),
+        "width": int(arr.shape[1]),
+        "height": int(arr.shape[0]),
+        "channels": channels,
+        "dtype": str(arr.dtype),
+        "bits": int(arr.dtype.itemsize * 8),
+        "mode": _mode(arr),
+        "gray_rgb": bool(
+            channels == 3
+            and np.array_equal(arr[..., 0], arr[..., 1])
+            and np.array_equal(arr[..., 0], arr[..., 2])
+        ),
+        "mean": float(gray.mean()),
+        "std": float(gray.std()),
+        "pixel_hash": pixel_hash(arr),
+        "phash": ph,
+        "signature": signature,
         "thumb": thumbnail(arr, gray),
     }
 
 
-def scan_images(paths: Sequence[Item], workers: int = 2, progress: Callable[[int], None] | None = None,
-                scan: Callable[[Item], dict[str, Any]] = scan_image) -> list[dict[str, Any]]:
+def scan_images(
+    paths: Sequence[Item],
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+    scan: Callable[[Item], dict[str, Any]] = scan_image,
+) -> list[dict[str, Any]]:
     """Run :func:`scan_image` (or ``scan``) over ``paths`` with a thread pool, in input order.
 
     Threads (not processes): Pillow and numpy release the GIL while decoding and reducing, and threads are
@@ -92,8 +109,9 @@ def _unreadable(path: str, reason: str, kind: str) -> dict[str, Any]:
 def _mode(arr: np.ndarray) -> str:
     if arr.ndim == 3:
         return {3: "RGB", 4: "RGBA"}.get(arr.shape[-1], f"{arr.shape[-1]}-channel")
-    return {"uint8": "L", "uint16": "I;16", "int32": "I", "float32": "F", "bool": "1"}.get(str(arr.dtype),
-                                                                                          str(arr.dtype))
+    return {"uint8": "L", "uint16": "I;16", "int32": "I", "float32": "F", "bool": "1"}.get(
+        str(arr.dtype), str(arr.dtype)
+    )
 
 
 def thumbnail(arr: np.ndarray, gray: np.ndarray) -> bytes:

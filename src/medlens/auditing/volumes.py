@@ -43,20 +43,33 @@ def scan_volume(path: str) -> dict[str, Any]:
         return {"readable": False, "reason": str(err), "reason_kind": "undecodable"}
     channels, width, height, depth = volume.shape
     if min(width, height, depth) < 1:
-        return {"readable": False, "reason": f"empty volume (array shape {volume.shape})",
-                "reason_kind": "undecodable"}
+        return {
+            "readable": False,
+            "reason": f"empty volume (array shape {volume.shape})",
+            "reason_kind": "undecodable",
+        }
     first = volume[0]
     scaled = to_gray01(first.reshape(width, height * depth))  # 2-D view: same scaling rule as for images
     plane = central_slice(first)
     gray = plane.astype(np.float32) / np.float32(255)
     ph, signature = fingerprint(gray)
     return {
-        "readable": True, "reason": "", "reason_kind": "",
-        "width": int(width), "height": int(height), "depth": int(depth), "channels": int(channels),
-        "dtype": str(volume.dtype), "bits": int(volume.dtype.itemsize * 8),
-        "mode": "volume" if channels == 1 else f"{channels}-channel volume", "gray_rgb": False,
-        "mean": float(scaled.mean()), "std": float(scaled.std()),
-        "pixel_hash": pixel_hash(volume), "phash": ph, "signature": signature,
+        "readable": True,
+        "reason": "",
+        "reason_kind": "",
+        "width": int(width),
+        "height": int(height),
+        "depth": int(depth),
+        "channels": int(channels),
+        "dtype": str(volume.dtype),
+        "bits": int(volume.dtype.itemsize * 8),
+        "mode": "volume" if channels == 1 else f"{channels}-channel volume",
+        "gray_rgb": False,
+        "mean": float(scaled.mean()),
+        "std": float(scaled.std()),
+        "pixel_hash": pixel_hash(volume),
+        "phash": ph,
+        "signature": signature,
         "thumb": thumbnail(plane, gray),
         **{f"spacing_{axis}": float(s) for axis, s in zip("xyz", spacing)},
     }
@@ -91,24 +104,41 @@ def volume_summary(table: pd.DataFrame, mad_k: float = MAD_K) -> dict[str, Any]:
     bounds = {dim: rule_bounds(ok[dim].to_numpy(), mad_k) for dim in OUTLIER_DIMS}
     outliers = []
     for r in ok.itertuples(index=False):
-        fired = [(rule, dim) for rule in ("3sigma", "mad") for dim in OUTLIER_DIMS
-                 if bounds[dim][rule] is not None and not bounds[dim][rule][0] <= getattr(r, dim)
-                 <= bounds[dim][rule][1]]
+        fired = [
+            (rule, dim)
+            for rule in ("3sigma", "mad")
+            for dim in OUTLIER_DIMS
+            if bounds[dim][rule] is not None
+            and not bounds[dim][rule][0] <= getattr(r, dim) <= bounds[dim][rule][1]
+        ]
         if fired:
             rules = list(dict.fromkeys(rule for rule, _ in fired))
-            outliers.append({"path": r.path, "case_id": r.case_id,
-                             "spacing": [float(r.spacing_x), float(r.spacing_y), float(r.spacing_z)],
-                             "depth": int(r.depth), "shape": [int(r.width), int(r.height), int(r.depth)],
-                             "rule": "+".join(rules), "rules": rules,
-                             "dimensions": list(dict.fromkeys(dim for _, dim in fired)), "split": r.split,
-                             "row": int(r.row)})
+            outliers.append(
+                {
+                    "path": r.path,
+                    "case_id": r.case_id,
+                    "spacing": [float(r.spacing_x), float(r.spacing_y), float(r.spacing_z)],
+                    "depth": int(r.depth),
+                    "shape": [int(r.width), int(r.height), int(r.depth)],
+                    "rule": "+".join(rules),
+                    "rules": rules,
+                    "dimensions": list(dict.fromkeys(dim for _, dim in fired)),
+                    "split": r.split,
+                    "row": int(r.row),
+                }
+            )
     return {
-        "n_volumes": int(len(ok)), "n_spacings": len(spacings), "spacings": dict(spacings.most_common(20)),
-        "n_shapes": len(shapes), "shapes": dict(shapes.most_common(20)),
+        "n_volumes": len(ok),
+        "n_spacings": len(spacings),
+        "spacings": dict(spacings.most_common(20)),
+        "n_shapes": len(shapes),
+        "shapes": dict(shapes.most_common(20)),
         **{dim: _range(ok[dim]) for dim in OUTLIER_DIMS},
         "spacing_outliers": outliers,
-        "spacing_rules": {dim: {rule: (list(b) if b else None) for rule, b in bounds[dim].items()}
-                          for dim in bounds} | {"mad_k": mad_k},
+        "spacing_rules": {
+            dim: {rule: (list(b) if b else None) for rule, b in bounds[dim].items()} for dim in bounds
+        }
+        | {"mad_k": mad_k},
     }
 
 

@@ -42,9 +42,9 @@ class CachedImages:
 def to_uint8(arr: np.ndarray, channels: int) -> np.ndarray:
     """Any decoded image (H, W) / (H, W, 3|4), any dtype → uint8 (H, W, channels).
 
-    8-bit images keep their values; other depths (16-bit, float DICOM) are scaled per image between the 0.5th and
-    99.5th intensity percentiles, which is robust to a few hot pixels. RGB → grayscale uses ITU-R 601 luma;
-    grayscale → 3 channels repeats the plane. Alpha is dropped.
+    8-bit images keep their values; other depths (16-bit, float DICOM) are scaled per image between the 0.5th
+    and 99.5th intensity percentiles, which is robust to a few hot pixels. RGB → grayscale uses ITU-R 601
+    luma; grayscale → 3 channels repeats the plane. Alpha is dropped.
     """
     a = np.asarray(arr)
     if a.ndim == 3 and a.shape[-1] == 4:
@@ -96,8 +96,15 @@ def _key(paths: list[str], size: int, channels: int, extra: str = "") -> str:
     return h.hexdigest()
 
 
-def cache_images(manifest: Manifest, size: int, channels: int, *, workers: int = 2,
-                 progress: bool = True, description: str = "Decoding images") -> CachedImages:
+def cache_images(
+    manifest: Manifest,
+    size: int,
+    channels: int,
+    *,
+    workers: int = 2,
+    progress: bool = True,
+    description: str = "Decoding images",
+) -> CachedImages:
     """Decode and resize every image of ``manifest`` once (memoised in memory by file identity)."""
     paths = manifest.paths()
     key = _key(paths, size, channels)
@@ -111,7 +118,11 @@ def cache_images(manifest: Manifest, size: int, channels: int, *, workers: int =
             return i, resize_image(decoded.array, size, channels), decoded.notes
         except UnreadableImageError as err:
             return i, None, err
-        except (OSError, ValueError, MemoryError) as err:  # anything else a broken file raises while converting
+        except (
+            OSError,
+            ValueError,
+            MemoryError,
+        ) as err:  # anything else a broken file raises while converting
             return i, None, UnreadableImageError(paths[i], first_line(err))
 
     images = np.zeros((len(paths), channels, size, size), dtype=np.uint8)
@@ -121,8 +132,9 @@ def cache_images(manifest: Manifest, size: int, channels: int, *, workers: int =
     from medlens.utils.progress import track
 
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL and zlib release the GIL while decoding
-        for i, arr, info in track(pool.map(one, range(len(paths))), total=len(paths),
-                                  description=description, disable=not progress):
+        for i, arr, info in track(
+            pool.map(one, range(len(paths))), total=len(paths), description=description, disable=not progress
+        ):
             case_id = str(manifest.df["case_id"].iloc[i])
             if arr is None:
                 skipped.append(info.record(case_id=case_id))
@@ -130,8 +142,9 @@ def cache_images(manifest: Manifest, size: int, channels: int, *, workers: int =
                 images[i], ok[i] = arr, True
                 notes.extend({"path": paths[i], "case_id": case_id, "note": n} for n in info)
     kept = np.flatnonzero(ok)
-    result = CachedImages(images=images[kept] if len(kept) < len(paths) else images, kept=kept, skipped=skipped,
-                          notes=notes)
+    result = CachedImages(
+        images=images[kept] if len(kept) < len(paths) else images, kept=kept, skipped=skipped, notes=notes
+    )
     _MEMORY[key] = result
     while len(_MEMORY) > _MEMORY_MAX:
         _MEMORY.popitem(last=False)
@@ -166,8 +179,9 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST))
 
 
-def load_pair(image_path: str, mask_path: str | None, size: int, channels: int, case_id: str,
-              num_classes: int = 2) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+def load_pair(
+    image_path: str, mask_path: str | None, size: int, channels: int, case_id: str, num_classes: int = 2
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
     """Decode, check and resize one image and its mask.
 
     Returns:
@@ -192,8 +206,16 @@ def load_pair(image_path: str, mask_path: str | None, size: int, channels: int, 
     return resize_image(image, size, channels), resize_mask(mask, size), shape
 
 
-def cache_pairs(manifest: Manifest, size: int, channels: int, *, masks: bool = True, num_classes: int = 2,
-                workers: int = 2, progress: bool = True) -> CachedPairs:
+def cache_pairs(
+    manifest: Manifest,
+    size: int,
+    channels: int,
+    *,
+    masks: bool = True,
+    num_classes: int = 2,
+    workers: int = 2,
+    progress: bool = True,
+) -> CachedPairs:
     """Decode every image (and its ``mask``) of ``manifest`` once; memoised like :func:`cache_images`.
 
     Unreadable images and unreadable (truncated, undecodable) masks are skipped and reported with their
@@ -221,8 +243,12 @@ def cache_pairs(manifest: Manifest, size: int, channels: int, *, masks: bool = T
     from medlens.utils.progress import track
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i, loaded, err in track(pool.map(one, range(len(paths))), total=len(paths),
-                                    description="Decoding image/mask pairs", disable=not progress):
+        for i, loaded, err in track(
+            pool.map(one, range(len(paths))),
+            total=len(paths),
+            description="Decoding image/mask pairs",
+            disable=not progress,
+        ):
             if loaded is None:
                 skipped.append(err.record(case_id=case_ids[i]))
                 continue
@@ -231,8 +257,13 @@ def cache_pairs(manifest: Manifest, size: int, channels: int, *, masks: bool = T
                 labels[i] = loaded[1]
     kept = np.flatnonzero(ok)
     full = len(kept) == len(paths)
-    result = CachedPairs(images if full else images[kept], None if labels is None else
-                         (labels if full else labels[kept]), shapes[kept], kept, skipped)
+    result = CachedPairs(
+        images if full else images[kept],
+        None if labels is None else (labels if full else labels[kept]),
+        shapes[kept],
+        kept,
+        skipped,
+    )
     _MEMORY[key] = result
     while len(_MEMORY) > _MEMORY_MAX:
         _MEMORY.popitem(last=False)

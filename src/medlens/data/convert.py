@@ -32,15 +32,17 @@ PER_SLICE = ("case_id", "image", "mask", "slice_index")
 
 
 @accepts_image_limit
-def slices_to_volumes(src_root: str | Path, out_dir: str | Path, *, progress: bool = True,
-                      overwrite: bool = False) -> Manifest:
+def slices_to_volumes(
+    src_root: str | Path, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False
+) -> Manifest:
     """Stack each kaggle_3m patient's slices into NIfTI image and mask volumes.
 
     Args:
         src_root: the kaggle_3m folder (or its parent).
         out_dir: output folder (must not exist unless ``overwrite``).
         progress: show a progress bar.
-        overwrite: replace an existing ``out_dir``, only one medlens wrote (it holds a ``.medlens-run`` marker,
+        overwrite: replace an existing ``out_dir``, only one medlens wrote (it holds a ``.medlens-run``
+        marker,
             or is a convert output from before markers) or an empty one.
 
     Returns:
@@ -63,9 +65,17 @@ def slices_to_volumes(src_root: str | Path, out_dir: str | Path, *, progress: bo
             image, mask = _stack_patient(slices, group, patient)
             _write_pair(tmp, patient, image, mask)
             meta = group.iloc[0].drop(labels=[c for c in PER_SLICE if c in group.columns]).to_dict()
-            rows.append({"case_id": patient, "patient_id": patient, "split": meta.pop("split", ""),
-                         "image": f"imagesTr/{patient}.nii.gz", "mask": f"labelsTr/{patient}.nii.gz",
-                         "n_slices": len(group), **{k: v for k, v in meta.items() if k != "patient_id"}})
+            rows.append(
+                {
+                    "case_id": patient,
+                    "patient_id": patient,
+                    "split": meta.pop("split", ""),
+                    "image": f"imagesTr/{patient}.nii.gz",
+                    "mask": f"labelsTr/{patient}.nii.gz",
+                    "n_slices": len(group),
+                    **{k: v for k, v in meta.items() if k != "patient_id"},
+                }
+            )
         manifest = Manifest(pd.DataFrame(rows), tmp, source=f"slices-to-volumes of {slices.root}")
         manifest.save(tmp / "manifest.csv")
     return Manifest(manifest.df, out_dir, source=str(out_dir / "manifest.csv"))
@@ -81,8 +91,10 @@ def _stack_patient(slices: Manifest, group: pd.DataFrame, patient: str) -> tuple
         images.append(image if image.ndim == 3 else image[..., np.newaxis])
     shapes = sorted({im.shape for im in images})
     if len(shapes) > 1:
-        raise MedlensError(f"patient {patient}: slices have different sizes {shapes}; cannot stack them into "
-                           "a volume (resize them to one size first)")
+        raise MedlensError(
+            f"patient {patient}: slices have different sizes {shapes}; cannot stack them into "
+            "a volume (resize them to one size first)"
+        )
     image = np.stack(images, axis=2)  # (H, W, N, C)
     return np.moveaxis(image, -1, 0), np.stack(masks, axis=-1)
 
@@ -103,8 +115,9 @@ def _track(items: list, progress: bool):
 
 
 @accepts_image_limit
-def masks_to_labels(src: str | Path, output_csv: str | Path, *, positive: str = "tumour",
-                    negative: str = "notumor") -> Manifest:
+def masks_to_labels(
+    src: str | Path, output_csv: str | Path, *, positive: str = "tumour", negative: str = "notumor"
+) -> Manifest:
     """Label each image of an image/mask source by whether its mask has foreground.
 
     The result trains the classifier gate of the two-stage pipeline (``medlens predict --gate``): the same
@@ -127,7 +140,9 @@ def masks_to_labels(src: str | Path, output_csv: str | Path, *, positive: str = 
         raise MedlensError(f"--positive and --negative must differ, both are {positive!r}")
     manifest = ingest(src, require_labels=False)
     if "mask" not in manifest.df.columns:
-        raise MedlensError(f"{src} has no masks; give image/mask pairs (kaggle_3m folders or a CSV image,mask)")
+        raise MedlensError(
+            f"{src} has no masks; give image/mask pairs (kaggle_3m folders or a CSV image,mask)"
+        )
     labels = []
     for row in manifest.df.itertuples(index=False):
         try:
@@ -158,6 +173,8 @@ def convert(kind: str, src: str | Path, output: str | Path, **options: Any) -> M
         The manifest of what was written.
     """
     if kind not in CONVERSIONS:
-        raise MedlensError(f"unknown conversion {kind!r}.{did_you_mean(kind, list(CONVERSIONS))} "
-                           f"Choose one of {', '.join(CONVERSIONS)}")
+        raise MedlensError(
+            f"unknown conversion {kind!r}.{did_you_mean(kind, list(CONVERSIONS))} "
+            f"Choose one of {', '.join(CONVERSIONS)}"
+        )
     return CONVERSIONS[kind](src, output, **options)

@@ -19,12 +19,20 @@ from medlens.errors import MedlensError
 
 __all__ = ["ingest", "list_sources", "register_source"]
 
-SOURCES_HINT = ("a folder of class folders (<root>/<class>/<image>), a CSV with image,label columns, "
-                "a manifest CSV or a MedMNIST .npz")
+SOURCES_HINT = (
+    "a folder of class folders (<root>/<class>/<image>), a CSV with image,label columns, "
+    "a manifest CSV or a MedMNIST .npz"
+)
 
 
-def ingest(src: str | Path, *, label_names: Sequence[str] | None = None, kind: str | None = None,
-           require_labels: bool = True, **options: Any) -> Manifest:
+def ingest(
+    src: str | Path,
+    *,
+    label_names: Sequence[str] | None = None,
+    kind: str | None = None,
+    require_labels: bool = True,
+    **options: Any,
+) -> Manifest:
     """Detect what ``src`` is and list its cases as a manifest.
 
     Args:
@@ -51,8 +59,10 @@ def ingest(src: str | Path, *, label_names: Sequence[str] | None = None, kind: s
         raise MedlensError(f"{src} does not exist; pass {SOURCES_HINT}")
     info = get_source(kind) if kind else detect_source(path)
     if info is None:
-        raise MedlensError(f"cannot tell what kind of dataset {src} is; pass {SOURCES_HINT} "
-                           f"(known kinds: {', '.join(s.name for s in list_sources())})")
+        raise MedlensError(
+            f"cannot tell what kind of dataset {src} is; pass {SOURCES_HINT} "
+            f"(known kinds: {', '.join(s.name for s in list_sources())})"
+        )
     if label_names is not None:
         options["label_names"] = list(label_names)
     _check_options(info, options)
@@ -71,8 +81,10 @@ def _check_options(info: SourceInfo, options: dict[str, Any]) -> None:
     accepted = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     for key in options:
         if key not in accepted:
-            raise MedlensError(f"option {key!r} does not apply to {info.name} sources; "
-                               f"they take: {', '.join(accepted) or 'no options'}")
+            raise MedlensError(
+                f"option {key!r} does not apply to {info.name} sources; "
+                f"they take: {', '.join(accepted) or 'no options'}"
+            )
 
 
 def check_targets(manifest: Manifest, path: Path, kind: str) -> None:
@@ -85,13 +97,18 @@ def check_targets(manifest: Manifest, path: Path, kind: str) -> None:
     if column is None:
         if kind == "csv":
             columns = ", ".join(manifest.df.columns)
-            raise MedlensError(f"CSV {path} has no 'label' column (columns: {columns}); add one with the "
-                               "class of each image")
-        raise MedlensError(f"no class folders found in {path}; expected {path}/<class>/<image> or a CSV with "
-                           "image,label columns")
+            raise MedlensError(
+                f"CSV {path} has no 'label' column (columns: {columns}); add one with the class of each image"
+            )
+        raise MedlensError(
+            f"no class folders found in {path}; expected {path}/<class>/<image> or a CSV with "
+            "image,label columns"
+        )
     empty = manifest.df.index[manifest.df[column].astype(str).str.strip() == ""]
     if len(empty):
         first = manifest.df.loc[empty[0]]
-        raise MedlensError(f"{len(empty)} of {len(manifest)} cases in {path} have no {column} (first: "
-                           f"{first['image']}); fill in every {column}, or ingest with require_labels=False "
-                           "to predict on them")
+        raise MedlensError(
+            f"{len(empty)} of {len(manifest)} cases in {path} have no {column} (first: "
+            f"{first['image']}); fill in every {column}, or ingest with require_labels=False "
+            "to predict on them"
+        )

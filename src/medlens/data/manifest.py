@@ -57,24 +57,29 @@ class Manifest:
         if "case_id" not in df.columns:
             df["case_id"] = [Path(str(p).split(NPZ_SEP)[-1]).stem for p in df["image"]]
         if df["case_id"].duplicated().any():
-            df["case_id"] = [f"{c}-{i}" if d else c for i, (c, d) in
-                             enumerate(zip(df["case_id"], df["case_id"].duplicated(keep=False)))]
+            df["case_id"] = [
+                f"{c}-{i}" if d else c
+                for i, (c, d) in enumerate(zip(df["case_id"], df["case_id"].duplicated(keep=False)))
+            ]
         if "patient_id" not in df.columns:
             df["patient_id"] = df["case_id"]
         df["patient_id"] = df["patient_id"].fillna(df["case_id"]).astype(str)
         if "split" not in df.columns:
             df["split"] = ""
         df["split"] = df["split"].fillna("").astype(str).str.strip().str.lower()
-        df["split"] = df["split"].replace({"training": "train", "validation": "val", "valid": "val",
-                                           "testing": "test"})
+        df["split"] = df["split"].replace(
+            {"training": "train", "validation": "val", "valid": "val", "testing": "test"}
+        )
         bad = sorted(set(df["split"]) - set(SPLITS))
         if bad:
-            raise MedlensError(f"unknown split value(s) {bad} in {self.source or 'manifest'}; "
-                               "use train, val, test or leave empty")
+            raise MedlensError(
+                f"unknown split value(s) {bad} in {self.source or 'manifest'}; "
+                "use train, val, test or leave empty"
+            )
         if "label" in df.columns:
             df["label"] = df["label"].astype(str).str.strip()
         df["case_id"] = df["case_id"].astype(str)
-        first = [c for c in REQUIRED + ("label",) if c in df.columns]
+        first = [c for c in (*REQUIRED, "label") if c in df.columns]
         self.df = df[first + [c for c in df.columns if c not in first]].reset_index(drop=True)
 
     # -- queries --------------------------------------------------------------------------------
@@ -127,8 +132,9 @@ class Manifest:
         df = self.df.copy()
         for column in ("image", "mask"):  # segmentation masks are paths too
             if column in df.columns:
-                df[column] = [_relative(self.resolve(p), path.parent.resolve()) if str(p) else p
-                              for p in df[column]]
+                df[column] = [
+                    _relative(self.resolve(p), path.parent.resolve()) if str(p) else p for p in df[column]
+                ]
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         df.to_csv(tmp, index=False)
         os.replace(tmp, path)

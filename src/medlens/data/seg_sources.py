@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,15 +35,21 @@ from medlens.io.guard import read_table
 
 KAGGLE_SLICE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)\.tiff?$", re.IGNORECASE)
 KAGGLE_MASK = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)_mask\.tiff?$", re.IGNORECASE)
-FOLDER_PAIRS = (("imagesTr", "labelsTr"), ("images", "labels"), ("image", "label"), ("images", "masks"),
-                ("imgs", "masks"))
+FOLDER_PAIRS = (
+    ("imagesTr", "labelsTr"),
+    ("images", "labels"),
+    ("image", "label"),
+    ("images", "masks"),
+    ("imgs", "masks"),
+)
 NIFTI = re.compile(r"^(?P<case>.+?)(?P<channel>_\d{4})?\.nii(\.gz)?$", re.IGNORECASE)
 RESERVED = set(REQUIRED) | {"mask", "label", "slice_index"}
 
 
 # -- checks ------------------------------------------------------------------------------------------
-def check_pair(image: np.ndarray, mask: np.ndarray, case_id: str, *, spatial_dims: int = 2,
-               num_classes: int = 2) -> np.ndarray:
+def check_pair(
+    image: np.ndarray, mask: np.ndarray, case_id: str, *, spatial_dims: int = 2, num_classes: int = 2
+) -> np.ndarray:
     """Check that ``mask`` fits ``image`` and holds only allowed values; return it as labels.
 
     Args:
@@ -65,20 +72,26 @@ def check_pair(image: np.ndarray, mask: np.ndarray, case_id: str, *, spatial_dim
     image = np.asarray(image)
     spatial = image.shape[:2] if spatial_dims == 2 else image.shape[-3:]
     if tuple(spatial) != mask.shape:
-        raise MedlensError(f"case {case_id}: mask shape {mask.shape} does not match image shape "
-                           f"{tuple(spatial)}; image and mask must have the same size")
+        raise MedlensError(
+            f"case {case_id}: mask shape {mask.shape} does not match image shape "
+            f"{tuple(spatial)}; image and mask must have the same size"
+        )
     values = np.unique(mask)
     if num_classes == 2:
         if set(values.tolist()) <= {0, 1}:
             return mask.astype(np.uint8)
         if set(values.tolist()) <= {0, 255}:
             return (mask == 255).astype(np.uint8)
-        raise MedlensError(f"case {case_id}: mask values {_show(values)} are not binary ({{0, 1}} or "
-                           "{0, 255}); lossy formats such as JPEG blur masks: "
-                           "save them as PNG, TIFF or NIfTI")
+        raise MedlensError(
+            f"case {case_id}: mask values {_show(values)} are not binary ({{0, 1}} or "
+            "{0, 255}); lossy formats such as JPEG blur masks: "
+            "save them as PNG, TIFF or NIfTI"
+        )
     if values.min() < 0 or values.max() >= num_classes or not np.all(np.mod(values, 1) == 0):
-        raise MedlensError(f"case {case_id}: mask values {_show(values)} are outside the labels "
-                           f"0..{num_classes - 1}; check num_classes or the mask file")
+        raise MedlensError(
+            f"case {case_id}: mask values {_show(values)} are outside the labels "
+            f"0..{num_classes - 1}; check num_classes or the mask file"
+        )
     return mask.astype(np.uint8)
 
 
@@ -89,8 +102,10 @@ def _mask_plane(mask: np.ndarray, case_id: str, spatial_dims: int) -> np.ndarray
         return mask[0]
     if spatial_dims == 2 and mask.ndim == 3:
         if not all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, mask.shape[-1])):
-            raise MedlensError(f"case {case_id}: the mask has {mask.shape[-1]} different colour channels; "
-                               "save it as a single-channel (greyscale) image")
+            raise MedlensError(
+                f"case {case_id}: the mask has {mask.shape[-1]} different colour channels; "
+                "save it as a single-channel (greyscale) image"
+            )
         return mask[..., 0]
     if mask.ndim != spatial_dims:
         raise MedlensError(f"case {case_id}: expected a {spatial_dims}D mask, got shape {mask.shape}")
@@ -110,8 +125,13 @@ def validate_pairs(manifest: Manifest, *, num_classes: int = 2) -> None:
     for row in manifest.df.itertuples(index=False):
         image_path, mask_path = manifest.resolve(row.image), manifest.resolve(row.mask)
         if is_nifti_file(image_path):
-            check_pair(read_volume(image_path)[0], read_volume(mask_path)[0], row.case_id, spatial_dims=3,
-                       num_classes=num_classes)
+            check_pair(
+                read_volume(image_path)[0],
+                read_volume(mask_path)[0],
+                row.case_id,
+                spatial_dims=3,
+                num_classes=num_classes,
+            )
         else:
             check_pair(read_image(image_path), read_image(mask_path), row.case_id, num_classes=num_classes)
 
@@ -119,8 +139,9 @@ def validate_pairs(manifest: Manifest, *, num_classes: int = 2) -> None:
 def _finish(df: pd.DataFrame, root: Path, kind: str, where: Path, opts: dict[str, Any]) -> Manifest:
     unknown = sorted(set(opts) - {"validate", "num_classes"})
     if unknown:
-        raise MedlensError(f"unknown option {unknown[0]!r} for a segmentation source: "
-                           "use validate, num_classes")
+        raise MedlensError(
+            f"unknown option {unknown[0]!r} for a segmentation source: use validate, num_classes"
+        )
     if df.empty:
         raise MedlensError(f"no image/mask pairs found in {where}")
     patients = df["patient_id"].nunique() if "patient_id" in df.columns else len(df)
@@ -179,17 +200,28 @@ def _kaggle_patient(root: Path, folder: Path) -> list[dict]:
             images[int(m["n"])] = f
     orphans = sorted(set(masks) - set(images))
     if orphans:
-        raise MedlensError(f"case {folder.name}_{orphans[0]}: mask {masks[orphans[0]]} has no image "
-                           "beside it; add the image or remove the mask")
+        raise MedlensError(
+            f"case {folder.name}_{orphans[0]}: mask {masks[orphans[0]]} has no image "
+            "beside it; add the image or remove the mask"
+        )
     rows = []
     for n in sorted(images):
         case_id = images[n].name.rsplit(".", 1)[0]
         if n not in masks:
-            raise MedlensError(f"case {case_id}: mask {folder / (case_id + '_mask.tif')} is missing; "
-                               "every slice needs its _mask.tif (an empty mask for slices without tumour)")
-        rows.append({"case_id": case_id, "patient_id": folder.name, "split": "",
-                     "image": images[n].relative_to(root).as_posix(),
-                     "mask": masks[n].relative_to(root).as_posix(), "slice_index": n})
+            raise MedlensError(
+                f"case {case_id}: mask {folder / (case_id + '_mask.tif')} is missing; "
+                "every slice needs its _mask.tif (an empty mask for slices without tumour)"
+            )
+        rows.append(
+            {
+                "case_id": case_id,
+                "patient_id": folder.name,
+                "split": "",
+                "image": images[n].relative_to(root).as_posix(),
+                "mask": masks[n].relative_to(root).as_posix(),
+                "slice_index": n,
+            }
+        )
     return rows
 
 
@@ -203,8 +235,9 @@ def _merge_patient_csv(df: pd.DataFrame, csv: Path) -> pd.DataFrame:
         return df
     ids = meta[key].astype(str).tolist()
     # TCGA folder names add the scan date: TCGA_CS_4941_19960909 belongs to patient TCGA_CS_4941.
-    match = {p: next((i for i in ids if p == i or p.startswith(i + "_")), None)
-             for p in df["patient_id"].unique()}
+    match = {
+        p: next((i for i in ids if p == i or p.startswith(i + "_")), None) for p in df["patient_id"].unique()
+    }
     meta = meta.rename(columns={c: f"{c}_meta" for c in meta.columns if c in RESERVED})
     meta = meta.drop_duplicates(subset=[key]).set_index(key)
     extra = meta.reindex([match[p] for p in df["patient_id"]]).reset_index(drop=True)
@@ -237,8 +270,10 @@ def load_pairs_csv(path: str | Path, **opts: Any) -> Manifest:
     df.columns = [c.strip().lower() if c.strip().lower() in RESERVED else c.strip() for c in df.columns]
     missing = [c for c in ("image", "mask") if c not in df.columns]
     if missing:
-        raise MedlensError(f"{path} has no {' or '.join(missing)} column; a pairs CSV needs image,mask"
-                           f"[,patient_id] columns (it has {list(df.columns)})")
+        raise MedlensError(
+            f"{path} has no {' or '.join(missing)} column; a pairs CSV needs image,mask"
+            f"[,patient_id] columns (it has {list(df.columns)})"
+        )
     root = path.parent.resolve()
     if "case_id" not in df.columns or (df["case_id"] == "").any():
         df["case_id"] = [_stem(p) for p in df["image"]]
@@ -246,8 +281,10 @@ def load_pairs_csv(path: str | Path, **opts: Any) -> Manifest:
         for column in ("image", "mask"):
             value = getattr(row, column)
             if not value or not (root / value).is_file():
-                raise MedlensError(f"case {row.case_id}: {column} file {value or '(empty)'} listed in {path} "
-                                   "does not exist; fix the path (relative to the CSV's folder)")
+                raise MedlensError(
+                    f"case {row.case_id}: {column} file {value or '(empty)'} listed in {path} "
+                    "does not exist; fix the path (relative to the CSV's folder)"
+                )
     return _finish(df, root, "image/mask CSV", path, opts)
 
 
@@ -288,18 +325,27 @@ def load_nifti_folders(path: str | Path, **opts: Any) -> Manifest:
     images, labels = (_nifti_cases(folder) for folder in pair)
     for case, files in images.items():
         if len(files) > 1:
-            raise MedlensError(f"case {case}: {len(files)} channel files in {pair[0]}; multi-file channels "
-                               "are not supported yet: stack them into one 4D NIfTI (channels last)")
+            raise MedlensError(
+                f"case {case}: {len(files)} channel files in {pair[0]}; multi-file channels "
+                "are not supported yet: stack them into one 4D NIfTI (channels last)"
+            )
         if case not in labels:
-            raise MedlensError(f"case {case}: no label file for {files[0].name} in {pair[1]}; "
-                               "add it or remove the image")
+            raise MedlensError(
+                f"case {case}: no label file for {files[0].name} in {pair[1]}; add it or remove the image"
+            )
     orphans = sorted(set(labels) - set(images), key=natural_key)
     if orphans:
         raise MedlensError(f"case {orphans[0]}: label {labels[orphans[0]][0].name} has no image in {pair[0]}")
-    rows = [{"case_id": case, "patient_id": case, "split": "",
-             "image": images[case][0].relative_to(root).as_posix(),
-             "mask": labels[case][0].relative_to(root).as_posix()}
-            for case in sorted(images, key=natural_key)]
+    rows = [
+        {
+            "case_id": case,
+            "patient_id": case,
+            "split": "",
+            "image": images[case][0].relative_to(root).as_posix(),
+            "mask": labels[case][0].relative_to(root).as_posix(),
+        }
+        for case in sorted(images, key=natural_key)
+    ]
     return _finish(pd.DataFrame(rows), root, "NIfTI folders", root, opts)
 
 
@@ -341,8 +387,10 @@ def _read_msd(path: Path) -> dict:
     except (OSError, ValueError) as err:
         raise MedlensError(f"cannot read MSD dataset file {path}: {err}") from err
     if not isinstance(data, dict) or not isinstance(data.get("training"), list):
-        raise MedlensError(f"{path} has no 'training' list of {{\"image\", \"label\"}} entries; "
-                           "is it a Medical Segmentation Decathlon dataset.json?")
+        raise MedlensError(
+            f'{path} has no \'training\' list of {{"image", "label"}} entries; '
+            "is it a Medical Segmentation Decathlon dataset.json?"
+        )
     return data
 
 
@@ -359,15 +407,22 @@ def load_msd(path: str | Path, **opts: Any) -> Manifest:
     rows = []
     for i, entry in enumerate(data["training"]):
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("image", "label")):
-            raise MedlensError(f"training entry {i} of {path} needs string 'image' and 'label' paths, "
-                               f"got {entry!r}")
+            raise MedlensError(
+                f"training entry {i} of {path} needs string 'image' and 'label' paths, got {entry!r}"
+            )
         case = _stem(entry["image"])
         for key in ("image", "label"):
             if not (root / entry[key]).is_file():
                 raise MedlensError(f"case {case}: {key} file {entry[key]} listed in {path} does not exist")
-        rows.append({"case_id": case, "patient_id": case, "split": "",
-                     "image": Path(entry["image"]).as_posix().removeprefix("./"),
-                     "mask": Path(entry["label"]).as_posix().removeprefix("./")})
+        rows.append(
+            {
+                "case_id": case,
+                "patient_id": case,
+                "split": "",
+                "image": Path(entry["image"]).as_posix().removeprefix("./"),
+                "mask": Path(entry["label"]).as_posix().removeprefix("./"),
+            }
+        )
     return _finish(pd.DataFrame(rows), root, "MSD dataset.json", path, opts)
 
 

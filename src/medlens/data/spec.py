@@ -49,7 +49,9 @@ class PreprocessingSpec:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if not 1 <= int(self.channels) <= 64:
             raise ValueError(f"channels must be between 1 and 64, got {self.channels}")
-        if self.intensity == "dataset" and (len(self.mean) != self.channels or len(self.std) != self.channels):
+        if self.intensity == "dataset" and (
+            len(self.mean) != self.channels or len(self.std) != self.channels
+        ):
             raise ValueError(f"mean/std need {self.channels} values, got {self.mean} / {self.std}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")

@@ -41,8 +41,10 @@ def carve_validation(manifest: Manifest, fraction: float = 0.2, seed: int = 0) -
     pool = np.flatnonzero((df["split"] == "train").to_numpy())
     where = manifest.source or str(manifest.root)
     if len(pool) < 2:
-        raise MedlensError(f"cannot carve a validation split from {len(pool)} training case(s) in {where}; "
-                           "add cases, or give validation cases (a val folder or split column)")
+        raise MedlensError(
+            f"cannot carve a validation split from {len(pool)} training case(s) in {where}; "
+            "add cases, or give validation cases (a val folder or split column)"
+        )
     labels = df["label"].to_numpy()[pool] if manifest.has_labels else np.zeros(len(pool), dtype=object)
     groups = df["patient_id"].to_numpy()[pool]
     if pd.Series(groups).duplicated().any():
@@ -66,23 +68,27 @@ def stratified_subset(manifest: Manifest, fraction: float, seed: int = 0, split:
         MedlensError: ``fraction`` outside (0, 1], or no rows in ``split``.
     """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise MedlensError(f"fraction must be in (0, 1] (the share of {split} cases to keep), "
-                           f"got {fraction!r}")
+        raise MedlensError(
+            f"fraction must be in (0, 1] (the share of {split} cases to keep), got {fraction!r}"
+        )
     if fraction == 1:
         return manifest
     df = manifest.df
     rows = np.flatnonzero((df["split"] == split).to_numpy())
     if not len(rows):
-        raise MedlensError(f"no {split!r} cases to subsample in {manifest.source or manifest.root}; "
-                           f"it has splits {manifest.splits or ['(none)']}")
+        raise MedlensError(
+            f"no {split!r} cases to subsample in {manifest.source or manifest.root}; "
+            f"it has splits {manifest.splits or ['(none)']}"
+        )
     labels = df["label"].to_numpy()[rows] if manifest.has_labels else np.zeros(len(rows), dtype=object)
     keep = _per_class(labels, fraction, np.random.default_rng(seed), low=1, keep_one=False)
     drop = np.setdiff1d(rows, rows[keep])
     return manifest.with_df(df.drop(index=df.index[drop]))
 
 
-def _per_class(labels: np.ndarray, fraction: float, rng: np.random.Generator, *, low: int,
-               keep_one: bool) -> np.ndarray:
+def _per_class(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator, *, low: int, keep_one: bool
+) -> np.ndarray:
     """Sorted positions of a seeded ``fraction`` of each class (at least ``low`` per class).
 
     Hand-rolled rather than StratifiedShuffleSplit, which refuses classes of one case and splits smaller
@@ -98,15 +104,18 @@ def _per_class(labels: np.ndarray, fraction: float, rng: np.random.Generator, *,
     return np.sort(np.concatenate(picked)) if picked else np.array([], dtype=int)
 
 
-def _grouped_val(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
-                 where: str) -> np.ndarray:
+def _grouped_val(
+    labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int, where: str
+) -> np.ndarray:
     """Positions of the first fold of a StratifiedGroupKFold: every patient entirely on one side."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     n_groups = len(set(groups.tolist()))
     if n_groups < 2:
-        raise MedlensError(f"cannot carve a validation split in {where}: all training cases belong to one "
-                           "patient; add patients, or give validation cases (a val folder or split column)")
+        raise MedlensError(
+            f"cannot carve a validation split in {where}: all training cases belong to one "
+            "patient; add patients, or give validation cases (a val folder or split column)"
+        )
     n_splits = min(max(2, round(1 / fraction)), n_groups)
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "least populated class has fewer members than n_splits": fine here

@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -76,8 +77,10 @@ def load_summary(run_dir: str | Path, summary_name: str = "summary.json") -> dic
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise MedlensError(f"cannot read {path}: {err}; re-run `medlens evaluate {run_dir}`") from err
     if not isinstance(summary, dict) or not str(summary.get("schema", "")).startswith("medlens.summary/"):
-        raise MedlensError(f"{path} is not a medlens summary (no 'schema': 'medlens.summary/1'); "
-                           f"re-run `medlens evaluate {run_dir}`")
+        raise MedlensError(
+            f"{path} is not a medlens summary (no 'schema': 'medlens.summary/1'); "
+            f"re-run `medlens evaluate {run_dir}`"
+        )
     return summary
 
 
@@ -86,9 +89,14 @@ def comparison_table(loaded: Sequence[tuple[Path, dict[str, Any]]]) -> pd.DataFr
     names = [str(d) for d, _ in loaded]
     rows = []
     for (run_dir, summary), name in zip(loaded, names):
-        row: dict[str, Any] = {"run": name, "model": _model_name(run_dir, summary),
-                               "task": summary.get("task"), "data": summary.get("data"),
-                               "split": summary.get("split"), "n_cases": summary.get("n_cases")}
+        row: dict[str, Any] = {
+            "run": name,
+            "model": _model_name(run_dir, summary),
+            "task": summary.get("task"),
+            "data": summary.get("data"),
+            "split": summary.get("split"),
+            "n_cases": summary.get("n_cases"),
+        }
         for metric, entry in (summary.get("metrics") or {}).items():
             entry = entry if isinstance(entry, dict) else {"value": entry}
             low, high = entry.get("ci95") or (None, None)
@@ -106,8 +114,10 @@ def comparability_warnings(table: pd.DataFrame) -> list[str]:
     for column, plural in _MUST_MATCH.items():
         values = [str(v) for v in dict.fromkeys(table[column].tolist())]
         if len(values) > 1:
-            warnings.append(f"The runs were evaluated on different {plural} ({', '.join(values)}): "
-                            "their numbers are not comparable.")
+            warnings.append(
+                f"The runs were evaluated on different {plural} ({', '.join(values)}): "
+                "their numbers are not comparable."
+            )
     return warnings
 
 
@@ -138,11 +148,17 @@ def _html_rows(table: pd.DataFrame, metrics: list[str]) -> list[dict[str, Any]]:
             best[m] = values.min() if m in LOWER_IS_BETTER else values.max()
     rows = []
     for _, r in table.iterrows():
-        cells = [{"value": fmt(None if pd.isna(r[m]) else float(r[m])),
-                  "ci": fmt_ci(None if pd.isna(r[f"{m}_ci_low"]) else [r[f"{m}_ci_low"], r[f"{m}_ci_high"]]),
-                  "best": m in best and r[m] == best[m]} for m in metrics]
-        info = ["" if v is None or (isinstance(v, float) and pd.isna(v)) else v
-                for v in r[list(INFO_COLUMNS)]]
+        cells = [
+            {
+                "value": fmt(None if pd.isna(r[m]) else float(r[m])),
+                "ci": fmt_ci(None if pd.isna(r[f"{m}_ci_low"]) else [r[f"{m}_ci_low"], r[f"{m}_ci_high"]]),
+                "best": m in best and r[m] == best[m],
+            }
+            for m in metrics
+        ]
+        info = [
+            "" if v is None or (isinstance(v, float) and pd.isna(v)) else v for v in r[list(INFO_COLUMNS)]
+        ]
         rows.append({"info": info, "cells": cells})
     return rows
 

@@ -17,17 +17,29 @@ from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 from medlens.utils.files import atomic_write_text, write_json
 
-MISSING_BOX_RULE = ("Only cases with a true box are scored (a single-box detector always answers with a box); cases "
-                    "without one (an empty mask) are left out and counted in cases_without_box.")
+MISSING_BOX_RULE = (
+    "Only cases with a true box are scored (a single-box detector always answers with a box); cases "
+    "without one (an empty mask) are left out and counted in cases_without_box."
+)
 
 
-def evaluate_detection(loaded, sub: Manifest, out: Path, *, run: str, data: str, split: str, n_bootstrap: int,
-                       run_dir: Path, prepared=None, progress: bool = True) -> dict[str, Any]:
-    """Predict a box for every case of ``sub`` and write summary.json, predictions.csv, figures, report.html."""
+def evaluate_detection(
+    loaded,
+    sub: Manifest,
+    out: Path,
+    *,
+    run: str,
+    data: str,
+    split: str,
+    n_bootstrap: int,
+    run_dir: Path,
+    prepared=None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict a box for every case of ``sub``; write summary.json, predictions.csv, figures, report.html."""
     from medlens.data.cache import cache_pairs
-    from medlens.evaluation.boxes import paired_ious
-    from medlens.tasks.detection import BOX_COLUMNS, predict_boxes
-    from medlens.training.localise import with_boxes
+    from medlens.tasks.boxes import paired_ious
+    from medlens.tasks.detection import BOX_COLUMNS, predict_boxes, with_boxes
 
     has_columns = all(c in sub.df.columns for c in BOX_COLUMNS)
     sub, dropped = with_boxes(sub, from_masks=not has_columns)
@@ -41,44 +53,98 @@ def evaluate_detection(loaded, sub: Manifest, out: Path, *, run: str, data: str,
     seconds = (time.perf_counter() - t0) / len(sub)
     truth = sub.df[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
     ious = paired_ious(list(pred), list(truth))
-    cases = [{"case_id": str(c), "patient_id": str(p), "target": [round(float(v), 2) for v in t],
-              "prediction": [round(float(v), 2) for v in b], "iou": round(float(i), 6)}
-             for c, p, t, b, i in zip(sub.df["case_id"], sub.df["patient_id"], truth, pred, ious)]
-    summary = _summary(loaded, cases, ious, run=run, data=data, split=split, n_bootstrap=n_bootstrap,
-                       skipped=cached.skipped, dropped=dropped, seconds=seconds)
+    cases = [
+        {
+            "case_id": str(c),
+            "patient_id": str(p),
+            "target": [round(float(v), 2) for v in t],
+            "prediction": [round(float(v), 2) for v in b],
+            "iou": round(float(i), 6),
+        }
+        for c, p, t, b, i in zip(sub.df["case_id"], sub.df["patient_id"], truth, pred, ious)
+    ]
+    summary = _summary(
+        loaded,
+        cases,
+        ious,
+        run=run,
+        data=data,
+        split=split,
+        n_bootstrap=n_bootstrap,
+        skipped=cached.skipped,
+        dropped=dropped,
+        seconds=seconds,
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", summary)
-    table = pd.DataFrame({"case_id": sub.df["case_id"], "patient_id": sub.df["patient_id"], "image": sub.df["image"],
-                          **{f"true_{c}": truth[:, k] for k, c in enumerate(BOX_COLUMNS)},
-                          **{f"pred_{c}": pred[:, k].round(2) for k, c in enumerate(BOX_COLUMNS)},
-                          "iou": ious.round(6)})
+    table = pd.DataFrame(
+        {
+            "case_id": sub.df["case_id"],
+            "patient_id": sub.df["patient_id"],
+            "image": sub.df["image"],
+            **{f"true_{c}": truth[:, k] for k, c in enumerate(BOX_COLUMNS)},
+            **{f"pred_{c}": pred[:, k].round(2) for k, c in enumerate(BOX_COLUMNS)},
+            "iou": ious.round(6),
+        }
+    )
     atomic_write_text(out / "predictions.csv", table.to_csv(index=False))
     figures = _figures(sub, cases, out / "figures", run_dir)
     from medlens.evaluation.evaluate import _read_yaml
     from medlens.evaluation.report import render_report
 
-    render_report(summary, out / "report.html", figures=figures, config=_read_yaml(run_dir / "config.yaml"),
-                  data_summary=None, skipped=cached.skipped, title=f"medlens report: {Path(run).name}")
+    render_report(
+        summary,
+        out / "report.html",
+        figures=figures,
+        config=_read_yaml(run_dir / "config.yaml"),
+        data_summary=None,
+        skipped=cached.skipped,
+        title=f"medlens report: {Path(run).name}",
+    )
     return summary
 
 
-def _summary(loaded, cases, ious, *, run, data, split, n_bootstrap, skipped, dropped, seconds) -> dict[str, Any]:
+def _summary(
+    loaded, cases, ious, *, run, data, split, n_bootstrap, skipped, dropped, seconds
+) -> dict[str, Any]:
     from medlens.evaluation.metrics import build_summary
     from medlens.evaluation.seg_metrics import patient_bootstrap_ci
 
     pids = [c["patient_id"] for c in cases]
     ci = {"n_bootstrap": n_bootstrap, "seed": 0}
     hits = (ious >= 0.5).astype(np.float64)
-    metrics = {"iou_mean": {"value": float(ious.mean()), "ci95": patient_bootstrap_ci(ious, pids, **ci)},
-               "iou50_rate": {"value": float(hits.mean()), "ci95": patient_bootstrap_ci(hits, pids, **ci)}}
-    result = {"metrics": metrics, "bootstrap": {"method": "percentile bootstrap over patients",
-                                                "n_resamples": n_bootstrap, "seed": 0, "ci": 0.95}}
-    extra = {"model": {"name": loaded.name, "options": loaded.options}, "skipped": skipped,
-             "missing_box_rule": MISSING_BOX_RULE, "cases_without_box": dropped, "n_patients": len(set(pids)),
-             "box_format": "x0, y0, x1, y1 in pixels of the original image (x1, y1 exclusive)",
-             "inference_seconds_per_case": round(seconds, 5)}
-    return build_summary(task="detection", run=run, data=data, split=split, n_cases=len(cases),
-                         metrics_result=result, cases=cases, extra=extra)
+    metrics = {
+        "iou_mean": {"value": float(ious.mean()), "ci95": patient_bootstrap_ci(ious, pids, **ci)},
+        "iou50_rate": {"value": float(hits.mean()), "ci95": patient_bootstrap_ci(hits, pids, **ci)},
+    }
+    result = {
+        "metrics": metrics,
+        "bootstrap": {
+            "method": "percentile bootstrap over patients",
+            "n_resamples": n_bootstrap,
+            "seed": 0,
+            "ci": 0.95,
+        },
+    }
+    extra = {
+        "model": {"name": loaded.name, "options": loaded.options},
+        "skipped": skipped,
+        "missing_box_rule": MISSING_BOX_RULE,
+        "cases_without_box": dropped,
+        "n_patients": len(set(pids)),
+        "box_format": "x0, y0, x1, y1 in pixels of the original image (x1, y1 exclusive)",
+        "inference_seconds_per_case": round(seconds, 5),
+    }
+    return build_summary(
+        task="detection",
+        run=run,
+        data=data,
+        split=split,
+        n_cases=len(cases),
+        metrics_result=result,
+        cases=cases,
+        extra=extra,
+    )
 
 
 def _figures(sub: Manifest, cases: list[dict], folder: Path, run_dir: Path) -> dict[str, Path]:
@@ -94,7 +160,9 @@ def _figures(sub: Manifest, cases: list[dict], folder: Path, run_dir: Path) -> d
         panels.append((f"{label}: {cases[i]['case_id']} (IoU {cases[i]['iou']:.3f})", drawn))
     figures: dict[str, Path] = {}
     if panels:
-        figures["Examples: truth (green) vs prediction (red)"] = plot_examples(panels, folder / "examples.png")
+        figures["Examples: truth (green) vs prediction (red)"] = plot_examples(
+            panels, folder / "examples.png"
+        )
     history = run_dir / "history.csv"
     if history.is_file():
         figures["Training history"] = plot_history(pd.read_csv(history), folder / "history.png")

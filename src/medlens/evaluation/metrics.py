@@ -10,7 +10,8 @@ often each case, or its patient, was drawn), and all resamples are scored at onc
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -74,8 +75,9 @@ def classification_metrics(
         if groups.shape != y_true.shape:
             raise MedlensError(f"groups has {groups.size} entries for {y_true.size} cases")
         codes = np.unique(groups, return_inverse=True)[1].reshape(-1)
-    samples = _bootstrap(y_true, probs, n_bootstrap, seed, n_bins, with_auc=None not in values.values(),
-                         codes=codes)
+    samples = _bootstrap(
+        y_true, probs, n_bootstrap, seed, n_bins, with_auc=None not in values.values(), codes=codes
+    )
     unit = "cases" if codes is None else f"patients ({int(codes.max()) + 1})"
     return {
         "metrics": _metric_entries(values, notes, samples, ci, n_bootstrap),
@@ -84,8 +86,12 @@ def classification_metrics(
         "confusion_matrix": _confusion(y_true, y_pred, len(names)).tolist(),
         "class_names": names,
         "calibration": cal,
-        "bootstrap": {"n_resamples": int(n_bootstrap), "seed": int(seed), "ci": float(ci),
-                      "method": f"percentile, {unit} resampled with replacement"},
+        "bootstrap": {
+            "n_resamples": int(n_bootstrap),
+            "seed": int(seed),
+            "ci": float(ci),
+            "method": f"percentile, {unit} resampled with replacement",
+        },
     }
 
 
@@ -140,8 +146,10 @@ def cases_from_arrays(
     y_true, probs, names = _check_inputs(y_true, probs, class_names)
     patient_ids = case_ids if patient_ids is None else patient_ids
     if not len(case_ids) == len(patient_ids) == len(y_true):
-        raise MedlensError(f"case_ids ({len(case_ids)}), patient_ids ({len(patient_ids)}) and y_true "
-                           f"({len(y_true)}) must have the same length")
+        raise MedlensError(
+            f"case_ids ({len(case_ids)}), patient_ids ({len(patient_ids)}) and y_true "
+            f"({len(y_true)}) must have the same length"
+        )
     y_pred = probs.argmax(axis=1)
     return [
         {
@@ -187,8 +195,15 @@ def build_summary(
         raise MedlensError(f"n_cases is {n_cases} but {len(cases)} case records were given")
     from medlens import __version__
 
-    summary: dict[str, Any] = {"schema": SCHEMA, "task": str(task), "run": str(run), "data": str(data),
-                               "split": str(split), "n_cases": int(n_cases), "medlens_version": __version__}
+    summary: dict[str, Any] = {
+        "schema": SCHEMA,
+        "task": str(task),
+        "run": str(run),
+        "data": str(data),
+        "split": str(split),
+        "n_cases": int(n_cases),
+        "medlens_version": __version__,
+    }
     summary.update(metrics_result)
     for key, value in (extra or {}).items():
         if key in summary or key == "cases":
@@ -203,15 +218,19 @@ def arrays_from_summary(summary: dict[str, Any]) -> tuple[np.ndarray, np.ndarray
     names = list(summary.get("class_names") or [])
     cases = summary.get("cases") or []
     if not names or not cases:
-        raise MedlensError(f"summary of run {summary.get('run', '?')} has no class_names or no cases; "
-                           "re-run `medlens evaluate` on it")
+        raise MedlensError(
+            f"summary of run {summary.get('run', '?')} has no class_names or no cases; "
+            "re-run `medlens evaluate` on it"
+        )
     index = {cls: i for i, cls in enumerate(names)}
     try:
         y_true = np.array([index[c["target"]] for c in cases], dtype=np.int64)
         probs = np.array([[c["probabilities"][cls] for cls in names] for c in cases], dtype=np.float64)
     except KeyError as err:
-        raise MedlensError(f"summary of run {summary.get('run', '?')} has a case with unknown class "
-                           f"{err}; re-run `medlens evaluate` on it") from err
+        raise MedlensError(
+            f"summary of run {summary.get('run', '?')} has a case with unknown class "
+            f"{err}; re-run `medlens evaluate` on it"
+        ) from err
     return y_true, probs, names
 
 
@@ -221,20 +240,27 @@ def _check_inputs(y_true: Any, probs: Any, class_names: Sequence[str]) -> tuple[
     p = np.asarray(probs, dtype=np.float64)
     names = [str(c) for c in class_names]
     if p.ndim != 2 or y.ndim != 1 or len(y) != len(p) or len(y) == 0:
-        raise MedlensError(f"need y_true of shape (N,) and probs of shape (N, C) with N > 0; got "
-                           f"{y.shape} and {p.shape}")
+        raise MedlensError(
+            f"need y_true of shape (N,) and probs of shape (N, C) with N > 0; got {y.shape} and {p.shape}"
+        )
     if p.shape[1] != len(names) or len(names) < 2 or len(set(names)) != len(names):
-        raise MedlensError(f"probs has {p.shape[1]} columns but class_names is {names}; need one unique "
-                           "name per column and at least 2 classes")
+        raise MedlensError(
+            f"probs has {p.shape[1]} columns but class_names is {names}; need one unique "
+            "name per column and at least 2 classes"
+        )
     if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
         raise MedlensError(f"y_true must hold integer class indices, got dtype {y.dtype}")
     y = y.astype(np.int64)
     if y.min() < 0 or y.max() >= len(names):
-        raise MedlensError(f"y_true holds class index {y.min() if y.min() < 0 else y.max()}, outside "
-                           f"0..{len(names) - 1} for classes {names}")
+        raise MedlensError(
+            f"y_true holds class index {y.min() if y.min() < 0 else y.max()}, outside "
+            f"0..{len(names) - 1} for classes {names}"
+        )
     if not np.all(np.isfinite(p)) or p.min() < 0 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
-        raise MedlensError("probs must be finite, non-negative, and each row must sum to 1 "
-                           "(apply softmax to the model's logits first)")
+        raise MedlensError(
+            "probs must be finite, non-negative, and each row must sum to 1 "
+            "(apply softmax to the model's logits first)"
+        )
     # Renormalise rows that are off (float32 softmax) so scikit-learn's stricter check passes; rows already
     # summing to 1 stay untouched, which keeps repeated calls on the same scores identical.
     sums = p.sum(axis=1, keepdims=True)
@@ -250,8 +276,9 @@ def _point_metrics(y_true, y_pred, probs, names) -> tuple[dict[str, float | None
             "accuracy": float(accuracy_score(y_true, y_pred)),
             "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-            "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted",
-                                          zero_division=0)),
+            "weighted_f1": float(
+                f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+            ),
         }
     auc_name = "auc" if len(names) == 2 else "auc_ovr"
     missing = [names[c] for c in labels if not np.any(y_true == c)]
@@ -261,8 +288,9 @@ def _point_metrics(y_true, y_pred, probs, names) -> tuple[dict[str, float | None
     if len(names) == 2:
         values[auc_name] = float(roc_auc_score(y_true, probs[:, 1]))
     else:
-        values[auc_name] = float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro",
-                                               labels=labels))
+        values[auc_name] = float(
+            roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels)
+        )
     return values, {}
 
 
@@ -292,10 +320,15 @@ def _per_class(y_true, y_pred, names) -> dict[str, dict[str, float]]:
 def _averages(y_true, y_pred, labels) -> dict[str, dict[str, float]]:
     out = {}
     for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average,
-                                                     zero_division=0)
-        out[f"{average} avg"] = {"precision": float(p), "recall": float(r), "f1": float(f),
-                                 "support": int(len(y_true))}
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
+        out[f"{average} avg"] = {
+            "precision": float(p),
+            "recall": float(r),
+            "f1": float(f),
+            "support": len(y_true),
+        }
     return out
 
 
@@ -315,8 +348,11 @@ def _calibration_inputs(y_true, probs, n_bins) -> tuple[np.ndarray, np.ndarray, 
 def _row_bincount(keys: np.ndarray, size: int, weights: np.ndarray | None = None) -> np.ndarray:
     """``np.bincount`` of every row of ``keys`` (b, N) at once -> (b, size)."""
     offsets = np.arange(keys.shape[0])[:, None] * size
-    flat = np.bincount((keys + offsets).ravel(), weights=None if weights is None else weights.ravel(),
-                       minlength=keys.shape[0] * size)
+    flat = np.bincount(
+        (keys + offsets).ravel(),
+        weights=None if weights is None else weights.ravel(),
+        minlength=keys.shape[0] * size,
+    )
     return flat.reshape(keys.shape[0], size)
 
 
@@ -348,8 +384,9 @@ def _resample_metrics(weights, y_true, probs, n_bins, with_auc) -> dict[str, np.
     weights = np.asarray(weights, dtype=np.float64)
     rows = (weights.shape[0], n)
     y_pred = probs.argmax(axis=1)
-    cm = _row_bincount(np.broadcast_to(y_true * n_classes + y_pred, rows), n_classes**2,
-                       weights).reshape(-1, n_classes, n_classes)
+    cm = _row_bincount(np.broadcast_to(y_true * n_classes + y_pred, rows), n_classes**2, weights).reshape(
+        -1, n_classes, n_classes
+    )
     tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)
     support, predicted = cm.sum(axis=2), cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -371,8 +408,9 @@ def _resample_metrics(weights, y_true, probs, n_bins, with_auc) -> dict[str, np.
         if n_classes == 2:
             out["auc"] = _weighted_auc(probs[:, 1], y_true == 1, weights)
         else:  # one-vs-rest macro; NaN (skipped) when any class is missing from the resample
-            out["auc_ovr"] = np.mean([_weighted_auc(probs[:, c], y_true == c, weights)
-                                      for c in range(n_classes)], axis=0)
+            out["auc_ovr"] = np.mean(
+                [_weighted_auc(probs[:, c], y_true == c, weights) for c in range(n_classes)], axis=0
+            )
     return out
 
 

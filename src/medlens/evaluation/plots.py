@@ -8,8 +8,9 @@ writes its PNG atomically and returns the path.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,8 +53,15 @@ def plot_confusion_matrix(
         threshold = 0.5 if normalize else cm.max() / 2
         for (i, j), count in np.ndenumerate(cm):
             text = f"{int(count)}\n{fraction[i, j]:.0%}" if normalize else f"{int(count)}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="white" if colour[i, j] > threshold else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if colour[i, j] > threshold else "black",
+            )
     ticks = np.arange(len(names))
     ax.set_xticks(ticks, names, rotation=45, ha="right")
     ax.set_yticks(ticks, names)
@@ -72,8 +80,9 @@ def plot_roc(
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
     names = [str(c) for c in class_names]
     if probs.ndim != 2 or probs.shape != (len(y_true), len(names)):
-        raise MedlensError(f"probs of shape {probs.shape} does not match {len(y_true)} cases x "
-                           f"{len(names)} classes")
+        raise MedlensError(
+            f"probs of shape {probs.shape} does not match {len(y_true)} cases x {len(names)} classes"
+        )
     fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
@@ -105,18 +114,33 @@ def plot_reliability(calibration_dict: dict[str, Any], path: str | Path) -> Path
     """
     bins = calibration_dict.get("bins") or []
     if not bins:
-        raise MedlensError("calibration data has no bins; compute it with "
-                           "medlens.evaluation.metrics.calibration")
+        raise MedlensError(
+            "calibration data has no bins; compute it with medlens.evaluation.metrics.calibration"
+        )
     lower = np.array([b["lower"] for b in bins])
     width = np.array([b["upper"] - b["lower"] for b in bins])
     filled = [i for i, b in enumerate(bins) if b["count"]]
     fig = Figure(figsize=(5.5, 6))
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
-    ax.bar(lower[filled], [bins[i]["accuracy"] for i in filled], width=width[filled], align="edge",
-           edgecolor="black", alpha=0.75, label="accuracy in bin")
-    ax.plot([bins[i]["confidence"] for i in filled], [bins[i]["accuracy"] for i in filled], "o-", color="C3",
-            markersize=4, linewidth=1, label="accuracy at the bin's mean confidence")
+    ax.bar(
+        lower[filled],
+        [bins[i]["accuracy"] for i in filled],
+        width=width[filled],
+        align="edge",
+        edgecolor="black",
+        alpha=0.75,
+        label="accuracy in bin",
+    )
+    ax.plot(
+        [bins[i]["confidence"] for i in filled],
+        [bins[i]["accuracy"] for i in filled],
+        "o-",
+        color="C3",
+        markersize=4,
+        linewidth=1,
+        label="accuracy at the bin's mean confidence",
+    )
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ece = calibration_dict.get("ece")
@@ -147,8 +171,10 @@ def plot_history(history_df: pd.DataFrame, path: str | Path) -> Path:
     groups["metric"] = [c for c in rest if c not in groups["loss"] + groups["learning rate"]]
     panels = [(title, cols) for title, cols in groups.items() if cols]
     if not panels or numeric.empty:
-        raise MedlensError(f"history has no numeric columns to plot (columns: {list(history_df.columns)}); "
-                           "expected e.g. epoch, train_loss, val_loss, val_accuracy, lr")
+        raise MedlensError(
+            f"history has no numeric columns to plot (columns: {list(history_df.columns)}); "
+            "expected e.g. epoch, train_loss, val_loss, val_accuracy, lr"
+        )
     fig = Figure(figsize=(5.5 * len(panels), 4))
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (title, cols) in zip(axes, panels):
@@ -210,12 +236,13 @@ def plot_compare(table_df: pd.DataFrame, path: str | Path) -> Path:
     """
     metrics = compare_metric_columns(table_df)
     if not metrics:
-        raise MedlensError("comparison table has no metric columns "
-                           "(<metric>, <metric>_ci_low, <metric>_ci_high)")
+        raise MedlensError(
+            "comparison table has no metric columns (<metric>, <metric>_ci_low, <metric>_ci_high)"
+        )
     values = table_df[metrics].astype(float)
     unit = [m for m in metrics if values[m].dropna().between(0, 1).all()]
     panels = [p for p in (unit, [m for m in metrics if m not in unit]) if p]
-    runs = [str(r) for r in (table_df["run"] if "run" in table_df else table_df.index)]
+    runs = [str(r) for r in (table_df.get("run", table_df.index))]
     fig = Figure(figsize=(max(6.0, 1.2 * len(metrics) * max(1, len(runs)) ** 0.5 + 3), 4.5 * len(panels)))
     axes = np.atleast_1d(fig.subplots(len(panels), 1, squeeze=False)[:, 0])
     width = 0.8 / max(1, len(runs))
@@ -227,8 +254,14 @@ def plot_compare(table_df: pd.DataFrame, path: str | Path) -> Path:
             low = np.array([_num(row.get(f"{m}_ci_low")) for m in names])
             high = np.array([_num(row.get(f"{m}_ci_high")) for m in names])
             err = np.nan_to_num(np.vstack([val - low, high - val]), nan=0.0).clip(min=0)
-            ax.bar(x + (i - (len(runs) - 1) / 2) * width, np.nan_to_num(val), width, yerr=err, capsize=3,
-                   label=run)
+            ax.bar(
+                x + (i - (len(runs) - 1) / 2) * width,
+                np.nan_to_num(val),
+                width,
+                yerr=err,
+                capsize=3,
+                label=run,
+            )
         ax.set_xticks(x, names, rotation=20, ha="right")
         if names is unit:
             ax.set_ylim(0, 1.05)
@@ -265,8 +298,9 @@ def summary_figures(
         return figures
     names = summary["class_names"]
     if "confusion_matrix" not in skip and summary.get("confusion_matrix"):
-        figures["confusion_matrix"] = plot_confusion_matrix(summary["confusion_matrix"], names,
-                                                            out_dir / "confusion_matrix.png")
+        figures["confusion_matrix"] = plot_confusion_matrix(
+            summary["confusion_matrix"], names, out_dir / "confusion_matrix.png"
+        )
     if "roc" not in skip and summary.get("cases"):
         y_true, probs, names = arrays_from_summary(summary)
         figures["roc"] = plot_roc(y_true, probs, names, out_dir / "roc.png")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 
@@ -141,8 +142,15 @@ def metric_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
     for name, entry in summary["metrics"].items():
         entry = entry if isinstance(entry, dict) else {"value": entry}
-        rows.append({"name": name, "label": METRIC_LABELS.get(name, name), "value": fmt(entry.get("value")),
-                     "ci": fmt_ci(entry.get("ci95")), "note": str(entry.get("note", ""))})
+        rows.append(
+            {
+                "name": name,
+                "label": METRIC_LABELS.get(name, name),
+                "value": fmt(entry.get("value")),
+                "ci": fmt_ci(entry.get("ci95")),
+                "note": str(entry.get("note", "")),
+            }
+        )
     return rows
 
 
@@ -152,12 +160,21 @@ def _class_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     if not per_class:
         return []
     keys = ("precision", "recall", "f1", "support")
-    rows = [{"name": cls, "kind": "class", **{k: fmt(v.get(k)) for k in keys}}
-            for cls, v in per_class.items()]
+    rows = [
+        {"name": cls, "kind": "class", **{k: fmt(v.get(k)) for k in keys}} for cls, v in per_class.items()
+    ]
     accuracy = (summary["metrics"].get("accuracy") or {}).get("value")
     if accuracy is not None:
-        rows.append({"name": "accuracy", "kind": "avg", "precision": "", "recall": "", "f1": fmt(accuracy),
-                     "support": fmt(summary.get("n_cases"))})
+        rows.append(
+            {
+                "name": "accuracy",
+                "kind": "avg",
+                "precision": "",
+                "recall": "",
+                "f1": fmt(accuracy),
+                "support": fmt(summary.get("n_cases")),
+            }
+        )
     for name, v in (summary.get("averages") or {}).items():
         rows.append({"name": name, "kind": "avg", **{k: fmt(v.get(k)) for k in keys}})
     return rows
@@ -180,9 +197,17 @@ def _worst_cases(summary: dict[str, Any], k: int) -> list[dict[str, str]]:
         if case.get("target") in probs:
             scored.append((float(probs[case["target"]]), case))
     scored.sort(key=lambda item: item[0])
-    return [{"case_id": str(c.get("case_id", "")), "patient_id": str(c.get("patient_id", "")),
-             "target": str(c["target"]), "prediction": str(c.get("prediction", "")), "p_true": fmt(p),
-             "p_pred": fmt((c["probabilities"] or {}).get(c.get("prediction")))} for p, c in scored[:k]]
+    return [
+        {
+            "case_id": str(c.get("case_id", "")),
+            "patient_id": str(c.get("patient_id", "")),
+            "target": str(c["target"]),
+            "prediction": str(c.get("prediction", "")),
+            "p_true": fmt(p),
+            "p_pred": fmt((c["probabilities"] or {}).get(c.get("prediction"))),
+        }
+        for p, c in scored[:k]
+    ]
 
 
 def _localisation(summary: dict[str, Any], k: int) -> dict[str, Any] | None:
@@ -193,13 +218,27 @@ def _localisation(summary: dict[str, Any], k: int) -> dict[str, Any] | None:
     rule = summary.get("empty_mask_rule") or summary.get("missing_box_rule") or ""
     if task == "segmentation" and summary.get("per_patient"):
         rows = sorted(summary["per_patient"], key=lambda r: r.get("dice", 0))[:k]
-        table = {"title": "Worst patients", "columns": ["Patient", "Dice (stacked slices)", "Cases"],
-                 "rows": [[r["patient_id"], fmt(r.get("dice")), fmt(r.get("n_cases"))] for r in rows]}
+        table = {
+            "title": "Worst patients",
+            "columns": ["Patient", "Dice (stacked slices)", "Cases"],
+            "rows": [[r["patient_id"], fmt(r.get("dice")), fmt(r.get("n_cases"))] for r in rows],
+        }
     else:
         rows = sorted(summary.get("cases") or [], key=lambda c: c.get("iou", 0))[:k]
-        table = {"title": "Worst cases", "columns": ["Case", "Patient", "IoU", "True box", "Predicted box"],
-                 "rows": [[c["case_id"], c.get("patient_id", ""), fmt(c.get("iou")), str(c.get("target")),
-                           str(c.get("prediction"))] for c in rows]}
+        table = {
+            "title": "Worst cases",
+            "columns": ["Case", "Patient", "IoU", "True box", "Predicted box"],
+            "rows": [
+                [
+                    c["case_id"],
+                    c.get("patient_id", ""),
+                    fmt(c.get("iou")),
+                    str(c.get("target")),
+                    str(c.get("prediction")),
+                ]
+                for c in rows
+            ],
+        }
     facts = {**(summary.get("counts") or {}), **(summary.get("pipeline") or {})}
     for key in ("n_patients", "cases_without_box", "inference_seconds_per_case"):
         if summary.get(key) is not None:
@@ -226,13 +265,14 @@ def _embed(name: str, path: str | Path) -> dict[str, str]:
     if mime is None:
         raise MedlensError(f"figure {name!r} at {path} is not a PNG or JPEG file")
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    caption = FIGURE_CAPTIONS.get(_figure_key(name)) or (name.replace("_", " ").capitalize()
-                                                          if name.islower() else name)
+    caption = FIGURE_CAPTIONS.get(_figure_key(name)) or (
+        name.replace("_", " ").capitalize() if name.islower() else name
+    )
     return {"name": name, "caption": caption, "src": f"data:{mime};base64,{data}"}
 
 
 def _figure_key(name: str) -> str:
-    """"Confusion matrix" and "confusion_matrix" name the same figure; "Training history" is "history"."""
+    """ "Confusion matrix" and "confusion_matrix" name the same figure; "Training history" is "history"."""
     key = name.strip().lower().replace(" ", "_").replace("-", "_")
     return {"training_history": "history", "roc_curve": "roc", "roc_curves": "roc"}.get(key, key)
 

@@ -1,4 +1,5 @@
-"""`medlens evaluate` for segmentation runs: masks at the original resolution, per-case and per-patient metrics.
+"""`medlens evaluate` for segmentation runs: masks at the original resolution, per-case and per-patient
+metrics.
 
 Metrics (summary.json ``metrics``, each with a 95 % bootstrap interval over patients):
 ``dice_patient`` (Buda et al. 2019: the Dice of each patient's slices stacked into one volume, averaged over
@@ -19,15 +20,29 @@ from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError, UnreadableImageError
 from medlens.utils.files import atomic_write_text, write_json
 
-EMPTY_MASK_RULE = ("A case whose true and predicted masks are both empty scores Dice = IoU = surface Dice = 1 and "
-                   "HD95 = 0; when exactly one is empty, Dice = IoU = surface Dice = 0 and HD95 is undefined (left "
-                   "out of its mean and counted in hd95_undefined). A patient without foreground in truth and "
-                   "prediction scores dice_patient 1.")
+EMPTY_MASK_RULE = (
+    "A case whose true and predicted masks are both empty scores Dice = IoU = surface Dice = 1 and "
+    "HD95 = 0; when exactly one is empty, Dice = IoU = surface Dice = 0 and HD95 is undefined (left "
+    "out of its mean and counted in hd95_undefined). A patient without foreground in truth and "
+    "prediction scores dice_patient 1."
+)
 
 
-def evaluate_segmentation(loaded, sub: Manifest, out: Path, *, run: str, data: str, split: str, n_bootstrap: int,
-                          run_dir: Path, prepared=None, gate=None, progress: bool = True) -> dict[str, Any]:
-    """Predict every case of ``sub``, score it and write summary.json, predictions.csv, figures, report.html."""
+def evaluate_segmentation(
+    loaded,
+    sub: Manifest,
+    out: Path,
+    *,
+    run: str,
+    data: str,
+    split: str,
+    n_bootstrap: int,
+    run_dir: Path,
+    prepared=None,
+    gate=None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict and score every case of ``sub``; write summary.json, predictions.csv, figures, report.html."""
     t0 = time.perf_counter()
     if loaded.spec.spatial_dims == 3:
         if gate is not None:
@@ -38,21 +53,45 @@ def evaluate_segmentation(loaded, sub: Manifest, out: Path, *, run: str, data: s
         spacings = [None] * len(preds)
     seconds = (time.perf_counter() - t0) / max(1, len(preds))
     cases = _case_records(sub, preds, truths, spacings)
-    summary = _summary(loaded, sub, cases, preds, truths, run=run, data=data, split=split, n_bootstrap=n_bootstrap,
-                       skipped=skipped, seconds=seconds)
+    summary = _summary(
+        loaded,
+        sub,
+        cases,
+        preds,
+        truths,
+        run=run,
+        data=data,
+        split=split,
+        n_bootstrap=n_bootstrap,
+        skipped=skipped,
+        seconds=seconds,
+    )
     if loaded.spec.spatial_dims == 2 and gate is not None:
         summary["pipeline"] = pipeline
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", summary)
-    atomic_write_text(out / "predictions.csv", pd.DataFrame(
-        [{k: v for k, v in c.items() if k != "empty"} | {"image": img} for c, img in zip(cases, sub.df["image"])]
-    ).to_csv(index=False))
+    atomic_write_text(
+        out / "predictions.csv",
+        pd.DataFrame(
+            [
+                {k: v for k, v in c.items() if k != "empty"} | {"image": img}
+                for c, img in zip(cases, sub.df["image"])
+            ]
+        ).to_csv(index=False),
+    )
     figures = _figures(loaded, sub, preds, truths, cases, out / "figures", run_dir)
     from medlens.evaluation.evaluate import _read_yaml
     from medlens.evaluation.report import render_report
 
-    render_report(summary, out / "report.html", figures=figures, config=_read_yaml(run_dir / "config.yaml"),
-                  data_summary=None, skipped=skipped, title=f"medlens report: {Path(run).name}")
+    render_report(
+        summary,
+        out / "report.html",
+        figures=figures,
+        config=_read_yaml(run_dir / "config.yaml"),
+        data_summary=None,
+        skipped=skipped,
+        title=f"medlens report: {Path(run).name}",
+    )
     return summary
 
 
@@ -61,8 +100,11 @@ def _predict_slices(loaded, sub: Manifest, prepared, gate, progress: bool):
     from medlens.tasks.segmentation import predict_masks
 
     spec = loaded.spec
-    if prepared is not None and prepared.images.shape[1:3] == (spec.channels, spec.image_size) \
-            and prepared.manifest.df["case_id"].isin(sub.df["case_id"]).sum() == len(sub):
+    if (
+        prepared is not None
+        and prepared.images.shape[1:3] == (spec.channels, spec.image_size)
+        and prepared.manifest.df["case_id"].isin(sub.df["case_id"]).sum() == len(sub)
+    ):
         rows = np.flatnonzero(prepared.manifest.df["case_id"].isin(set(sub.df["case_id"])).to_numpy())
         images, masks, shapes = prepared.images[rows], prepared.targets[rows], prepared.shapes[rows]
         sub, skipped = prepared.manifest.with_df(prepared.manifest.df.iloc[rows]), []
@@ -106,9 +148,14 @@ def _apply_gate(gate, sub: Manifest, preds: list, truths: list, progress: bool) 
     for i in np.flatnonzero(~positive):
         preds[i] = np.zeros_like(preds[i])
     fp_after = int(sum(p.any() and e for p, e in zip(preds, empty_truth)))
-    return {**gate.to_dict(), "slices_segmented": int(positive.sum()), "slices_gated_out": int((~positive).sum()),
-            "false_positive_slices": fp_after, "false_positive_slices_without_gate": fp_before,
-            "missed_tumour_slices_by_gate": int((~positive & ~empty_truth).sum())}
+    return {
+        **gate.to_dict(),
+        "slices_segmented": int(positive.sum()),
+        "slices_gated_out": int((~positive).sum()),
+        "false_positive_slices": fp_after,
+        "false_positive_slices_without_gate": fp_before,
+        "missed_tumour_slices_by_gate": int((~positive & ~empty_truth).sum()),
+    }
 
 
 def _predict_volumes(loaded, sub: Manifest, progress: bool):
@@ -117,7 +164,9 @@ def _predict_volumes(loaded, sub: Manifest, progress: bool):
 
     preds, truths, spacings, kept, skipped = [], [], [], [], []
     rows = list(sub.df.itertuples(index=False))
-    for pos, row in enumerate(track(rows, total=len(rows), description="Segmenting volumes", disable=not progress)):
+    for pos, row in enumerate(
+        track(rows, total=len(rows), description="Segmenting volumes", disable=not progress)
+    ):
         try:
             volume, truth, spacing = read_volume_case(sub, row, loaded.spec)
         except UnreadableImageError as err:
@@ -134,17 +183,25 @@ def _case_records(sub: Manifest, preds, truths, spacings) -> list[dict[str, Any]
     from medlens.evaluation.seg_metrics import segmentation_case_metrics
 
     cases = []
-    for (case_id, patient_id), p, t, sp in zip(sub.df[["case_id", "patient_id"]].itertuples(index=False, name=None),
-                                               preds, truths, spacings):
+    for (case_id, patient_id), p, t, sp in zip(
+        sub.df[["case_id", "patient_id"]].itertuples(index=False, name=None), preds, truths, spacings
+    ):
         m = segmentation_case_metrics(p > 0, t > 0, sp)
-        cases.append({"case_id": str(case_id), "patient_id": str(patient_id),
-                      **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()},
-                      "foreground_true": int((t > 0).sum()), "foreground_pred": int((p > 0).sum())})
+        cases.append(
+            {
+                "case_id": str(case_id),
+                "patient_id": str(patient_id),
+                **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()},
+                "foreground_true": int((t > 0).sum()),
+                "foreground_pred": int((p > 0).sum()),
+            }
+        )
     return cases
 
 
-def _summary(loaded, sub: Manifest, cases, preds, truths, *, run, data, split, n_bootstrap, skipped,
-             seconds) -> dict[str, Any]:
+def _summary(
+    loaded, sub: Manifest, cases, preds, truths, *, run, data, split, n_bootstrap, skipped, seconds
+) -> dict[str, Any]:
     from medlens.evaluation.metrics import build_summary
     from medlens.evaluation.seg_metrics import dice_per_patient, mean_case_metrics, patient_bootstrap_ci
 
@@ -154,25 +211,62 @@ def _summary(loaded, sub: Manifest, cases, preds, truths, *, run, data, split, n
     per_patient = dice_per_patient([p > 0 for p in preds], [t > 0 for t in truths], pids)
     means = mean_case_metrics(cases)
     ci = {"n_bootstrap": n_bootstrap, "seed": 0}
-    metrics = {"dice_patient": {"value": float(np.mean(list(per_patient.values()))),
-                                "ci95": patient_bootstrap_ci(list(per_patient.values()), list(per_patient), **ci)}}
-    for name, key in (("dice_case", "dice"), ("iou_case", "iou"), ("hd95", "hd95"), ("surface_dice", "surface_dice")):
-        metrics[name] = {"value": means[key], "ci95": patient_bootstrap_ci([c[key] for c in cases], pids, **ci)}
+    metrics = {
+        "dice_patient": {
+            "value": float(np.mean(list(per_patient.values()))),
+            "ci95": patient_bootstrap_ci(list(per_patient.values()), list(per_patient), **ci),
+        }
+    }
+    for name, key in (
+        ("dice_case", "dice"),
+        ("iou_case", "iou"),
+        ("hd95", "hd95"),
+        ("surface_dice", "surface_dice"),
+    ):
+        metrics[name] = {
+            "value": means[key],
+            "ci95": patient_bootstrap_ci([c[key] for c in cases], pids, **ci),
+        }
     unit = "mm" if loaded.spec.spatial_dims == 3 else "pixels"
     metrics["hd95"]["note"] = f"{unit}; undefined for {means['hd95_undefined']} case(s) with one empty mask"
-    counts = {"cases_with_foreground": sum(c["foreground_true"] > 0 for c in cases),
-              "false_positive_cases": sum(c["empty"] == "target" for c in cases),
-              "false_negative_cases": sum(c["empty"] == "pred" for c in cases), "both_empty": means["both_empty"]}
-    extra = {"model": {"name": loaded.name, "options": loaded.options}, "skipped": skipped,
-             "class_names": list(loaded.spec.class_names), "empty_mask_rule": EMPTY_MASK_RULE,
-             "spatial_dims": loaded.spec.spatial_dims, "n_patients": len(per_patient), "counts": counts,
-             "inference_seconds_per_case": round(seconds, 4),
-             "per_patient": [{"patient_id": p, "dice": round(d, 6), "n_cases": pids.count(p)}
-                             for p, d in per_patient.items()]}
-    result = {"metrics": metrics, "bootstrap": {"method": "percentile bootstrap over patients",
-                                                "n_resamples": n_bootstrap, "seed": 0, "ci": 0.95}}
-    return build_summary(task="segmentation", run=run, data=data, split=split, n_cases=len(cases),
-                         metrics_result=result, cases=cases, extra=extra)
+    counts = {
+        "cases_with_foreground": sum(c["foreground_true"] > 0 for c in cases),
+        "false_positive_cases": sum(c["empty"] == "target" for c in cases),
+        "false_negative_cases": sum(c["empty"] == "pred" for c in cases),
+        "both_empty": means["both_empty"],
+    }
+    extra = {
+        "model": {"name": loaded.name, "options": loaded.options},
+        "skipped": skipped,
+        "class_names": list(loaded.spec.class_names),
+        "empty_mask_rule": EMPTY_MASK_RULE,
+        "spatial_dims": loaded.spec.spatial_dims,
+        "n_patients": len(per_patient),
+        "counts": counts,
+        "inference_seconds_per_case": round(seconds, 4),
+        "per_patient": [
+            {"patient_id": p, "dice": round(d, 6), "n_cases": pids.count(p)} for p, d in per_patient.items()
+        ],
+    }
+    result = {
+        "metrics": metrics,
+        "bootstrap": {
+            "method": "percentile bootstrap over patients",
+            "n_resamples": n_bootstrap,
+            "seed": 0,
+            "ci": 0.95,
+        },
+    }
+    return build_summary(
+        task="segmentation",
+        run=run,
+        data=data,
+        split=split,
+        n_cases=len(cases),
+        metrics_result=result,
+        cases=cases,
+        extra=extra,
+    )
 
 
 def _figures(loaded, sub: Manifest, preds, truths, cases, folder: Path, run_dir: Path) -> dict[str, Path]:
@@ -186,9 +280,15 @@ def _figures(loaded, sub: Manifest, preds, truths, cases, folder: Path, run_dir:
         panels = []
         for label, i in picks:
             image, pred, truth = _display(loaded, sub, i, preds[i], truths[i])
-            panels.append((f"{label}: {cases[i]['case_id']} (Dice {cases[i]['dice']:.3f})",
-                           overlay_rgb(image, pred, truth)))
-        figures["Examples: truth (green) vs prediction (red)"] = plot_examples(panels, folder / "examples.png")
+            panels.append(
+                (
+                    f"{label}: {cases[i]['case_id']} (Dice {cases[i]['dice']:.3f})",
+                    overlay_rgb(image, pred, truth),
+                )
+            )
+        figures["Examples: truth (green) vs prediction (red)"] = plot_examples(
+            panels, folder / "examples.png"
+        )
     history = run_dir / "history.csv"
     if history.is_file():
         figures["Training history"] = plot_history(pd.read_csv(history), folder / "history.png")

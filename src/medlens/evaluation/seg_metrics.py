@@ -26,8 +26,9 @@ def _binary(array) -> np.ndarray:
     return arr.astype(bool) if arr.dtype != bool else arr
 
 
-def segmentation_case_metrics(pred, target, spacing: Sequence[float] | None = None, *,
-                              tolerance: float = 1.0) -> dict:
+def segmentation_case_metrics(
+    pred, target, spacing: Sequence[float] | None = None, *, tolerance: float = 1.0
+) -> dict:
     """Dice, IoU, HD95 and surface Dice of one binary prediction against its truth.
 
     Args:
@@ -52,8 +53,13 @@ def segmentation_case_metrics(pred, target, spacing: Sequence[float] | None = No
     if not has_p and not has_t:
         return {"dice": 1.0, "iou": 1.0, "hd95": 0.0, "surface_dice": 1.0, "empty": "both"}
     if not has_p or not has_t:
-        return {"dice": 0.0, "iou": 0.0, "hd95": math.nan, "surface_dice": 0.0,
-                "empty": "pred" if not has_p else "target"}
+        return {
+            "dice": 0.0,
+            "iou": 0.0,
+            "hd95": math.nan,
+            "surface_dice": 0.0,
+            "empty": "pred" if not has_p else "target",
+        }
     import torch
     from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
 
@@ -65,10 +71,12 @@ def segmentation_case_metrics(pred, target, spacing: Sequence[float] | None = No
         return {
             "dice": float(compute_dice(yp, yt, include_background=True)),
             "iou": float(compute_iou(yp, yt, include_background=True)),
-            "hd95": float(compute_hausdorff_distance(yp, yt, include_background=True, percentile=95,
-                                                     spacing=sp)),
-            "surface_dice": float(compute_surface_dice(yp, yt, [float(tolerance)], include_background=True,
-                                                       spacing=sp)),
+            "hd95": float(
+                compute_hausdorff_distance(yp, yt, include_background=True, percentile=95, spacing=sp)
+            ),
+            "surface_dice": float(
+                compute_surface_dice(yp, yt, [float(tolerance)], include_background=True, spacing=sp)
+            ),
             "empty": "none",
         }
 
@@ -86,8 +94,9 @@ def mean_case_metrics(cases: Sequence[dict]) -> dict:
     return out
 
 
-def dice_per_patient(pred_slices: Sequence, target_slices: Sequence,
-                     patient_ids: Sequence[str]) -> dict[str, float]:
+def dice_per_patient(
+    pred_slices: Sequence, target_slices: Sequence, patient_ids: Sequence[str]
+) -> dict[str, float]:
     """Dice of each patient's whole volume: the slices of a patient pooled together.
 
     Pooling the voxel counts equals stacking the slices into a volume, and also works when slice sizes
@@ -102,14 +111,17 @@ def dice_per_patient(pred_slices: Sequence, target_slices: Sequence,
         patient id → Dice, in order of first appearance.
     """
     if not len(pred_slices) == len(target_slices) == len(patient_ids):
-        raise MedlensError(f"dice_per_patient needs as many predictions ({len(pred_slices)}), targets "
-                           f"({len(target_slices)}) and patient ids ({len(patient_ids)})")
+        raise MedlensError(
+            f"dice_per_patient needs as many predictions ({len(pred_slices)}), targets "
+            f"({len(target_slices)}) and patient ids ({len(patient_ids)})"
+        )
     sums: dict[str, list[int]] = {}
     for pred, target, patient in zip(pred_slices, target_slices, patient_ids):
         p, t = _binary(pred), _binary(target)
         if p.shape != t.shape:
-            raise MedlensError(f"patient {patient}: prediction shape {p.shape} does not match "
-                               f"target {t.shape}")
+            raise MedlensError(
+                f"patient {patient}: prediction shape {p.shape} does not match target {t.shape}"
+            )
         acc = sums.setdefault(str(patient), [0, 0])
         acc[0] += int(np.logical_and(p, t).sum())
         acc[1] += int(p.sum()) + int(t.sum())
@@ -124,8 +136,14 @@ def dice_patient(pred_slices: Sequence, target_slices: Sequence, patient_ids: Se
     return float(np.mean(list(per_patient.values())))
 
 
-def patient_bootstrap_ci(values: Sequence[float], patient_ids: Sequence[str], *, n_bootstrap: int = 1000,
-                         seed: int = 0, ci: float = 0.95) -> list[float] | None:
+def patient_bootstrap_ci(
+    values: Sequence[float],
+    patient_ids: Sequence[str],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> list[float] | None:
     """Percentile-bootstrap interval of the mean of per-case ``values``, resampling whole patients.
 
     Slices (or boxes) of one patient are correlated, so the patient, not the case, is the unit resampled

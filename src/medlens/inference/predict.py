@@ -1,38 +1,26 @@
-"""Inference with a trained run (`medlens predict`): class probabilities, masks or boxes, by the run's task."""
+"""Inference with a trained run (`medlens predict`): class probabilities, masks or boxes, by its task."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from medlens.errors import MedlensError
 from medlens.io.guard import accepts_image_limit
-from medlens.training.checkpoint import LoadedModel, load_model
-
-
-@torch.no_grad()
-def predict_probs(loaded: LoadedModel, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Class probabilities (N, K) for uint8 images (N, C, S, S) preprocessed like training."""
-    from medlens.training.module import normalize
-
-    model = loaded.model.eval()
-    if not images.flags.writeable:  # decoded straight from Pillow: torch.from_numpy wants a writable array
-        images = images.copy()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = normalize(torch.from_numpy(images[start:start + batch_size]), loaded.spec)
-        out.append(torch.softmax(model(x).float(), dim=1).numpy())
-    k = len(loaded.spec.class_names)
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.float32)
+from medlens.models.checkpoint import load_model
+from medlens.tasks.classification import predict_probs
 
 
 @accepts_image_limit
-def predict(run_dir: str | Path, files: list[str | Path], *, out_dir: str | Path | None = None,
-            gate: str | Path | None = None, negative_class: str | None = None,
-            gate_threshold: float = 0.5) -> list[dict[str, Any]]:
+def predict(
+    run_dir: str | Path,
+    files: list[str | Path],
+    *,
+    out_dir: str | Path | None = None,
+    gate: str | Path | None = None,
+    negative_class: str | None = None,
+    gate_threshold: float = 0.5,
+) -> list[dict[str, Any]]:
     """Predict each file with the run's model; an unreadable image yields ``{"path", "error"}``.
 
     Classification returns ``{"path", "prediction", "confidence", "probabilities"}`` per image. Segmentation
@@ -55,7 +43,9 @@ def predict(run_dir: str | Path, files: list[str | Path], *, out_dir: str | Path
         raise MedlensError("no image files given; pass one or more paths to images")
     loaded = load_model(_run_model_path(run_dir))
     if loaded.spec.task != "classification":
-        return _predict_localisation(loaded, Path(run_dir), files, out_dir, gate, negative_class, gate_threshold)
+        return _predict_localisation(
+            loaded, Path(run_dir), files, out_dir, gate, negative_class, gate_threshold
+        )
     if gate is not None:
         raise MedlensError(f"--gate needs a segmentation run to pass positives to; {run_dir} is a classifier")
     spec, results = loaded.spec, []
@@ -67,8 +57,14 @@ def predict(run_dir: str | Path, files: list[str | Path], *, out_dir: str | Path
             continue
         probs = predict_probs(loaded, arr[None])[0]
         best = int(probs.argmax())
-        results.append({"path": str(f), "prediction": spec.class_names[best], "confidence": float(probs[best]),
-                        "probabilities": {c: float(p) for c, p in zip(spec.class_names, probs)}})
+        results.append(
+            {
+                "path": str(f),
+                "prediction": spec.class_names[best],
+                "confidence": float(probs[best]),
+                "probabilities": {c: float(p) for c, p in zip(spec.class_names, probs)},
+            }
+        )
     return results
 
 
@@ -93,5 +89,7 @@ def _predict_localisation(loaded, run_dir: Path, files, out_dir, gate, negative_
 def _run_model_path(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.exists():
-        raise MedlensError(f"run directory {run_dir} not found; train one with `medlens train SRC -o {run_dir}`")
+        raise MedlensError(
+            f"run directory {run_dir} not found; train one with `medlens train SRC -o {run_dir}`"
+        )
     return run_dir

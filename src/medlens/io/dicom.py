@@ -16,8 +16,16 @@ import numpy as np
 from medlens.errors import UnreadableImageError
 from medlens.io.guard import check_declared, first_line
 
-_DECODE_ERRORS = (AttributeError, OSError, ValueError, RuntimeError, NotImplementedError, KeyError, TypeError,
-                  EOFError)
+_DECODE_ERRORS = (
+    AttributeError,
+    OSError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    KeyError,
+    TypeError,
+    EOFError,
+)
 DECODER_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 
 
@@ -80,31 +88,38 @@ def read_dataset(path: str | Path):
     notes: list[str] = []
     try:
         ds = pydicom.dcmread(str(path))
-    except InvalidDicomError:
+    except InvalidDicomError as invalid:
         try:  # no 'DICM' preamble: many older exports lack it, and pydicom can still parse them
             ds = pydicom.dcmread(str(path), force=True)
         except _DECODE_ERRORS as err:
             raise UnreadableImageError(str(path), f"not a DICOM file ({first_line(err)})") from err
         if "PixelData" not in ds or "Rows" not in ds:
-            raise UnreadableImageError(str(path), "not a DICOM file: no 'DICM' preamble and no image in it",
-                                       kind="non-image")
+            raise UnreadableImageError(
+                str(path), "not a DICOM file: no 'DICM' preamble and no image in it", kind="non-image"
+            ) from invalid
         notes.append("no DICOM preamble; read as raw DICOM")
     except _DECODE_ERRORS as err:
         raise UnreadableImageError(str(path), f"not a readable DICOM file ({first_line(err)})") from err
     if "Rows" not in ds and "SOPClassUID" not in ds and "Modality" not in ds:
-        raise UnreadableImageError(str(path), "not a readable DICOM image (no image header after the preamble; "
-                                              "corrupted?)")
+        raise UnreadableImageError(
+            str(path), "not a readable DICOM image (no image header after the preamble; corrupted?)"
+        )
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise UnreadableImageError(str(path), "DICOM file without pixel data (a report or structured "
-                                              "document?)", kind="non-image")
+        raise UnreadableImageError(
+            str(path), "DICOM file without pixel data (a report or structured document?)", kind="non-image"
+        )
     check_declared(path, declared_shape(ds), _bytes_per_sample(ds))
     return ds, notes
 
 
 def declared_shape(ds) -> tuple[int, ...]:
     """(frames, rows, columns, samples) as the header declares them."""
-    return (int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0),
-            int(ds.get("SamplesPerPixel", 1) or 1))
+    return (
+        int(ds.get("NumberOfFrames", 1) or 1),
+        int(ds.get("Rows", 0) or 0),
+        int(ds.get("Columns", 0) or 0),
+        int(ds.get("SamplesPerPixel", 1) or 1),
+    )
 
 
 def _bytes_per_sample(ds) -> float:
@@ -126,15 +141,31 @@ def pixel_data(ds, path: str | Path) -> np.ndarray:
         text = first_line(err)
         if is_compressed(ds) and not _looks_truncated(text):
             syntax = ds.file_meta.get("TransferSyntaxUID")
-            raise UnreadableImageError(str(path), f"pixel data compressed as {getattr(syntax, 'name', syntax)}, "
-                                                  f"which no installed decoder reads ({DECODER_HINT})") from err
+            raise UnreadableImageError(
+                str(path),
+                f"pixel data compressed as {getattr(syntax, 'name', syntax)}, "
+                f"which no installed decoder reads ({DECODER_HINT})",
+            ) from err
         if _looks_truncated(text):
-            raise UnreadableImageError(str(path), f"truncated file: the pixel data is shorter than the header "
-                                                  f"declares ({text})", kind="truncated") from err
+            raise UnreadableImageError(
+                str(path),
+                f"truncated file: the pixel data is shorter than the header declares ({text})",
+                kind="truncated",
+            ) from err
         raise UnreadableImageError(str(path), f"not a readable DICOM image ({text})") from err
 
 
 def _looks_truncated(text: str) -> bool:
     t = text.lower()
-    return any(k in t for k in ("length of the pixel data", "doesn't match the expected length", "truncat",
-                                "end of file", "insufficient", "shorter than", "less than expected"))
+    return any(
+        k in t
+        for k in (
+            "length of the pixel data",
+            "doesn't match the expected length",
+            "truncat",
+            "end of file",
+            "insufficient",
+            "shorter than",
+            "less than expected",
+        )
+    )

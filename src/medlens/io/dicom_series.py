@@ -62,13 +62,20 @@ def list_dicom_series(folder: str | Path) -> list[SeriesInfo]:
         if "PixelData" not in ds and "SeriesInstanceUID" not in ds:
             continue
         groups.setdefault(str(ds.get("SeriesInstanceUID", "unknown")), []).append((path, ds))
-    return [SeriesInfo(uid, str(items[0][1].get("SeriesDescription", "")),
-                       str(items[0][1].get("Modality", "")), tuple(p for p, _ in items))
-            for uid, items in groups.items()]
+    return [
+        SeriesInfo(
+            uid,
+            str(items[0][1].get("SeriesDescription", "")),
+            str(items[0][1].get("Modality", "")),
+            tuple(p for p, _ in items),
+        )
+        for uid, items in groups.items()
+    ]
 
 
-def read_dicom_series(folder: str | Path, series_uid: str | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+def read_dicom_series(
+    folder: str | Path, series_uid: str | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Read one DICOM series as a channel-first volume.
 
     Args:
@@ -92,15 +99,15 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None
             raise MedlensError(f"series {series_uid} is not in {folder}; it holds {[s.uid for s in series]}")
     elif len(series) > 1:
         listing = "; ".join(f"{s.uid} ({s.description or s.modality}, {len(s.files)} files)" for s in series)
-        raise MedlensError(f"{folder} holds {len(series)} DICOM series: {listing}; "
-                           "pass series_uid to pick one")
+        raise MedlensError(
+            f"{folder} holds {len(series)} DICOM series: {listing}; pass series_uid to pick one"
+        )
     else:
         chosen = series
     return _read_series(chosen[0])
 
 
 def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    import pydicom
 
     datasets = [_read_file(p) for p in info.files]
     shapes = [declared_shape(ds) for ds in datasets]
@@ -109,12 +116,16 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
     if any("MOSAIC" in [str(v).upper() for v in ds.get("ImageType", [])] for ds in datasets):
         return _read_mosaic(info, datasets)
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
-        raise MedlensError(f"series {info.uid} ({info.files[0].parent}) holds multi-frame files; multi-frame "
-                           "DICOM volumes are not supported yet: export the series as single-frame files")
+        raise MedlensError(
+            f"series {info.uid} ({info.files[0].parent}) holds multi-frame files; multi-frame "
+            "DICOM volumes are not supported yet: export the series as single-frame files"
+        )
     for ds, path in zip(datasets, info.files):
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
-            raise MedlensError(f"{path} (series {info.uid}) has no ImagePositionPatient/"
-                               "ImageOrientationPatient; cannot place its slices in a volume")
+            raise MedlensError(
+                f"{path} (series {info.uid}) has no ImagePositionPatient/"
+                "ImageOrientationPatient; cannot place its slices in a volume"
+            )
     row, col = _check_orientation(info, datasets)
     normal = np.cross(row, col)
     positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
@@ -124,8 +135,10 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
     _check_spacing(info, positions @ normal, _declared_step(datasets[0]))
     pixels = [_slice_pixels(ds, path) for ds, path in zip(datasets, [info.files[i] for i in order])]
     if len({p.shape for p in pixels}) > 1:
-        raise MedlensError(f"series {info.uid} ({info.files[0].parent}) mixes image sizes "
-                           f"{sorted({p.shape for p in pixels})}; cannot stack it into a volume")
+        raise MedlensError(
+            f"series {info.uid} ({info.files[0].parent}) mixes image sizes "
+            f"{sorted({p.shape for p in pixels})}; cannot stack it into a volume"
+        )
     volume = np.stack(pixels, axis=-1)  # (C, X, Y, Z)
     dy, dx = (float(v) for v in datasets[0].get("PixelSpacing", [1.0, 1.0]))
     if len(datasets) > 1:
@@ -146,9 +159,11 @@ def _check_orientation(info: SeriesInfo, datasets: list) -> tuple[np.ndarray, np
             distinct.append(iop)
     if len(distinct) > 1:
         shown = ", ".join(str([round(v, 4) for v in d]) for d in distinct[:3])
-        raise MedlensError(f"mixed orientations in series {info.uid} ({info.files[0].parent}): "
-                           f"{len(distinct)} different ImageOrientationPatient values ({shown}); "
-                           "export each orientation as its own series")
+        raise MedlensError(
+            f"mixed orientations in series {info.uid} ({info.files[0].parent}): "
+            f"{len(distinct)} different ImageOrientationPatient values ({shown}); "
+            "export each orientation as its own series"
+        )
     row, col = iops[0][:3], iops[0][3:]
     return row / np.linalg.norm(row), col / np.linalg.norm(col)
 
@@ -162,9 +177,11 @@ def _check_spacing(info: SeriesInfo, along_normal: np.ndarray, declared: float |
     steps = np.diff(along_normal)
     if steps.size and (steps < 1e-3).any():
         n_same = int((steps < 1e-3).sum()) + 1
-        raise MedlensError(f"series {info.uid} ({info.files[0].parent}) has {n_same} images at the same slice "
-                           "position (several echoes, time points or a repeated acquisition in one series); "
-                           "export each as its own series or keep one file per position")
+        raise MedlensError(
+            f"series {info.uid} ({info.files[0].parent}) has {n_same} images at the same slice "
+            "position (several echoes, time points or a repeated acquisition in one series); "
+            "export each as its own series or keep one file per position"
+        )
     if steps.size < 1:
         return
     reference = float(steps.min())
@@ -172,11 +189,13 @@ def _check_spacing(info: SeriesInfo, along_normal: np.ndarray, declared: float |
         reference = declared
     worst = int(np.argmax(steps))
     if steps[worst] > GAP_FACTOR * reference:
-        missing = max(1, int(round(steps[worst] / reference)) - 1)
-        raise MedlensError(f"missing slice in series {info.uid} ({info.files[0].parent}): a gap of "
-                           f"{steps[worst]:.2f} mm between slice positions {along_normal[worst]:.2f} and "
-                           f"{along_normal[worst + 1]:.2f} (median spacing {float(np.median(steps)):.2f} mm), "
-                           f"about {missing} slice(s) missing; re-export the complete series")
+        missing = max(1, round(steps[worst] / reference) - 1)
+        raise MedlensError(
+            f"missing slice in series {info.uid} ({info.files[0].parent}): a gap of "
+            f"{steps[worst]:.2f} mm between slice positions {along_normal[worst]:.2f} and "
+            f"{along_normal[worst + 1]:.2f} (median spacing {float(np.median(steps)):.2f} mm), "
+            f"about {missing} slice(s) missing; re-export the complete series"
+        )
 
 
 def _declared_step(ds) -> float | None:
@@ -213,8 +232,9 @@ def _decode(ds, path: Path) -> np.ndarray:
         raise MedlensError(f"cannot decode the pixel data of {path} (series {series}): {err.reason}") from err
 
 
-def _read_mosaic(info: SeriesInfo, datasets: list
-                 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+def _read_mosaic(
+    info: SeriesInfo, datasets: list
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nibabel warns that its DICOM readers are experimental
         from nibabel.nicom import dicomwrappers
@@ -230,8 +250,10 @@ def _read_mosaic(info: SeriesInfo, datasets: list
         except Exception as err:  # nibabel raises many types for unusual mosaics
             raise MedlensError(f"cannot unpack the Siemens mosaic {path} (series {info.uid}): {err}") from err
     if len({v.shape for v in volumes}) > 1 or not all(np.allclose(a, affines[0], atol=1e-3) for a in affines):
-        raise MedlensError(f"mosaic series {info.uid} ({info.files[0].parent}) has files of different "
-                           "geometry; export each acquisition as its own series")
+        raise MedlensError(
+            f"mosaic series {info.uid} ({info.files[0].parent}) has files of different "
+            "geometry; export each acquisition as its own series"
+        )
     # nibabel indexes (row, column, slice); medlens indexes (column, row, slice) like the slice reader.
     volume = np.stack([v.transpose(1, 0, 2) for v in volumes])
     lps = affines[0][:, [1, 0, 2, 3]]
@@ -244,7 +266,8 @@ def read_multiframe_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tu
 
     Frames are placed by their per-frame ImagePositionPatient (PerFrameFunctionalGroupsSequence) and the
     shared orientation and pixel spacing; a file without per-frame positions is stacked in frame order with
-    the header's slice spacing (1 mm when absent). The same gap and duplicate-position checks as a series apply.
+    the header's slice spacing (1 mm when absent). The same gap and duplicate-position checks as a series
+    apply.
 
     Raises:
         MedlensError: unreadable, a single frame, colour frames, or frames that do not form a volume.
@@ -253,8 +276,10 @@ def read_multiframe_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tu
     ds = _read_file(path)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames < 2:
-        raise MedlensError(f"{path} is a single 2D DICOM image; a 3D model needs a DICOM series folder, a "
-                           "multi-frame DICOM file or a NIfTI volume")
+        raise MedlensError(
+            f"{path} is a single 2D DICOM image; a 3D model needs a DICOM series folder, a "
+            "multi-frame DICOM file or a NIfTI volume"
+        )
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise MedlensError(f"{path}: colour multi-frame DICOM is not a volume medlens can segment")
     pixels = np.asarray(_decode(ds, path), dtype=np.float32)  # (frames, rows, cols)
@@ -262,11 +287,19 @@ def read_multiframe_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tu
     pixels = pixels * slope + intercept
     info = SeriesInfo(str(ds.get("SeriesInstanceUID", "?")), "", str(ds.get("Modality", "")), (path,))
     shared = _group(ds, "SharedFunctionalGroupsSequence", 0)
-    iop = _nested(shared, "PlaneOrientationSequence", "ImageOrientationPatient") or ds.get("ImageOrientationPatient")
-    spacing_rc = _nested(shared, "PixelMeasuresSequence", "PixelSpacing") or ds.get("PixelSpacing") or [1.0, 1.0]
+    iop = _nested(shared, "PlaneOrientationSequence", "ImageOrientationPatient") or ds.get(
+        "ImageOrientationPatient"
+    )
+    spacing_rc = (
+        _nested(shared, "PixelMeasuresSequence", "PixelSpacing") or ds.get("PixelSpacing") or [1.0, 1.0]
+    )
     dy, dx = (float(v) for v in spacing_rc)
-    positions = [_nested(_group(ds, "PerFrameFunctionalGroupsSequence", i), "PlanePositionSequence",
-                         "ImagePositionPatient") for i in range(frames)]
+    positions = [
+        _nested(
+            _group(ds, "PerFrameFunctionalGroupsSequence", i), "PlanePositionSequence", "ImagePositionPatient"
+        )
+        for i in range(frames)
+    ]
     if iop is None or any(p is None for p in positions):
         step = float(ds.get("SpacingBetweenSlices", 0) or ds.get("SliceThickness", 0) or 1.0)
         affine = LPS_TO_RAS @ np.diag([dx, dy, step, 1.0])
@@ -297,6 +330,11 @@ def _nested(item, sequence: str, keyword: str):
 
 def _rescale(ds) -> tuple[float, float]:
     item = _group(ds, "SharedFunctionalGroupsSequence", 0)
-    source = item["PixelValueTransformationSequence"].value[0] if item is not None and \
-        "PixelValueTransformationSequence" in item and len(item["PixelValueTransformationSequence"].value) else ds
+    source = (
+        item["PixelValueTransformationSequence"].value[0]
+        if item is not None
+        and "PixelValueTransformationSequence" in item
+        and len(item["PixelValueTransformationSequence"].value)
+        else ds
+    )
     return float(source.get("RescaleSlope", 1) or 1), float(source.get("RescaleIntercept", 0) or 0)

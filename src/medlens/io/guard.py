@@ -1,4 +1,4 @@
-"""The one guard every reader goes through: size limits before decoding, finite values, one reason per failure.
+"""The one guard every reader goes through: size limits before decoding, finite values, one reason each.
 
 Every file medlens opens (raster images, DICOM files and series, NIfTI volumes, npz arrays, CSV tables and
 model checkpoints) is checked here, so that a hostile or broken file costs neither memory nor a traceback:
@@ -35,7 +35,8 @@ import numpy as np
 from medlens.errors import MedlensError, UnreadableImageError, reason_kind
 
 DEFAULT_MAX_IMAGE_MB = 512.0
-#: A CSV or model file larger than this is refused before it is parsed (a manifest of a million rows is ~100 MB).
+#: A CSV or model file larger than this is refused before it is parsed (a manifest of a million rows is ~100
+#: MB).
 MAX_TABLE_MB = 2048.0
 MAX_CHECKPOINT_MB = 8192.0
 MIB = 1024 * 1024
@@ -84,7 +85,7 @@ def _checked_mb(mb: Any) -> float:
 
 
 def human_bytes(n: float) -> str:
-    for unit, size in (("GiB", 1024 ** 3), ("MiB", MIB), ("KiB", 1024)):
+    for unit, size in (("GiB", 1024**3), ("MiB", MIB), ("KiB", 1024)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{int(n)} bytes"
@@ -97,8 +98,9 @@ def human_pixels(n: float) -> str:
     return f"{int(n)} px"
 
 
-def check_declared(path: str | Path, shape: tuple[int, ...], bytes_per_sample: float, *,
-                   what: str = "image") -> None:
+def check_declared(
+    path: str | Path, shape: tuple[int, ...], bytes_per_sample: float, *, what: str = "image"
+) -> None:
     """Refuse a file whose header declares more than the decoded-size limit, before decoding it.
 
     Args:
@@ -112,15 +114,19 @@ def check_declared(path: str | Path, shape: tuple[int, ...], bytes_per_sample: f
     """
     dims = [int(d) for d in shape]
     if any(d <= 0 for d in dims):
-        raise UnreadableImageError(str(path), f"the header declares an empty {what} of shape {tuple(dims)}",
-                                   kind="undecodable")
+        raise UnreadableImageError(
+            str(path), f"the header declares an empty {what} of shape {tuple(dims)}", kind="undecodable"
+        )
     n_bytes = math.prod(dims) * float(bytes_per_sample)
     if n_bytes > _limit_bytes:
         text = " × ".join(str(d) for d in dims)
         raise UnreadableImageError(
-            str(path), f"declares a {text} {what} ({human_bytes(n_bytes)} decoded), above the "
+            str(path),
+            f"declares a {text} {what} ({human_bytes(n_bytes)} decoded), above the "
             f"{_limit_bytes / MIB:g} MiB limit per file; if it is genuine, raise --max-image-mb",
-            kind="too-large", declared_bytes=n_bytes)
+            kind="too-large",
+            declared_bytes=n_bytes,
+        )
 
 
 def check_finite(path: str | Path, array: np.ndarray, *, what: str = "image") -> np.ndarray:
@@ -132,22 +138,28 @@ def check_finite(path: str | Path, array: np.ndarray, *, what: str = "image") ->
     if finite.all():
         return a
     n_bad = int(a.size - np.count_nonzero(finite))
-    raise UnreadableImageError(str(path), f"the {what} holds {n_bad:,} NaN/inf values of {a.size:,}; "
-                                          "medlens does not invent values for them: fix the file or drop it",
-                               kind="non-finite")
+    raise UnreadableImageError(
+        str(path),
+        f"the {what} holds {n_bad:,} NaN/inf values of {a.size:,}; "
+        "medlens does not invent values for them: fix the file or drop it",
+        kind="non-finite",
+    )
 
 
 def check_file_size(path: str | Path, limit_mb: float, what: str) -> None:
     """Refuse a table or model file larger than ``limit_mb`` before parsing it."""
     size = Path(path).stat().st_size
     if size > limit_mb * MIB:
-        raise MedlensError(f"{path} is {human_bytes(size)}, larger than any {what} medlens expects "
-                           f"({limit_mb:g} MiB); check that it is the right file")
+        raise MedlensError(
+            f"{path} is {human_bytes(size)}, larger than any {what} medlens expects "
+            f"({limit_mb:g} MiB); check that it is the right file"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Bounded TIFF deflate
 # ---------------------------------------------------------------------------------------------------------
+
 
 def _bounded_zlib_decode(data: bytes, /, *, out: Any = None) -> bytes:
     """zlib inflate that never produces more than the strip's declared size (``out`` bytes)."""
@@ -171,6 +183,7 @@ def install_bounded_tiff_codecs() -> None:
         codecs = tifffile.TIFF.DECOMPRESSORS._codecs  # private, see the docstring
         try:
             import imagecodecs  # noqa: F401  (its decoders honour the output size themselves)
+
             return
         except ImportError:
             pass
@@ -185,9 +198,16 @@ def install_bounded_tiff_codecs() -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 KIND_LABELS = {
-    "too-large": "too large", "non-finite": "with NaN/inf", "zero-byte": "empty (0 bytes)",
-    "truncated": "truncated", "missing": "missing", "non-image": "not images", "undecodable": "undecodable",
-    "bad-mask": "with a bad mask", "bad-box": "with a box outside the image", "bad-shape": "of the wrong shape",
+    "too-large": "too large",
+    "non-finite": "with NaN/inf",
+    "zero-byte": "empty (0 bytes)",
+    "truncated": "truncated",
+    "missing": "missing",
+    "non-image": "not images",
+    "undecodable": "undecodable",
+    "bad-mask": "with a bad mask",
+    "bad-box": "with a box outside the image",
+    "bad-shape": "of the wrong shape",
 }
 
 
@@ -205,8 +225,9 @@ def skipped_summary(skipped: list[dict], total: int, where: str, noun: str = "fi
     return f"skipped {len(skipped)} of {total} {noun}: {', '.join(parts)} — see {where}"
 
 
-def skipped_lines(skipped: list[dict], total: int, where: str, *, limit: int = 10,
-                  notes: list[dict] | None = None) -> list[str]:
+def skipped_lines(
+    skipped: list[dict], total: int, where: str, *, limit: int = 10, notes: list[dict] | None = None
+) -> list[str]:
     """The terminal report of a dataset command: the summary line, then the first ``limit`` files by name.
 
     Args:
@@ -240,6 +261,7 @@ def first_line(err: BaseException) -> str:
 # Tables and model files
 # ---------------------------------------------------------------------------------------------------------
 
+
 def load_torch_file(path: str | Path, what: str = "model file") -> Any:
     """``torch.load(path, weights_only=True)`` with one-line errors: never unpickles code, never a traceback.
 
@@ -261,15 +283,29 @@ def load_torch_file(path: str | Path, what: str = "model file") -> Any:
     except pickle.UnpicklingError as err:
         text = str(err)
         if "Unsupported global" in text or "GLOBAL" in text or "not an allowed global" in text:
-            raise MedlensError(f"{what} {path} holds Python objects other than tensors and plain values; "
-                               "medlens loads weights only and never runs pickled code: save a state dict "
-                               "with torch.save(model.state_dict(), path)") from err
-        raise MedlensError(f"{what} {path} is not a readable PyTorch state dict (foreign or corrupted bytes: "
-                           f"{_pickle_reason(text)}); save one with torch.save(model.state_dict(), path)") from err
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError,
-            AttributeError, IndexError) as err:
-        raise MedlensError(f"{what} {path} is not a readable PyTorch state dict (truncated or corrupted: "
-                           f"{first_line(err)})") from err
+            raise MedlensError(
+                f"{what} {path} holds Python objects other than tensors and plain values; "
+                "medlens loads weights only and never runs pickled code: save a state dict "
+                "with torch.save(model.state_dict(), path)"
+            ) from err
+        raise MedlensError(
+            f"{what} {path} is not a readable PyTorch state dict (foreign or corrupted bytes: "
+            f"{_pickle_reason(text)}); save one with torch.save(model.state_dict(), path)"
+        ) from err
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+    ) as err:
+        raise MedlensError(
+            f"{what} {path} is not a readable PyTorch state dict (truncated or corrupted: {first_line(err)})"
+        ) from err
 
 
 def _pickle_reason(text: str) -> str:
@@ -297,15 +333,21 @@ def read_table(path: str | Path, **kwargs: Any):
     with open(path, "rb") as fh:
         head = fh.read(8192)
     if b"\0" in head:
-        raise MedlensError(f"{path} is not a text CSV file (it holds binary data); give a comma-separated table")
+        raise MedlensError(
+            f"{path} is not a text CSV file (it holds binary data); give a comma-separated table"
+        )
     try:
         return pd.read_csv(path, **kwargs)
     except pd.errors.EmptyDataError as err:
-        raise MedlensError(f"{path} is empty; it needs a header row (e.g. image,label) and one row per image") from err
+        raise MedlensError(
+            f"{path} is empty; it needs a header row (e.g. image,label) and one row per image"
+        ) from err
     except UnicodeDecodeError as err:
         raise MedlensError(f"{path} is not UTF-8 text ({first_line(err)}); save the CSV as UTF-8") from err
     except (pd.errors.ParserError, ValueError, OSError) as err:
-        raise MedlensError(f"cannot parse the CSV {path}: {first_line(err)}; check its quoting and columns") from err
+        raise MedlensError(
+            f"cannot parse the CSV {path}: {first_line(err)}; check its quoting and columns"
+        ) from err
 
 
 def accepts_image_limit(fn):

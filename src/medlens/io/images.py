@@ -27,8 +27,30 @@ RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".w
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 NPZ_REF = re.compile(r"^(?P<path>.+\.npz)::(?P<key>[\w\-]+)\[(?P<index>\d+)\]$", re.IGNORECASE)
 #: Suffixes that are never 2D images: skipped without opening the file.
-NON_IMAGE_SUFFIXES = {".csv", ".tsv", ".json", ".txt", ".md", ".npz", ".npy", ".nii", ".gz", ".zip", ".yaml",
-                      ".yml", ".xml", ".html", ".pdf", ".py", ".log", ".ini", ".db", ".pt", ".pth", ".h5"}
+NON_IMAGE_SUFFIXES = {
+    ".csv",
+    ".tsv",
+    ".json",
+    ".txt",
+    ".md",
+    ".npz",
+    ".npy",
+    ".nii",
+    ".gz",
+    ".zip",
+    ".yaml",
+    ".yml",
+    ".xml",
+    ".html",
+    ".pdf",
+    ".py",
+    ".log",
+    ".ini",
+    ".db",
+    ".pt",
+    ".pth",
+    ".h5",
+}
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -111,9 +133,28 @@ Image.MAX_IMAGE_PIXELS = None
 install_bounded_tiff_codecs()
 
 #: Decoded bytes per pixel of each Pillow mode, after the conversions below (palette images become RGBA).
-_MODE_BYTES = {"1": 1, "L": 1, "P": 4, "PA": 4, "LA": 2, "La": 2, "RGB": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4,
-               "CMYK": 4, "YCbCr": 3, "LAB": 3, "HSV": 3, "I": 4, "F": 4, "I;16": 2, "I;16L": 2,
-               "I;16B": 2, "I;16N": 2}
+_MODE_BYTES = {
+    "1": 1,
+    "L": 1,
+    "P": 4,
+    "PA": 4,
+    "LA": 2,
+    "La": 2,
+    "RGB": 3,
+    "RGBA": 4,
+    "RGBa": 4,
+    "RGBX": 4,
+    "CMYK": 4,
+    "YCbCr": 3,
+    "LAB": 3,
+    "HSV": 3,
+    "I": 4,
+    "F": 4,
+    "I;16": 2,
+    "I;16L": 2,
+    "I;16B": 2,
+    "I;16N": 2,
+}
 
 
 def _read_pillow(p: Path) -> tuple[np.ndarray, list[str]]:
@@ -146,8 +187,13 @@ def _exif_orientation(im) -> int:
 
 def _pillow_array(im) -> np.ndarray:
     if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1", "LAB", "HSV", "La", "RGBa", "RGBX"):
-        im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB"
-                        if im.mode not in ("1", "LA", "La") else "L")
+        im = im.convert(
+            "RGBA"
+            if "A" in im.mode or "transparency" in im.info
+            else "RGB"
+            if im.mode not in ("1", "LA", "La")
+            else "L"
+        )
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(im, dtype=np.uint16)
     if im.mode == "I":
@@ -164,9 +210,9 @@ _STDERR_LOCK = threading.Lock()
 def _quiet_native_stderr():
     """Silence Python warnings and C libraries' writes to stderr (file descriptor 2) for a moment.
 
-    libtiff reports a truncated strip straight to stderr ("TIFFFillStrip: Read error..."), before Pillow raises
-    the error that medlens turns into one line; a user should see that line only. Serialised by a lock, since
-    the descriptor is process-wide.
+    libtiff reports a truncated strip straight to stderr ("TIFFFillStrip: Read error..."), before Pillow
+    raises the error that medlens turns into one line; a user should see that line only. Serialised by a lock,
+    since the descriptor is process-wide.
     """
     with _STDERR_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -210,8 +256,11 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, list[str]]:
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (2, 3, 4)):
-        raise UnreadableImageError(str(p), f"expected a 2D image with 1-4 channels, got an array of shape "
-                                           f"{arr.shape}", kind="bad-shape")
+        raise UnreadableImageError(
+            str(p),
+            f"expected a 2D image with 1-4 channels, got an array of shape {arr.shape}",
+            kind="bad-shape",
+        )
     return arr, notes
 
 
@@ -239,13 +288,19 @@ def npz_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]
                     continue
                 with zf.open(info) as fh:
                     version = np.lib.format.read_magic(fh)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                        np.lib.format.read_array_header_2_0
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, _, dtype = read(fh)
                 if dtype.hasobject:
-                    raise UnreadableImageError(str(path), f"array {info.filename[:-4]} holds Python objects, "
-                                                          "which medlens never unpickles; save numeric arrays "
-                                                          "(uint8 or float)")
+                    raise UnreadableImageError(
+                        str(path),
+                        f"array {info.filename[:-4]} holds Python objects, "
+                        "which medlens never unpickles; save numeric arrays "
+                        "(uint8 or float)",
+                    )
                 out[info.filename[:-4]] = (tuple(shape), dtype)
     except UnreadableImageError:
         raise
@@ -272,7 +327,9 @@ def _read_npz(path: str, key: str, index: int) -> np.ndarray:
 def _reason(err: Exception) -> str:
     text = first_line(err)
     low = text.lower()
-    if isinstance(err, EOFError) or any(k in low for k in ("truncated", "unexpected end", "failed to read",
-                                                           "not enough data", "end of stream")):
+    if isinstance(err, EOFError) or any(
+        k in low
+        for k in ("truncated", "unexpected end", "failed to read", "not enough data", "end of stream")
+    ):
         return f"truncated file ({text})"
     return text

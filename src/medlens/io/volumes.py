@@ -60,8 +60,10 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, 
     if data.ndim == 5 and data.shape[3] == 1:
         data = data[:, :, :, 0, :]  # NIfTI vector images put components on the 5th axis
     if data.ndim not in (3, 4):
-        raise MedlensError(f"{path}: expected a 3D volume or a 4D volume with channels last, got shape "
-                           f"{tuple(data.shape)}; convert 2D images with a raster format or stack them first")
+        raise MedlensError(
+            f"{path}: expected a 3D volume or a 4D volume with channels last, got shape "
+            f"{tuple(data.shape)}; convert 2D images with a raster format or stack them first"
+        )
     if data.dtype == np.float64 or scaled:
         data = data.astype(np.float32)
     check_finite(path, data, what="volume")
@@ -72,15 +74,18 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, 
 
 def _is_scaled(img) -> bool:
     slope, inter = img.dataobj.slope, img.dataobj.inter
-    return not (slope in (1, None) or (isinstance(slope, float) and np.isnan(slope))) or \
-        not (inter in (0, None) or (isinstance(inter, float) and np.isnan(inter)))
+    return not (slope in (1, None) or (isinstance(slope, float) and np.isnan(slope))) or not (
+        inter in (0, None) or (isinstance(inter, float) and np.isnan(inter))
+    )
 
 
 def _reason(err: BaseException) -> str:
     text = first_line(err)
     low = text.lower()
-    if isinstance(err, EOFError) or any(k in low for k in ("truncat", "end of", "compressed file ended",
-                                                            "incomplete", "expected", "cannot reshape")):
+    if isinstance(err, EOFError) or any(
+        k in low
+        for k in ("truncat", "end of", "compressed file ended", "incomplete", "expected", "cannot reshape")
+    ):
         return f"truncated file ({text})"
     return text
 
@@ -105,8 +110,9 @@ def write_nifti(array: np.ndarray, affine: np.ndarray | None, path: str | Path) 
     if array.ndim == 4:
         array = np.moveaxis(array, 0, -1)
     elif array.ndim != 3:
-        raise MedlensError(f"cannot write {path}: expected (X, Y, Z) or (C, X, Y, Z), "
-                           f"got shape {array.shape}")
+        raise MedlensError(
+            f"cannot write {path}: expected (X, Y, Z) or (C, X, Y, Z), got shape {array.shape}"
+        )
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
     if array.dtype == np.float64:

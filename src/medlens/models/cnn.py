@@ -72,8 +72,13 @@ class SmallCNN(nn.Module):
         widths: output width of each stage.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, widths: tuple[int, ...] = STAGE_WIDTHS,
-                 depths: tuple[int, ...] = STAGE_DEPTHS):
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        widths: tuple[int, ...] = STAGE_WIDTHS,
+        depths: tuple[int, ...] = STAGE_DEPTHS,
+    ):
         super().__init__()
         self.stem = nn.Sequential(
             conv_bn(spatial_dims, in_channels, STEM_WIDTH, stride=2), nn.ReLU(inplace=True)

@@ -8,8 +8,9 @@ returns logits of shape (N, num_classes). Registering a name twice is an error; 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from medlens.errors import MedlensError, did_you_mean
 
@@ -67,8 +68,10 @@ def get_model_info(name: str) -> ModelInfo:
     _ensure_loaded()
     if name not in _REGISTRY:
         names = sorted(_REGISTRY)
-        raise MedlensError(f"unknown model {name!r}.{did_you_mean(name, names)} "
-                           f"Available: {', '.join(names)} (see `medlens models`)")
+        raise MedlensError(
+            f"unknown model {name!r}.{did_you_mean(name, names)} "
+            f"Available: {', '.join(names)} (see `medlens models`)"
+        )
     return _REGISTRY[name]
 
 
@@ -83,8 +86,15 @@ def list_models(pattern: str | None = None, task: str | None = None) -> list[Mod
     return infos
 
 
-def create_model(name: str, *, num_classes: int, in_channels: int = 1, spatial_dims: int = 2,
-                 image_size: int | None = None, **options: Any):
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int = 1,
+    spatial_dims: int = 2,
+    image_size: int | None = None,
+    **options: Any,
+):
     """Build model ``name``.
 
     Args:
@@ -98,8 +108,15 @@ def create_model(name: str, *, num_classes: int, in_channels: int = 1, spatial_d
     """
     info = get_model_info(name)
     if num_classes < 2:
-        raise MedlensError(f"a model needs at least 2 output classes (background counts for segmentation), got {num_classes}")
+        raise MedlensError(
+            f"a model needs at least 2 output classes (background counts for segmentation), got {num_classes}"
+        )
     if spatial_dims not in (2, 3):
         raise MedlensError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    return info.factory(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
-                        image_size=image_size or info.default_size, **options)
+    return info.factory(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        image_size=image_size or info.default_size,
+        **options,
+    )

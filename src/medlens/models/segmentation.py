@@ -49,22 +49,40 @@ class ResUNet(nn.Module):
         dropout: dropout inside the residual units.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
-                 channels: tuple[int, ...] = (16, 32, 64, 128, 256), norm: str = "batch",
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        channels: tuple[int, ...] = (16, 32, 64, 128, 256),
+        norm: str = "batch",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         kw = {"spatial_dims": spatial_dims, "norm": norm, "dropout": dropout, "subunits": 2}
         widths = (in_channels, *channels)
         self.encoder = nn.ModuleList(
             ResidualUnit(in_channels=widths[i], out_channels=widths[i + 1], strides=1 if i == 0 else 2, **kw)
-            for i in range(len(channels)))
+            for i in range(len(channels))
+        )
         self.up = nn.ModuleList(
-            Convolution(spatial_dims, channels[i + 1], channels[i], strides=2, kernel_size=2, padding=0,
-                        output_padding=0, is_transposed=True, norm=norm)
-            for i in reversed(range(len(channels) - 1)))
+            Convolution(
+                spatial_dims,
+                channels[i + 1],
+                channels[i],
+                strides=2,
+                kernel_size=2,
+                padding=0,
+                output_padding=0,
+                is_transposed=True,
+                norm=norm,
+            )
+            for i in reversed(range(len(channels) - 1))
+        )
         self.decoder = nn.ModuleList(
             ResidualUnit(in_channels=2 * channels[i], out_channels=channels[i], **kw)
-            for i in reversed(range(len(channels) - 1)))
+            for i in reversed(range(len(channels) - 1))
+        )
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,16 +102,19 @@ def _options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_options(name: str, allowed: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """``allowed`` (the defaults) updated with ``options``; unknown names, ``pretrained`` and a dropout outside
-    [0, 1) are refused with a message naming the model."""
+    """``allowed`` (the defaults) updated with ``options``; unknown names, ``pretrained`` and a dropout
+    outside [0, 1) are refused with a message naming the model."""
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise MedlensError(f"unknown option {unknown[0]!r} for model {name!r}: allowed options are "
-                           f"{', '.join(allowed)}")
+        raise MedlensError(
+            f"unknown option {unknown[0]!r} for model {name!r}: allowed options are {', '.join(allowed)}"
+        )
     opts = {**allowed, **options}
     if opts["pretrained"]:
-        raise MedlensError(f"model {name!r} has no offline pretrained weights: pass weights=PATH to a "
-                           "state dict saved from the same architecture, or train from scratch")
+        raise MedlensError(
+            f"model {name!r} has no offline pretrained weights: pass weights=PATH to a "
+            "state dict saved from the same architecture, or train from scratch"
+        )
     if not 0.0 <= float(opts["dropout"]) < 1.0:
         raise MedlensError(f"dropout of model {name!r} must be in [0, 1), got {opts['dropout']!r}")
     return opts
@@ -107,63 +128,109 @@ def with_weights(model: nn.Module, name: str, opts: dict[str, Any]) -> nn.Module
             state = state.get("state_dict", state) if isinstance(state, dict) else state
             model.load_state_dict(state)
         except (OSError, RuntimeError, KeyError, AttributeError, TypeError) as err:
-            raise MedlensError(f"cannot load weights {opts['weights']} into model {name!r}: "
-                               f"{str(err).strip().splitlines()[0]}") from err
+            raise MedlensError(
+                f"cannot load weights {opts['weights']} into model {name!r}: "
+                f"{str(err).strip().splitlines()[0]}"
+            ) from err
     return model
 
 
-@register_model("unet", "MONAI UNet, 5 levels (16-256 channels), 2 residual units per level (2D/3D)",
-                task="segmentation", default_size=128)
+@register_model(
+    "unet",
+    "MONAI UNet, 5 levels (16-256 channels), 2 residual units per level (2D/3D)",
+    task="segmentation",
+    default_size=128,
+)
 def unet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> nn.Module:
     """MONAI ``UNet``, stride-2 downsampling between ``channels`` levels (``num_res_units`` 0 = plain)."""
     from monai.networks.nets import UNet
 
     opts = _options("unet", options)
     channels = tuple(opts["channels"])
-    model = UNet(spatial_dims, in_channels, num_classes, channels=channels,
-                 strides=(2,) * (len(channels) - 1), num_res_units=int(opts["num_res_units"]),
-                 norm=opts["norm"], dropout=float(opts["dropout"]))
+    model = UNet(
+        spatial_dims,
+        in_channels,
+        num_classes,
+        channels=channels,
+        strides=(2,) * (len(channels) - 1),
+        num_res_units=int(opts["num_res_units"]),
+        norm=opts["norm"],
+        dropout=float(opts["dropout"]),
+    )
     return with_weights(model, "unet", opts)
 
 
-@register_model("resunet", "residual U-Net (brief 4): residual blocks in encoder, bottleneck and decoder, "
-                "1x1 conv output (2D/3D)", task="segmentation", default_size=128)
-def resunet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
-            **options: Any) -> nn.Module:
+@register_model(
+    "resunet",
+    "residual U-Net (brief 4): residual blocks in encoder, bottleneck and decoder, 1x1 conv output (2D/3D)",
+    task="segmentation",
+    default_size=128,
+)
+def resunet(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> nn.Module:
     """:class:`ResUNet` with ``channels`` widths per level."""
     opts = _options("resunet", options)
-    model = ResUNet(spatial_dims, in_channels, num_classes, channels=tuple(opts["channels"]),
-                    norm=opts["norm"], dropout=float(opts["dropout"]))
+    model = ResUNet(
+        spatial_dims,
+        in_channels,
+        num_classes,
+        channels=tuple(opts["channels"]),
+        norm=opts["norm"],
+        dropout=float(opts["dropout"]),
+    )
     return with_weights(model, "resunet", opts)
 
 
-@register_model("basicunet", "MONAI BasicUNet: the classic two-conv U-Net, 5 levels (2D/3D)",
-                task="segmentation", default_size=128)
-def basicunet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
-              **options: Any) -> nn.Module:
+@register_model(
+    "basicunet",
+    "MONAI BasicUNet: the classic two-conv U-Net, 5 levels (2D/3D)",
+    task="segmentation",
+    default_size=128,
+)
+def basicunet(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> nn.Module:
     """MONAI ``BasicUNet`` with ``features`` (six widths: five levels plus the last decoder)."""
     from monai.networks.nets import BasicUNet
 
     opts = _options("basicunet", options)
-    model = BasicUNet(spatial_dims, in_channels, num_classes, features=tuple(opts["features"]),
-                      dropout=float(opts["dropout"]))
+    model = BasicUNet(
+        spatial_dims,
+        in_channels,
+        num_classes,
+        features=tuple(opts["features"]),
+        dropout=float(opts["dropout"]),
+    )
     return with_weights(model, "basicunet", opts)
 
 
-@register_model("segresnet", "MONAI SegResNet: residual encoder, light decoder (BraTS 2018 winner; 2D/3D)",
-                task="segmentation", default_size=128)
-def segresnet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
-              **options: Any) -> nn.Module:
+@register_model(
+    "segresnet",
+    "MONAI SegResNet: residual encoder, light decoder (BraTS 2018 winner; 2D/3D)",
+    task="segmentation",
+    default_size=128,
+)
+def segresnet(
+    spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
+) -> nn.Module:
     """MONAI ``SegResNet`` (group norm with 8 groups: ``init_filters`` must be a multiple of 8)."""
     from monai.networks.nets import SegResNet
 
     opts = _options("segresnet", options)
     if int(opts["init_filters"]) % 8:
-        raise MedlensError("init_filters of model 'segresnet' must be a multiple of 8, "
-                           f"got {opts['init_filters']}")
-    model = SegResNet(spatial_dims, init_filters=int(opts["init_filters"]), in_channels=in_channels,
-                      out_channels=num_classes, dropout_prob=float(opts["dropout"]) or None,
-                      blocks_down=tuple(opts["blocks_down"]), blocks_up=tuple(opts["blocks_up"]))
+        raise MedlensError(
+            f"init_filters of model 'segresnet' must be a multiple of 8, got {opts['init_filters']}"
+        )
+    model = SegResNet(
+        spatial_dims,
+        init_filters=int(opts["init_filters"]),
+        in_channels=in_channels,
+        out_channels=num_classes,
+        dropout_prob=float(opts["dropout"]) or None,
+        blocks_down=tuple(opts["blocks_down"]),
+        blocks_up=tuple(opts["blocks_up"]),
+    )
     return with_weights(model, "segresnet", opts)
 
 
@@ -172,6 +239,10 @@ def size_multiple(name: str, **options: Any) -> int:
     if name not in SPECIFIC:
         raise MedlensError(f"{name!r} is not a segmentation model; use one of {', '.join(SPECIFIC)}")
     opts = {**SPECIFIC[name], **options}
-    levels = {"unet": lambda: len(opts["channels"]) - 1, "resunet": lambda: len(opts["channels"]) - 1,
-              "basicunet": lambda: 4, "segresnet": lambda: len(opts["blocks_down"]) - 1}[name]()
+    levels = {
+        "unet": lambda: len(opts["channels"]) - 1,
+        "resunet": lambda: len(opts["channels"]) - 1,
+        "basicunet": lambda: 4,
+        "segresnet": lambda: len(opts["blocks_down"]) - 1,
+    }[name]()
     return int(math.pow(2, levels))

@@ -93,8 +93,10 @@ def summarize(
     except RuntimeError as err:  # a size the network's downsampling cannot take (U-Nets need multiples of 16)
         side = "x".join(map(str, spatial))
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MedlensError(f"model {name} cannot run on a {side} input ({first}); try its default size "
-                           f"{get_model_info(name).default_size} or a multiple of 32") from err
+        raise MedlensError(
+            f"model {name} cannot run on a {side} input ({first}); try its default size "
+            f"{get_model_info(name).default_size} or a multiple of 32"
+        ) from err
 
 
 #: Largest input side: the range `medlens train --image-size` takes (2D), and 3D patch sides.
@@ -113,9 +115,15 @@ def check_input(name: str, spatial: tuple[int, ...], in_channels: int, min_side:
     low, high = min_side, MAX_SIDE[len(spatial)]
     for side in spatial:
         if isinstance(side, bool) or not isinstance(side, int) or not low <= side <= high:
-            raise MedlensError(f"--input-size must be between {low} and {high} pixels for a {len(spatial)}D "
-                               f"input, got {side}")
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or not 1 <= in_channels <= MAX_CHANNELS:
+            raise MedlensError(
+                f"--input-size must be between {low} and {high} pixels for a {len(spatial)}D "
+                f"input, got {side}"
+            )
+    if (
+        isinstance(in_channels, bool)
+        or not isinstance(in_channels, int)
+        or not 1 <= in_channels <= MAX_CHANNELS
+    ):
         raise MedlensError(f"--channels must be between 1 and {MAX_CHANNELS}, got {in_channels}")
     needed = get_model_info(name).channels
     if needed and in_channels != needed:

@@ -63,7 +63,7 @@ class Task:
 
     def prepare_batch(self, batch, spec: PreprocessingSpec, augment=None, gen: torch.Generator | None = None):
         """Normalise (and, while training, augment) a batch ``(images, targets)``."""
-        from medlens.training.augment import augment_batch
+        from medlens.data.augment import augment_batch
 
         x, y = batch
         x = normalize(x, spec)

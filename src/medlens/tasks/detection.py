@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from medlens.data.manifest import Manifest
+from medlens.data.seg_sources import check_pair
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
+from medlens.io.images import read_image
 from medlens.tasks.base import Task, channels_last, normalize
+from medlens.tasks.boxes import mask_to_box
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
@@ -35,7 +40,7 @@ def decode_boxes(output: torch.Tensor) -> torch.Tensor:
 def boxes_from_masks(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Tight boxes of box masks (N, H, W) in fractions of the image, and which masks are non-empty."""
     m = masks > 0
-    n, h, w = m.shape
+    _n, h, w = m.shape
     rows, cols = m.any(2), m.any(1)
     ar_h, ar_w = torch.arange(h, device=m.device), torch.arange(w, device=m.device)
     y0 = torch.where(rows, ar_h, h).amin(1)
@@ -50,9 +55,9 @@ def box_masks(boxes: np.ndarray, shapes: np.ndarray, size: int) -> np.ndarray:
     """Filled rectangles (N, size, size) for pixel boxes (N, 4) on images of ``shapes`` (N, 2) = (H, W)."""
     out = np.zeros((len(boxes), size, size), dtype=np.uint8)
     for i, ((x0, y0, x1, y1), (h, w)) in enumerate(zip(boxes, shapes)):
-        c0, c1 = int(round(x0 / w * size)), int(round(x1 / w * size))
-        r0, r1 = int(round(y0 / h * size)), int(round(y1 / h * size))
-        out[i, r0:max(r1, r0 + 1), c0:max(c1, c0 + 1)] = 1  # at least one pixel survives resizing
+        c0, c1 = round(x0 / w * size), round(x1 / w * size)
+        r0, r1 = round(y0 / h * size), round(y1 / h * size)
+        out[i, r0 : max(r1, r0 + 1), c0 : max(c1, c0 + 1)] = 1  # at least one pixel survives resizing
     return out
 
 
@@ -65,14 +70,14 @@ class DetectionTask(Task):
         self.giou_weight, self.l1_beta = giou_weight, l1_beta
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from medlens.evaluation.boxes import giou_loss
+        from medlens.tasks.boxes import giou_loss
 
         pred = decode_boxes(output)
         l1 = F.smooth_l1_loss(pred, target, beta=self.l1_beta)
         return l1 + self.giou_weight * giou_loss(pred, target)
 
     def prepare_batch(self, batch, spec: PreprocessingSpec, augment=None, gen: torch.Generator | None = None):
-        from medlens.training.augment import augment_pair
+        from medlens.data.augment import augment_pair
 
         x, m = batch
         x = normalize(x, spec)
@@ -91,25 +96,32 @@ class DetectionTask(Task):
     def validation_outputs(self, model: torch.nn.Module, batch) -> dict[str, torch.Tensor]:
         x, boxes, _ = batch
         out = model(x)
-        return {"pred": decode_boxes(out).detach(), "target": boxes,
-                "loss": (self.loss(out, boxes).detach() * len(x)).reshape(1)}
+        return {
+            "pred": decode_boxes(out).detach(),
+            "target": boxes,
+            "loss": (self.loss(out, boxes).detach() * len(x)).reshape(1),
+        }
 
     def validation_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
-        from medlens.evaluation.boxes import box_iou
+        from medlens.tasks.boxes import box_iou
 
         iou = np.asarray(box_iou(outputs["pred"].cpu().numpy(), outputs["target"].cpu().numpy()))
-        return {"val_loss": float(outputs["loss"].sum() / max(len(iou), 1)), "val_iou": float(iou.mean()),
-                "val_iou50": float((iou >= 0.5).mean())}
+        return {
+            "val_loss": float(outputs["loss"].sum() / max(len(iou), 1)),
+            "val_iou": float(iou.mean()),
+            "val_iou50": float((iou >= 0.5).mean()),
+        }
 
 
 @torch.no_grad()
-def predict_boxes(model: torch.nn.Module, spec: PreprocessingSpec, images: np.ndarray, shapes,
-                  batch_size: int = 64) -> np.ndarray:
+def predict_boxes(
+    model: torch.nn.Module, spec: PreprocessingSpec, images: np.ndarray, shapes, batch_size: int = 64
+) -> np.ndarray:
     """Pixel boxes (N, 4) on each image's original ``(height, width)`` for uint8 images (N, C, S, S)."""
     model = model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = channels_last(normalize(torch.from_numpy(images[start:start + batch_size]), spec))
+        x = channels_last(normalize(torch.from_numpy(images[start : start + batch_size]), spec))
         out.append(decode_boxes(model(x)).clamp(0, 1).numpy())
     frac = np.concatenate(out) if out else np.zeros((0, 4))
     hw = np.asarray(shapes, dtype=np.float64).reshape(-1, 2)
@@ -134,12 +146,21 @@ def write_predictions(loaded, files: list[str | Path], out_dir: str | Path) -> l
             except UnreadableImageError as err:
                 records.append({"path": str(f), "error": err.reason})
                 continue
-            box = predict_boxes(loaded.model, spec, resize_image(image, spec.image_size, spec.channels)[None],
-                                [image.shape[:2]])[0]
+            box = predict_boxes(
+                loaded.model,
+                spec,
+                resize_image(image, spec.image_size, spec.channels)[None],
+                [image.shape[:2]],
+            )[0]
             stem = f.name.split(".")[0] or "image"
             draw_boxes(image, [box]).save(tmp / f"{stem}_box.png")
-            records.append({"path": str(f), "box": [round(float(v), 2) for v in box],
-                            "overlay": str(Path(out_dir) / f"{stem}_box.png")})
+            records.append(
+                {
+                    "path": str(f),
+                    "box": [round(float(v), 2) for v in box],
+                    "overlay": str(Path(out_dir) / f"{stem}_box.png"),
+                }
+            )
     return records
 
 
@@ -156,3 +177,50 @@ def draw_boxes(image: np.ndarray, boxes: list, colours=((255, 40, 40), (0, 220, 
             x0, y0, x1, y1 = (float(v) for v in box)
             draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour)
     return im
+
+
+def with_boxes(manifest: Manifest, *, from_masks: bool) -> tuple[Manifest, int]:
+    """The manifest with numeric box columns (cases without a box dropped) and how many were dropped.
+
+    Raises:
+        MedlensError: no box columns (and no masks to derive them from), or a box that is not a box.
+    """
+    df = manifest.df.copy()
+    where = manifest.source or manifest.root
+    has_columns = all(c in df.columns for c in BOX_COLUMNS)
+    if not has_columns or from_masks:
+        if "mask" not in df.columns:
+            raise MedlensError(
+                f"{where} has no box columns x0,y0,x1,y1; give a CSV with image,x0,y0,x1,y1 "
+                "columns, or masks with --boxes-from-masks"
+            )
+        if not from_masks:
+            raise MedlensError(
+                f"{where} has masks but no boxes; pass --boxes-from-masks to use the box of each "
+                "mask's largest connected component"
+            )
+        df[list(BOX_COLUMNS)] = [_mask_box(manifest, m, c) for m, c in zip(df["mask"], df["case_id"])]
+    boxes = df[list(BOX_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    has_box = boxes.notna().all(axis=1).to_numpy()
+    bad = (
+        has_box
+        & ((boxes["x1"] <= boxes["x0"]) | (boxes["y1"] <= boxes["y0"]) | (boxes.min(axis=1) < 0)).to_numpy()
+    )
+    if bad.any():
+        first = np.flatnonzero(bad)[0]
+        shown = ", ".join(f"{v:g}" for v in boxes.iloc[first])
+        raise MedlensError(
+            f"case {df['case_id'].iloc[first]}: box [{shown}] is not a box; need "
+            "0 <= x0 < x1 and 0 <= y0 < y1 in pixels"
+        )
+    df[list(BOX_COLUMNS)] = boxes
+    dropped = int((~has_box).sum())
+    if dropped == len(df):
+        raise MedlensError(f"{where}: no case has a box (every mask is empty or every box cell blank)")
+    return manifest.with_df(df[has_box]), dropped
+
+
+def _mask_box(manifest: Manifest, mask: str, case_id: str) -> list[Any]:
+    arr = read_image(manifest.resolve(mask))
+    box = mask_to_box(check_pair(arr, arr, case_id))  # the mask checked against itself: values only
+    return [np.nan] * 4 if box is None else list(box)

@@ -15,8 +15,19 @@ import numpy as np
 
 from medlens.errors import MedlensError
 
-NEGATIVE_NAMES = ("notumor", "notumour", "normal", "negative", "healthy", "none", "no", "0", "background",
-                  "absent", "nofinding")
+NEGATIVE_NAMES = (
+    "notumor",
+    "notumour",
+    "normal",
+    "negative",
+    "healthy",
+    "none",
+    "no",
+    "0",
+    "background",
+    "absent",
+    "nofinding",
+)
 
 
 @dataclass
@@ -24,7 +35,7 @@ class Gate:
     """A loaded classification run used as a tumour / no-tumour gate.
 
     Attributes:
-        loaded: the classifier (:class:`~medlens.training.checkpoint.LoadedModel`).
+        loaded: the classifier (:class:`~medlens.models.checkpoint.LoadedModel`).
         negative: the class meaning "nothing to segment".
         threshold: positive when 1 - p(negative) >= threshold.
         run: the run directory, for the summary.
@@ -37,7 +48,7 @@ class Gate:
 
     def positive_probability(self, images: np.ndarray) -> np.ndarray:
         """P(positive) for uint8 images (N, C, S, S) cached at the gate's own size and channels."""
-        from medlens.inference.predict import predict_probs
+        from medlens.tasks.classification import predict_probs
 
         probs = predict_probs(self.loaded, images)
         return 1.0 - probs[:, list(self.loaded.spec.class_names).index(self.negative)]
@@ -61,22 +72,26 @@ def load_gate(run_dir: str | Path, negative_class: str | None = None, threshold:
         MedlensError: the run is not a classifier, the negative class is unknown or cannot be guessed, or the
             threshold is outside (0, 1).
     """
-    from medlens.training.checkpoint import load_model
+    from medlens.models.checkpoint import load_model
 
     if not Path(run_dir).exists():
         raise MedlensError(f"gate run directory {run_dir} not found; train a classifier with `medlens train`")
     loaded = load_model(run_dir)
     if loaded.spec.task != "classification":
-        raise MedlensError(f"--gate {run_dir} is a {loaded.spec.task} run; the gate must be a classifier "
-                           "(e.g. tumour / notumor slices)")
+        raise MedlensError(
+            f"--gate {run_dir} is a {loaded.spec.task} run; the gate must be a classifier "
+            "(e.g. tumour / notumor slices)"
+        )
     if not 0 < threshold < 1:
         raise MedlensError(f"--gate-threshold must be between 0 and 1, got {threshold}")
     names = list(loaded.spec.class_names)
     if negative_class is None:
         found = [c for c in names if re.sub(r"[^a-z0-9]", "", c.lower()) in NEGATIVE_NAMES]
         if len(found) != 1:
-            raise MedlensError(f"cannot tell which class of gate {run_dir} means 'nothing to segment' among "
-                               f"{names}; pass --negative-class NAME")
+            raise MedlensError(
+                f"cannot tell which class of gate {run_dir} means 'nothing to segment' among "
+                f"{names}; pass --negative-class NAME"
+            )
         negative_class = found[0]
     if negative_class not in names:
         raise MedlensError(f"--negative-class {negative_class!r} is not a class of gate {run_dir} ({names})")

@@ -34,8 +34,14 @@ class SegmentationTask(Task):
 
     name = "segmentation"
 
-    def __init__(self, class_names: list[str], spatial_dims: int = 2, patch_size: tuple[int, ...] | None = None,
-                 sw_batch_size: int = 4, overlap: float = 0.25):
+    def __init__(
+        self,
+        class_names: list[str],
+        spatial_dims: int = 2,
+        patch_size: tuple[int, ...] | None = None,
+        sw_batch_size: int = 4,
+        overlap: float = 0.25,
+    ):
         from monai.losses import DiceCELoss
 
         self.class_names = list(class_names)
@@ -53,7 +59,7 @@ class SegmentationTask(Task):
             from medlens.tasks.volumes import prepare_volume_batch
 
             return prepare_volume_batch(batch, augment, gen)
-        from medlens.training.augment import augment_pair
+        from medlens.data.augment import augment_pair
 
         x, m, groups = batch
         x = normalize(x, spec)
@@ -71,17 +77,23 @@ class SegmentationTask(Task):
             return model(x)
         from monai.inferers import sliding_window_inference
 
-        return sliding_window_inference(x, self.patch_size, self.sw_batch_size, model, overlap=self.overlap,
-                                        mode="gaussian")
+        return sliding_window_inference(
+            x, self.patch_size, self.sw_batch_size, model, overlap=self.overlap, mode="gaussian"
+        )
 
     def validation_outputs(self, model: torch.nn.Module, batch) -> dict[str, torch.Tensor]:
         x, m, groups = batch
         logits = self.infer(model, x)
         p, t = logits.argmax(1) > 0, m > 0
         dims = tuple(range(1, p.dim()))
-        return {"inter": (p & t).sum(dims), "pred": p.sum(dims), "true": t.sum(dims), "group": groups,
-                "loss": (self.loss(logits, m).detach() * len(x)).reshape(1),
-                "n": torch.tensor([len(x)], device=x.device)}
+        return {
+            "inter": (p & t).sum(dims),
+            "pred": p.sum(dims),
+            "true": t.sum(dims),
+            "group": groups,
+            "loss": (self.loss(logits, m).detach() * len(x)).reshape(1),
+            "n": torch.tensor([len(x)], device=x.device),
+        }
 
     def validation_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
         """``val_dice``: mean over patients of the Dice of their pooled voxels; ``val_dice_case``: mean over
@@ -93,14 +105,22 @@ class SegmentationTask(Task):
         per_patient = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)[present]
         case_total = o["pred"] + o["true"]
         per_case = np.where(case_total > 0, 2 * o["inter"] / np.maximum(case_total, 1), 1.0)
-        return {"val_loss": float(o["loss"].sum() / max(o["n"].sum(), 1)),
-                "val_dice": float(per_patient.mean()), "val_dice_case": float(per_case.mean())}
+        return {
+            "val_loss": float(o["loss"].sum() / max(o["n"].sum(), 1)),
+            "val_dice": float(per_patient.mean()),
+            "val_dice_case": float(per_case.mean()),
+        }
 
 
 # -- 2D inference ----------------------------------------------------------------------------------------
 @torch.no_grad()
-def predict_masks(model: torch.nn.Module, spec: PreprocessingSpec, images: np.ndarray,
-                  shapes: np.ndarray | list | None = None, batch_size: int = 32) -> list[np.ndarray]:
+def predict_masks(
+    model: torch.nn.Module,
+    spec: PreprocessingSpec,
+    images: np.ndarray,
+    shapes: np.ndarray | list | None = None,
+    batch_size: int = 32,
+) -> list[np.ndarray]:
     """Label maps for uint8 images (N, C, S, S) preprocessed like training, at each original size.
 
     Class probabilities are resized (bilinear) to the image's original ``(height, width)`` before the
@@ -111,10 +131,10 @@ def predict_masks(model: torch.nn.Module, spec: PreprocessingSpec, images: np.nd
     model = model.eval()
     out: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
-        x = channels_last(normalize(torch.from_numpy(images[start:start + batch_size]), spec))
+        x = channels_last(normalize(torch.from_numpy(images[start : start + batch_size]), spec))
         probs = torch.softmax(model(x).float(), dim=1)
         for i in range(len(probs)):
-            p = probs[i:i + 1]
+            p = probs[i : i + 1]
             shape = None if shapes is None else tuple(int(s) for s in shapes[start + i])
             if shape is not None and shape != tuple(p.shape[-2:]):
                 p = F.interpolate(p, size=shape, mode="bilinear", align_corners=False)
@@ -123,13 +143,14 @@ def predict_masks(model: torch.nn.Module, spec: PreprocessingSpec, images: np.nd
 
 
 # -- prediction writer -----------------------------------------------------------------------------------
-def write_predictions(loaded, files: list[str | Path], out_dir: str | Path, *,
-                      gate: Any = None) -> list[dict[str, Any]]:
+def write_predictions(
+    loaded, files: list[str | Path], out_dir: str | Path, *, gate: Any = None
+) -> list[dict[str, Any]]:
     """Segment each file and write ``<stem>_mask.png`` (2D, 0/255) or ``<stem>_mask.nii.gz`` (3D, with the
     input's affine) plus ``<stem>_overlay.png``, all at once at the end (nothing half-written).
 
     Args:
-        loaded: a segmentation :class:`~medlens.training.checkpoint.LoadedModel`.
+        loaded: a segmentation :class:`~medlens.models.checkpoint.LoadedModel`.
         files: images (2D models), NIfTI files or DICOM series folders (3D models).
         out_dir: folder for the outputs (created; existing files of the same name are replaced).
         gate: an optional :class:`~medlens.tasks.gate.Gate`; images it calls negative get an empty mask.
@@ -161,8 +182,10 @@ def _write_image_prediction(loaded, path: Path, tmp: Path, final: Path, gate) ->
     from medlens.io.volumes import is_nifti_file
 
     if is_nifti_file(path) or path.is_dir():
-        raise MedlensError(f"{path}: model {loaded.name} segments 2D images; give PNG/JPEG/TIFF/DICOM images "
-                           "(or train a 3D model on volumes)")
+        raise MedlensError(
+            f"{path}: model {loaded.name} segments 2D images; give PNG/JPEG/TIFF/DICOM images "
+            "(or train a 3D model on volumes)"
+        )
     try:
         image = read_image(path)
     except UnreadableImageError as err:
@@ -173,16 +196,22 @@ def _write_image_prediction(loaded, path: Path, tmp: Path, final: Path, gate) ->
         record.update(gate.decide(image))
     shape = image.shape[:2]
     if gate is None or record["segmented"]:
-        mask = predict_masks(loaded.model, spec, resize_image(image, spec.image_size, spec.channels)[None],
-                             [shape])[0]
+        mask = predict_masks(
+            loaded.model, spec, resize_image(image, spec.image_size, spec.channels)[None], [shape]
+        )[0]
     else:
         mask = np.zeros(shape, dtype=np.uint8)
     stem = _unique_stem(path, tmp)
     values = mask * 255 if len(spec.class_names) == 2 else mask
     Image.fromarray(values.astype(np.uint8)).save(tmp / f"{stem}_mask.png")
     Image.fromarray(overlay_rgb(image, mask)).save(tmp / f"{stem}_overlay.png")
-    record.update({"mask": str(final / f"{stem}_mask.png"), "overlay": str(final / f"{stem}_overlay.png"),
-                   "foreground_pixels": int((mask > 0).sum())})
+    record.update(
+        {
+            "mask": str(final / f"{stem}_mask.png"),
+            "overlay": str(final / f"{stem}_overlay.png"),
+            "foreground_pixels": int((mask > 0).sum()),
+        }
+    )
     return record
 
 

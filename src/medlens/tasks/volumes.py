@@ -35,7 +35,7 @@ OVERLAP = 0.25
 
 def resampled_shape(shape, spacing, target) -> tuple[int, ...]:
     """Voxel counts after resampling ``shape`` from ``spacing`` to ``target`` spacing (same field of view)."""
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target))
 
 
 def preprocess_volume(volume: np.ndarray, spacing, spec: PreprocessingSpec) -> torch.Tensor:
@@ -66,9 +66,8 @@ def resample_labels(labels: np.ndarray, size: tuple[int, ...]) -> torch.Tensor:
 
 def read_any_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """A NIfTI file or a DICOM series folder → ``(volume (C, X, Y, Z), affine, spacing)``."""
-    from medlens.io.volumes import is_nifti_file, read_volume
-
     from medlens.io.images import DICOM_SUFFIXES, is_dicom_file
+    from medlens.io.volumes import is_nifti_file, read_volume
 
     path = Path(path)
     if path.is_dir():
@@ -80,8 +79,10 @@ def read_any_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[flo
 
         return read_multiframe_volume(path)  # a multi-frame file is a volume where a 3D model wants one
     if not is_nifti_file(path):
-        raise MedlensError(f"{path}: a 3D model needs a NIfTI volume (.nii, .nii.gz), a DICOM series folder or "
-                           "a multi-frame DICOM file")
+        raise MedlensError(
+            f"{path}: a 3D model needs a NIfTI volume (.nii, .nii.gz), a DICOM series folder or "
+            "a multi-frame DICOM file"
+        )
     return read_volume(path)
 
 
@@ -107,11 +108,18 @@ class VolumeData:
         if not shuffle:
             return DataLoader(_WholeVolumes(self, idx), batch_size=1, shuffle=False, num_workers=0)
         per_volume = self.samples_per_volume
-        dataset = PatchDataset([self.images[i] for i in idx], [self.labels[i] for i in idx], self.patch_size,
-                               per_volume, seed)
+        dataset = PatchDataset(
+            [self.images[i] for i in idx], [self.labels[i] for i in idx], self.patch_size, per_volume, seed
+        )
         gen = torch.Generator().manual_seed(seed)
-        return DataLoader(dataset, batch_size=max(1, batch_size // per_volume), shuffle=True, generator=gen,
-                          num_workers=0, collate_fn=collate_patches)
+        return DataLoader(
+            dataset,
+            batch_size=max(1, batch_size // per_volume),
+            shuffle=True,
+            generator=gen,
+            num_workers=0,
+            collate_fn=collate_patches,
+        )
 
 
 class _WholeVolumes(Dataset):
@@ -129,8 +137,9 @@ class _WholeVolumes(Dataset):
 class PatchDataset(Dataset):
     """``samples_per_volume`` random patches per volume (RandCropByPosNegLabeld, pos = neg = 1)."""
 
-    def __init__(self, images: list[torch.Tensor], labels: list[torch.Tensor], patch_size, samples: int,
-                 seed: int):
+    def __init__(
+        self, images: list[torch.Tensor], labels: list[torch.Tensor], patch_size, samples: int, seed: int
+    ):
         from monai.transforms import FgBgToIndicesd, RandCropByPosNegLabeld, SpatialPad
 
         pad = SpatialPad(patch_size)
@@ -138,9 +147,16 @@ class PatchDataset(Dataset):
         for image, label in zip(images, labels):
             item = {"image": torch.as_tensor(pad(image)), "label": torch.as_tensor(pad(label[None]))}
             self.items.append(FgBgToIndicesd("label", fg_postfix="_fg", bg_postfix="_bg")(item))
-        self.crop = RandCropByPosNegLabeld(["image", "label"], "label", patch_size, pos=1, neg=1,
-                                           num_samples=samples, fg_indices_key="label_fg",
-                                           bg_indices_key="label_bg")
+        self.crop = RandCropByPosNegLabeld(
+            ["image", "label"],
+            "label",
+            patch_size,
+            pos=1,
+            neg=1,
+            num_samples=samples,
+            fg_indices_key="label_fg",
+            bg_indices_key="label_bg",
+        )
         self.crop.set_random_state(seed)
 
     def __len__(self) -> int:
@@ -150,14 +166,19 @@ class PatchDataset(Dataset):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no foreground voxels": background patches only, as intended
             patches = self.crop(self.items[i])
-        return [(torch.as_tensor(p["image"]), torch.as_tensor(p["label"])[0].to(torch.uint8)) for p in patches]
+        return [
+            (torch.as_tensor(p["image"]), torch.as_tensor(p["label"])[0].to(torch.uint8)) for p in patches
+        ]
 
 
 def collate_patches(batch: list[list[tuple[torch.Tensor, torch.Tensor]]]):
     """Flatten the per-volume patch lists into one batch ``(images, labels, groups)``."""
     flat = [p for patches in batch for p in patches]
-    return (torch.stack([p[0] for p in flat]), torch.stack([p[1] for p in flat]),
-            torch.zeros(len(flat), dtype=torch.long))
+    return (
+        torch.stack([p[0] for p in flat]),
+        torch.stack([p[1] for p in flat]),
+        torch.zeros(len(flat), dtype=torch.long),
+    )
 
 
 def prepare_volume_batch(batch, augment=None, gen: torch.Generator | None = None):
@@ -178,15 +199,18 @@ def prepare_volume_batch(batch, augment=None, gen: torch.Generator | None = None
     return torch.stack(xs), torch.stack(ys).long(), groups
 
 
-def default_patch_size(shapes: list[tuple[int, ...]], multiple: int, wanted=(96, 96, 32)) -> tuple[int, int, int]:
+def default_patch_size(
+    shapes: list[tuple[int, ...]], multiple: int, wanted=(96, 96, 32)
+) -> tuple[int, int, int]:
     """A patch no larger than needed: each side ``wanted`` or the largest volume's side, rounded up to
     ``multiple`` (what the network's downsampling needs)."""
     biggest = np.max(np.array(shapes), axis=0)
     return tuple(int(math.ceil(min(w, b) / multiple) * multiple) for w, b in zip(wanted, biggest))
 
 
-def load_volumes(manifest: Manifest, spec: PreprocessingSpec, *, progress: bool = True
-                 ) -> tuple[list, list, list, Manifest, list[dict]]:
+def load_volumes(
+    manifest: Manifest, spec: PreprocessingSpec, *, progress: bool = True
+) -> tuple[list, list, list, Manifest, list[dict]]:
     """Read, check and preprocess every image/mask volume of ``manifest``.
 
     Returns:
@@ -200,7 +224,9 @@ def load_volumes(manifest: Manifest, spec: PreprocessingSpec, *, progress: bool 
 
     images, labels, spacings, kept, skipped = [], [], [], [], []
     rows = list(manifest.df.itertuples(index=False))
-    for pos, row in enumerate(track(rows, total=len(rows), description="Reading volumes", disable=not progress)):
+    for pos, row in enumerate(
+        track(rows, total=len(rows), description="Reading volumes", disable=not progress)
+    ):
         try:
             image, mask, spacing = read_volume_case(manifest, row, spec)
         except UnreadableImageError as err:
@@ -227,24 +253,41 @@ def read_volume_case(manifest: Manifest, row, spec: PreprocessingSpec) -> tuple[
 
     image, _, spacing = read_volume(manifest.resolve(row.image))
     if image.shape[0] != spec.channels:
-        raise MedlensError(f"case {row.case_id}: {image.shape[0]} channel(s) but the model takes "
-                           f"{spec.channels}; every volume needs the same channels")
+        raise MedlensError(
+            f"case {row.case_id}: {image.shape[0]} channel(s) but the model takes "
+            f"{spec.channels}; every volume needs the same channels"
+        )
     try:
         mask = read_volume(manifest.resolve(row.mask))[0]
     except UnreadableImageError as err:  # a broken mask file: reported and skipped with its case
-        raise UnreadableImageError(err.path, f"mask of case {row.case_id}: {err.reason}", kind=err.kind) from err
-    return image, check_pair(image, mask, row.case_id, spatial_dims=3, num_classes=len(spec.class_names)), spacing
+        raise UnreadableImageError(
+            err.path, f"mask of case {row.case_id}: {err.reason}", kind=err.kind
+        ) from err
+    return (
+        image,
+        check_pair(image, mask, row.case_id, spatial_dims=3, num_classes=len(spec.class_names)),
+        spacing,
+    )
 
 
 @torch.inference_mode()
-def predict_volume(model: torch.nn.Module, spec: PreprocessingSpec, volume: np.ndarray, spacing,
-                   sw_batch_size: int = SW_BATCH_SIZE, overlap: float = OVERLAP) -> np.ndarray:
+def predict_volume(
+    model: torch.nn.Module,
+    spec: PreprocessingSpec,
+    volume: np.ndarray,
+    spacing,
+    sw_batch_size: int = SW_BATCH_SIZE,
+    overlap: float = OVERLAP,
+) -> np.ndarray:
     """Label map (X, Y, Z) on the input's own grid for a raw channel-first volume (C, X, Y, Z)."""
     from monai.inferers import sliding_window_inference
 
     x = preprocess_volume(volume, spacing, spec)[None]
-    logits = torch.as_tensor(sliding_window_inference(x, spec.patch_size, sw_batch_size, model.eval(),
-                                                      overlap=overlap, mode="gaussian"))
+    logits = torch.as_tensor(
+        sliding_window_inference(
+            x, spec.patch_size, sw_batch_size, model.eval(), overlap=overlap, mode="gaussian"
+        )
+    )
     size = tuple(volume.shape[1:])
     if logits.shape[1] == 2:
         # Binary: argmax is the sign of (foreground - background), and resampling is linear, so only that
@@ -269,17 +312,26 @@ def write_volume_prediction(loaded, path: Path, tmp: Path, final: Path) -> dict[
     volume, affine, spacing = read_any_volume(path)
     if volume.shape[0] != loaded.spec.channels:
         if path.is_dir() and volume.shape[0] > loaded.spec.channels:
-            raise MedlensError(f"{path}: the series holds {volume.shape[0]} volumes of the same slices (time "
-                               f"points or repeats), but model {loaded.name} takes {loaded.spec.channels} "
-                               "channel(s); predict on a folder that holds one of them")
-        raise MedlensError(f"{path}: {volume.shape[0]} channel(s), but model {loaded.name} was trained on "
-                           f"{loaded.spec.channels}")
+            raise MedlensError(
+                f"{path}: the series holds {volume.shape[0]} volumes of the same slices (time "
+                f"points or repeats), but model {loaded.name} takes {loaded.spec.channels} "
+                "channel(s); predict on a folder that holds one of them"
+            )
+        raise MedlensError(
+            f"{path}: {volume.shape[0]} channel(s), but model {loaded.name} was trained on "
+            f"{loaded.spec.channels}"
+        )
     mask = predict_volume(loaded.model, loaded.spec, volume, spacing)
     stem = path.name.split(".")[0] or "volume"
     write_nifti(mask, affine, tmp / f"{stem}_mask.nii.gz")
     k = int(np.argmax(mask.reshape(-1, mask.shape[-1]).sum(0))) if mask.any() else mask.shape[-1] // 2
     plane = volume[min(1, volume.shape[0] - 1), :, :, k] if volume.shape[0] == 3 else volume[0, :, :, k]
     Image.fromarray(overlay_rgb(plane, mask[:, :, k])).save(tmp / f"{stem}_overlay.png")
-    return {"path": str(path), "mask": str(final / f"{stem}_mask.nii.gz"),
-            "overlay": str(final / f"{stem}_overlay.png"), "foreground_voxels": int((mask > 0).sum()),
-            "shape": list(mask.shape), "spacing": [float(s) for s in spacing]}
+    return {
+        "path": str(path),
+        "mask": str(final / f"{stem}_mask.nii.gz"),
+        "overlay": str(final / f"{stem}_overlay.png"),
+        "foreground_voxels": int((mask > 0).sum()),
+        "shape": list(mask.shape),
+        "spacing": [float(s) for s in spacing],
+    }

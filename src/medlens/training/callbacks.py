@@ -57,8 +57,12 @@ class RngStateCallback(L.Callback):
         self.sources = {k: v for k, v in (sources or {}).items() if v is not None}
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _np_state(np.random.get_state()),
-                                 "python": _py_state(random.getstate()), "sources": {}}
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": _np_state(np.random.get_state()),
+            "python": _py_state(random.getstate()),
+            "sources": {},
+        }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
         for name, src in self.sources.items():
@@ -105,8 +109,10 @@ def _py_unstate(state: list) -> tuple:
 
 def rng_sources(pl_module, train_loader) -> dict[str, Any]:
     """The random streams of a run besides the global ones: augmentation, shuffling, patch sampling."""
-    sources: dict[str, Any] = {"augment": getattr(pl_module, "_gen", None),
-                               "shuffle": getattr(train_loader, "generator", None)}
+    sources: dict[str, Any] = {
+        "augment": getattr(pl_module, "_gen", None),
+        "shuffle": getattr(train_loader, "generator", None),
+    }
     crop = getattr(getattr(train_loader, "dataset", None), "crop", None)  # 3D patches: a MONAI transform
     for name, obj in (("patches", crop), ("patches.cropper", getattr(crop, "cropper", None))):
         sources[name] = getattr(obj, "R", None)

@@ -1,4 +1,5 @@
-"""Typed training configuration: YAML file + CLI overrides, unknown keys are errors, saved resolved in the run."""
+"""Typed training configuration: YAML file + CLI overrides; unknown keys are errors; saved resolved in the
+run."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "none")
 HEADS = ("linear", "mlp")
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
-#: Lightning's other spellings of the same precisions, accepted and stored as the name on the left of PRECISIONS.
-#: 64 and the "-true" half precisions are not offered: the models and the exported weights are fp32.
+#: Lightning's other spellings of the same precisions, accepted and stored as the name on the left of
+#: PRECISIONS. 64 and the "-true" half precisions are not offered: the models and the exported weights are
+#: fp32.
 PRECISION_ALIASES = {"32-true": "32", "bf16": "bf16-mixed", "16": "16-mixed"}
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 TASKS = ("classification", "segmentation", "detection")
@@ -91,7 +93,9 @@ class TrainConfig:
         if self.image_size is not None and not 8 <= self.image_size <= 1024:
             raise MedlensError(f"--image-size must be between 8 and 1024 pixels, got {self.image_size}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise MedlensError(f"--epochs and --batch-size must be at least 1, got {self.epochs}, {self.batch_size}")
+            raise MedlensError(
+                f"--epochs and --batch-size must be at least 1, got {self.epochs}, {self.batch_size}"
+            )
         if self.lr is not None and not 0 < self.lr < 10:
             raise MedlensError(f"--lr must be positive and below 10, got {self.lr}")
         if not 0 <= self.dropout < 1:
@@ -103,11 +107,15 @@ class TrainConfig:
         """The Trainer options, checked without hardware (see :func:`check_devices` for that)."""
         if self.precision not in PRECISIONS:
             aliases = ", ".join(PRECISION_ALIASES)
-            raise MedlensError(f"--precision must be one of {', '.join(PRECISIONS)} (also {aliases}), got "
-                               f"{self.precision!r}.{did_you_mean(str(self.precision), list(PRECISIONS))}")
+            raise MedlensError(
+                f"--precision must be one of {', '.join(PRECISIONS)} (also {aliases}), got "
+                f"{self.precision!r}.{did_you_mean(str(self.precision), list(PRECISIONS))}"
+            )
         if self.accelerator not in ACCELERATORS:
-            raise MedlensError(f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}."
-                               f"{did_you_mean(self.accelerator, list(ACCELERATORS))}")
+            raise MedlensError(
+                f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}."
+                f"{did_you_mean(self.accelerator, list(ACCELERATORS))}"
+            )
         if self.devices < 1:
             raise MedlensError(f"--devices must be at least 1 (devices per node), got {self.devices}")
         if self.num_nodes < 1:
@@ -115,8 +123,10 @@ class TrainConfig:
         if self.strategy != "auto":
             valid = strategies()
             if self.strategy not in valid:
-                raise MedlensError(f"--strategy must be one of {', '.join(valid)}, got {self.strategy!r}."
-                                   f"{did_you_mean(self.strategy, valid)}")
+                raise MedlensError(
+                    f"--strategy must be one of {', '.join(valid)}, got {self.strategy!r}."
+                    f"{did_you_mean(self.strategy, valid)}"
+                )
 
     def _validate_localisation(self) -> None:
         """Options of the segmentation and detection tasks."""
@@ -127,7 +137,9 @@ class TrainConfig:
         if self.model_args is not None and not isinstance(self.model_args, dict):
             raise MedlensError(f"model_args must be a mapping of option: value, got {self.model_args!r}")
         if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 8):
-            raise MedlensError(f"--patch-size needs 3 sides of at least 8 voxels (X,Y,Z), got {self.patch_size}")
+            raise MedlensError(
+                f"--patch-size needs 3 sides of at least 8 voxels (X,Y,Z), got {self.patch_size}"
+            )
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise MedlensError(f"--spacing needs 3 positive voxel sizes in mm (X,Y,Z), got {self.spacing}")
         if self.intensity is not None:
@@ -149,8 +161,9 @@ class TrainConfig:
         return 0.05 if self.optimizer == "sgd" else 3e-3
 
     def resolved_precision(self) -> str:
-        """"auto": bf16 mixed precision where the hardware does bf16 natively (1.7x faster on AVX512-BF16 CPUs,
-        standard on recent GPUs), else full fp32. Weights and the exported model stay fp32."""
+        """The precision Lightning runs at; "auto" is bf16 mixed precision where the hardware does bf16
+        natively (1.7x faster on AVX512-BF16 CPUs, standard on recent GPUs), else full fp32. Weights and the
+        exported model stay fp32."""
         if self.precision != "auto":
             return self.precision
         import torch
@@ -168,7 +181,9 @@ class TrainConfig:
         unknown = [k for k in d if k not in names]
         if unknown:
             k = unknown[0]
-            raise MedlensError(f"unknown config key {k!r}.{did_you_mean(k, names)} Valid keys: {', '.join(names)}")
+            raise MedlensError(
+                f"unknown config key {k!r}.{did_you_mean(k, names)} Valid keys: {', '.join(names)}"
+            )
         return cls(**d)
 
     @classmethod
@@ -179,8 +194,10 @@ class TrainConfig:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-            raise MedlensError(f"cannot read config {path}: {str(err).strip().splitlines()[0]}; it must be a "
-                               "UTF-8 YAML file of key: value lines") from err
+            raise MedlensError(
+                f"cannot read config {path}: {str(err).strip().splitlines()[0]}; it must be a "
+                "UTF-8 YAML file of key: value lines"
+            ) from err
         if not isinstance(data, dict):
             raise MedlensError(f"config {path} must be a mapping of key: value")
         data.update({k: v for k, v in overrides.items() if v is not None})
@@ -191,7 +208,7 @@ class TrainConfig:
 
 
 def strategies() -> list[str]:
-    """"auto" and the names in Lightning's strategy registry (ddp, ddp_spawn, fsdp, deepspeed, ...)."""
+    """ "auto" and the names in Lightning's strategy registry (ddp, ddp_spawn, fsdp, deepspeed, ...)."""
     from lightning.pytorch.strategies import StrategyRegistry
 
     return ["auto", *sorted(StrategyRegistry.keys())]
@@ -206,31 +223,42 @@ def check_devices(cfg: TrainConfig) -> None:
 
     acc, n_gpu = cfg.accelerator, torch.cuda.device_count() if torch.cuda.is_available() else 0
     if acc in ("gpu", "cuda") and n_gpu == 0:
-        raise MedlensError(f"--accelerator {acc}: no GPU is visible to torch on this machine; "
-                           "use --accelerator cpu or auto")
+        raise MedlensError(
+            f"--accelerator {acc}: no GPU is visible to torch on this machine; use --accelerator cpu or auto"
+        )
     if acc in ("gpu", "cuda", "auto") and n_gpu and cfg.devices > n_gpu:
-        raise MedlensError(f"--devices {cfg.devices}: only {n_gpu} GPU(s) visible to torch on this machine; "
-                           f"use --devices {n_gpu} or fewer")
+        raise MedlensError(
+            f"--devices {cfg.devices}: only {n_gpu} GPU(s) visible to torch on this machine; "
+            f"use --devices {n_gpu} or fewer"
+        )
     if acc == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise MedlensError("--accelerator mps: no Apple MPS device is visible to torch on this machine; "
-                           "use --accelerator cpu or auto")
+        raise MedlensError(
+            "--accelerator mps: no Apple MPS device is visible to torch on this machine; "
+            "use --accelerator cpu or auto"
+        )
     strategy = cfg.strategy
     if acc == "tpu" or strategy in ("xla", "xla_debug", "single_xla", "single_tpu"):
         from lightning.pytorch.accelerators import XLAAccelerator
 
         if not XLAAccelerator.is_available():
             option = f"--accelerator {acc}" if acc == "tpu" else f"--strategy {strategy}"
-            raise MedlensError(f"{option}: no TPU is visible to torch on this machine; use --accelerator cpu "
-                               "or auto (and --strategy auto)")
+            raise MedlensError(
+                f"{option}: no TPU is visible to torch on this machine; use --accelerator cpu "
+                "or auto (and --strategy auto)"
+            )
     if strategy.startswith("deepspeed"):
         import importlib.util
 
         if importlib.util.find_spec("deepspeed") is None:
-            raise MedlensError(f"--strategy {strategy} needs the deepspeed package, which is not installed; "
-                               "use --strategy ddp or auto")
+            raise MedlensError(
+                f"--strategy {strategy} needs the deepspeed package, which is not installed; "
+                "use --strategy ddp or auto"
+            )
     if strategy.startswith("fsdp") and (n_gpu == 0 or acc in ("cpu", "mps", "tpu")):
-        raise MedlensError(f"--strategy {strategy} needs CUDA GPUs (none is in use on this machine); "
-                           "use --strategy ddp or auto")
+        raise MedlensError(
+            f"--strategy {strategy} needs CUDA GPUs (none is in use on this machine); "
+            "use --strategy ddp or auto"
+        )
 
 
 _TYPE_HINTS: dict[str, Any] = {}
@@ -247,8 +275,11 @@ def _check_types(cfg: TrainConfig) -> None:
     for f in fields(cfg):
         hint = _TYPE_HINTS[f.name]
         value = getattr(cfg, f.name)
-        args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is \
-            typing.Union else (hint,)
+        args = (
+            typing.get_args(hint)
+            if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+            else (hint,)
+        )
         optional = type(None) in args
         kind = next(a for a in args if a is not type(None))
         if value is None and optional:
@@ -295,8 +326,13 @@ def _type_words(kind: Any) -> str:
     if origin is list:
         (item,) = typing.get_args(kind) or (Any,)
         return {int: "a list of integers", float: "a list of numbers"}.get(item, "a list")
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            dict: "a mapping of option: value"}.get(origin, str(kind))
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        dict: "a mapping of option: value",
+    }.get(origin, str(kind))
 
 
 def _cpu_has_native_bf16() -> bool:

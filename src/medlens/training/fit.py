@@ -12,10 +12,10 @@ import resource
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from medlens.data.manifest import Manifest
@@ -24,6 +24,11 @@ from medlens.errors import MedlensError
 from medlens.training.config import TrainConfig, check_devices
 from medlens.training.resume import record_or_check
 from medlens.utils.files import atomic_write_text, check_output_path, read_marker, write_json, write_marker
+
+#: ``fix(manifest, progress) -> (fixed manifest, change records)``: the audit's fixer, from the pipeline.
+FixHook = Callable[[Manifest, bool], tuple[Manifest, list[dict]]]
+#: ``finish(run_dir, prepared data, run name, progress)``: what completes a run (the pipeline evaluates it).
+FinishHook = Callable[[Path, Any, str, bool], None]
 
 #: Validation batch size (at least the training batch size): whole images are cheap to classify, 2D masks
 #: cost activations at full resolution, and 3D validation runs one whole volume at a time.
@@ -40,9 +45,22 @@ def model_options(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if v is not None}
 
 
-def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfig | None = None, *,
-          overwrite: bool = False, resume: bool = False, progress: bool = True, **overrides: Any) -> Path:
+def train(
+    source: Manifest | str | Path,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    fix: FixHook | None = None,
+    finish: FinishHook | None = None,
+    **overrides: Any,
+) -> Path:
     """Train a model for ``config.task`` on ``source`` and write a complete run directory at ``out_dir``.
+
+    Training knows nothing of auditing or evaluation: :func:`medlens.pipeline.steps.train` (the public
+    ``medlens.train``) passes them in as the ``fix`` and ``finish`` hooks.
 
     Args:
         source: a Manifest, a manifest CSV, class folders, an npz file, image/mask pairs, NIfTI volumes, a
@@ -52,18 +70,29 @@ def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfi
         overwrite: replace an existing run directory.
         resume: continue an interrupted run from ``<out_dir>.partial/checkpoints/last.ckpt``.
         progress: show progress bars.
+        fix: ``fix(manifest, progress) -> (manifest, changes)``, run after the validation split is carved when
+            ``config.audit_fix`` is on (the pipeline passes the audit's duplicate fixer).
+        finish: ``finish(run_dir, data, run_name, progress)``, run on the complete ``.partial`` folder before
+            it is renamed (the pipeline evaluates and writes summary.json and report.html there).
 
     Returns:
-        The run directory (with model.pt, config.yaml, manifest.csv, history.csv, summary.json, report.html).
+        The run directory (model.pt, config.yaml, manifest.csv, history.csv, train.json, and what ``finish``
+        wrote).
     """
     from medlens.models.registry import get_model_info
 
     cfg = (config or TrainConfig()).replace(**{k: v for k, v in overrides.items() if v is not None})
+    if cfg.audit_fix and fix is None:
+        raise MedlensError(
+            "audit_fix needs the audit's fixer: call medlens.train (the pipeline), not the bare training step"
+        )
     check_devices(cfg)  # --accelerator gpu without a GPU etc.: before any folder exists
     info = get_model_info(cfg.model)  # unknown model: fail before any work
     if info.task != cfg.task:
-        raise MedlensError(f"model {cfg.model!r} is a {info.task} model and cannot be trained for {cfg.task}; "
-                           f"pick one from `medlens models` with task {cfg.task}")
+        raise MedlensError(
+            f"model {cfg.model!r} is a {info.task} model and cannot be trained for {cfg.task}; "
+            f"pick one from `medlens models` with task {cfg.task}"
+        )
     out_dir = Path(out_dir)
     # a file, a source, or (with --overwrite) a folder medlens did not write: refused before any work
     check_output_path(out_dir, sources=[source], overwrite=overwrite, what="run directory")
@@ -81,13 +110,12 @@ def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfi
     record_or_check(partial, cfg, info, resume=resume, run=out_dir)  # a resumed run must keep its options
     started = False
     try:
-        data, spec, audit_changes = _prepare(source, cfg, info, progress)
+        data, spec, audit_changes = _prepare(source, cfg, info, progress, fix)
         started = True
         stats = _fit(data, spec, cfg, partial, resume=resume, progress=progress)
         _write_run_files(partial, data, spec, cfg, stats, audit_changes)
-        from medlens.evaluation.evaluate import evaluate
-
-        evaluate(partial, out=partial, progress=progress, run_name=str(out_dir), prepared=data)
+        if finish is not None:
+            finish(partial, data, str(out_dir), progress)
     except BaseException:
         if not started:  # bad input: nothing worth keeping
             shutil.rmtree(partial, ignore_errors=True)
@@ -98,53 +126,68 @@ def train(source: Manifest | str | Path, out_dir: str | Path, config: TrainConfi
     return out_dir
 
 
-def _prepare(source, cfg: TrainConfig, info, progress: bool):
+def _prepare(source, cfg: TrainConfig, info, progress: bool, fix: FixHook | None):
     """Read and decode the data under the run's decoded-size limit per file (``max_image_mb``)."""
     from medlens.io.guard import image_limit
 
     with image_limit(cfg.max_image_mb):
-        return _prepare_data(source, cfg, info, progress)
+        return _prepare_data(source, cfg, info, progress, fix)
 
 
-def _prepare_data(source, cfg: TrainConfig, info, progress: bool):
+def _prepare_data(source, cfg: TrainConfig, info, progress: bool, fix: FixHook | None):
     if cfg.task != "classification":
         from medlens.training.localise import prepare_detection, prepare_segmentation
 
         prepare = prepare_segmentation if cfg.task == "segmentation" else prepare_detection
-        (data, spec), changes = prepare(source, cfg, info, progress)
+        (data, spec), changes = prepare(source, cfg, info, progress, fix)
         return data, spec, changes
+    from medlens.data.prepared import (
+        channel_stats,
+        check_labels,
+        check_readable_classes,
+        prepare,
+        resolve_source,
+    )
     from medlens.data.splits import carve_validation, stratified_subset
-    from medlens.training.data import (channel_stats, check_labels, check_readable_classes, prepare,
-                                    resolve_source)
 
     manifest = resolve_source(source)
     check_labels(manifest)
     manifest = carve_validation(manifest, cfg.val_fraction, seed=cfg.seed)
     audit_changes: list[dict] = []
-    if cfg.audit_fix:  # after carving, so duplicates that straddle train/val are moved into one split
-        from medlens.auditing.fix import fix_manifest
-
-        manifest, audit_changes, _ = fix_manifest(manifest, progress=progress)
+    if (
+        cfg.audit_fix and fix is not None
+    ):  # after carving: duplicates straddling train/val move into one split
+        manifest, audit_changes = fix(manifest, progress)
     if cfg.fraction < 1:
         manifest = stratified_subset(manifest, cfg.fraction, seed=cfg.seed)
     classes = check_labels(manifest.subset("train"))
     size = cfg.image_size or info.default_size
     channels = cfg.channels or info.channels or 1
     if info.channels and channels != info.channels:
-        raise MedlensError(f"model {cfg.model} needs {info.channels}-channel input, got --channels {channels}")
+        raise MedlensError(
+            f"model {cfg.model} needs {info.channels}-channel input, got --channels {channels}"
+        )
     data = prepare(manifest, classes, size, channels, workers=cfg.workers, progress=progress)
     check_readable_classes(data)
     if len(data.indices("train")) == 0 or len(data.indices("val")) == 0:
-        raise MedlensError("training needs readable images in both the train and val splits; "
-                           f"got {len(data.indices('train'))} train and {len(data.indices('val'))} val")
+        raise MedlensError(
+            "training needs readable images in both the train and val splits; "
+            f"got {len(data.indices('train'))} train and {len(data.indices('val'))} val"
+        )
     if info.mean is not None:
         mean, std = info.mean, info.std
     else:
         mean, std = channel_stats(data.images[data.indices("train")])
     if cfg.intensity == "volume":
         raise MedlensError("--intensity volume applies to 3D segmentation; for images use image or dataset")
-    spec = PreprocessingSpec(image_size=size, channels=channels, mean=tuple(mean), std=tuple(std),
-                             class_names=tuple(classes), intensity=cfg.intensity or "dataset")
+    spec = PreprocessingSpec(
+        image_size=size,
+        channels=channels,
+        mean=tuple(mean),
+        std=tuple(std),
+        class_names=tuple(classes),
+        intensity=cfg.intensity or "dataset",
+    )
     return data, spec, audit_changes
 
 
@@ -159,42 +202,79 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation noise
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # in-memory tensors need none
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen backbones, on purpose
+    warnings.filterwarnings(
+        "ignore", message=".*module\\(s\\) in eval mode.*"
+    )  # frozen backbones, on purpose
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # --resume continues there
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = create_model(cfg.model, num_classes=spec.num_outputs, in_channels=spec.channels,
-                         spatial_dims=spec.spatial_dims, image_size=spec.image_size, **model_options(cfg))
+    model = create_model(
+        cfg.model,
+        num_classes=spec.num_outputs,
+        in_channels=spec.channels,
+        spatial_dims=spec.spatial_dims,
+        image_size=spec.image_size,
+        **model_options(cfg),
+    )
     lit = LitModel(model, make_task(cfg, data, spec), spec, cfg)
     monitor = cfg.resolved_monitor
-    ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor, mode="max",
-                           save_top_k=1, save_last=True)
+    ckpt = ModelCheckpoint(
+        dirpath=run / "checkpoints",
+        filename="best",
+        monitor=monitor,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+    )
     history = HistoryCallback()
     train_loader = data.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed)
     # history rows and every random stream go into each checkpoint, so --resume continues bit-identically
-    callbacks = [ckpt, history, RngStateCallback(rng_sources(lit, train_loader)),
-                 EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience)]
-    trainer = L.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
-                        num_nodes=cfg.num_nodes, strategy=cfg.strategy, logger=False, callbacks=callbacks,
-                        enable_progress_bar=progress, enable_model_summary=False, deterministic=True,
-                        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
-                        default_root_dir=run, num_sanity_val_steps=0, precision=cfg.resolved_precision())
+    callbacks = [
+        ckpt,
+        history,
+        RngStateCallback(rng_sources(lit, train_loader)),
+        EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience),
+    ]
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        logger=False,
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        deterministic=True,
+        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+        default_root_dir=run,
+        num_sanity_val_steps=0,
+        precision=cfg.resolved_precision(),
+    )
     t0 = time.perf_counter()
-    trainer.fit(lit, train_loader,
-                data.loader("val", max(cfg.batch_size, VAL_BATCH[cfg.task]), shuffle=False),
-                ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
+    trainer.fit(
+        lit,
+        train_loader,
+        data.loader("val", max(cfg.batch_size, VAL_BATCH[cfg.task]), shuffle=False),
+        ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None,
+    )
     wall = time.perf_counter() - t0
     best = ckpt.best_model_path or str(run / "checkpoints" / "last.ckpt")
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     lit.load_state_dict(state)
     n_seen = history.train_images(len(data.indices("train")))
-    return {"model": lit.model, "history": history.rows,
-            "train_seconds": round(wall, 2), "epochs_run": len(history.rows),
-            "images_per_second": round(n_seen / wall, 1) if wall else None,
-            "best_checkpoint": Path(best).name, "best_score": _best(history.rows, monitor),
-            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            **({"resumed_after_epoch": history.restored} if resume else {})}
+    return {
+        "model": lit.model,
+        "history": history.rows,
+        "train_seconds": round(wall, 2),
+        "epochs_run": len(history.rows),
+        "images_per_second": round(n_seen / wall, 1) if wall else None,
+        "best_checkpoint": Path(best).name,
+        "best_score": _best(history.rows, monitor),
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **({"resumed_after_epoch": history.restored} if resume else {}),
+    }
 
 
 def make_task(cfg: TrainConfig, data, spec: PreprocessingSpec):
@@ -222,14 +302,21 @@ def _best(rows: list[dict], monitor: str) -> float | None:
     return max(values) if values else None
 
 
-def _write_run_files(run: Path, data, spec: PreprocessingSpec, cfg: TrainConfig, stats: dict,
-                     audit_changes: list[dict]) -> None:
+def _write_run_files(
+    run: Path, data, spec: PreprocessingSpec, cfg: TrainConfig, stats: dict, audit_changes: list[dict]
+) -> None:
     import yaml
 
-    from medlens.training.checkpoint import MODEL_FILE, save_model
+    from medlens.models.checkpoint import MODEL_FILE, save_model
 
-    save_model(run / MODEL_FILE, stats.pop("model"), name=cfg.model, options=model_options(cfg), spec=spec,
-               meta={"train_seconds": stats["train_seconds"], "epochs_run": stats["epochs_run"]})
+    save_model(
+        run / MODEL_FILE,
+        stats.pop("model"),
+        name=cfg.model,
+        options=model_options(cfg),
+        spec=spec,
+        meta={"train_seconds": stats["train_seconds"], "epochs_run": stats["epochs_run"]},
+    )
     atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     data.manifest.save(run / "manifest.csv")
     pd.DataFrame(stats.pop("history")).to_csv(run / "history.csv", index=False)
@@ -237,9 +324,17 @@ def _write_run_files(run: Path, data, spec: PreprocessingSpec, cfg: TrainConfig,
     if data.manifest.has_labels:
         table = data.manifest.df.groupby(["split", "label"]).size().unstack(fill_value=0)
         counts = {s: {c: int(v) for c, v in row.items()} for s, row in table.iterrows()}
-    write_json(run / "train.json", {
-        **stats, "task": cfg.task, "spec": spec.to_dict(), "skipped": data.skipped,
-        "read_notes": getattr(data, "notes", []), "audit_fix": audit_changes,
-        "class_counts": counts, "n_images": {s: int(len(data.indices(s))) for s in ("train", "val", "test")},
-        **getattr(data, "info", {}),
-    })
+    write_json(
+        run / "train.json",
+        {
+            **stats,
+            "task": cfg.task,
+            "spec": spec.to_dict(),
+            "skipped": data.skipped,
+            "read_notes": getattr(data, "notes", []),
+            "audit_fix": audit_changes,
+            "class_counts": counts,
+            "n_images": {s: len(data.indices(s)) for s in ("train", "val", "test")},
+            **getattr(data, "info", {}),
+        },
+    )

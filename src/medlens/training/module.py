@@ -5,9 +5,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from medlens.data.augment import AugmentSpec
 from medlens.data.spec import PreprocessingSpec
 from medlens.tasks.base import normalize  # noqa: F401  (re-exported: predict and older callers use it)
-from medlens.training.augment import AugmentSpec
 from medlens.training.config import TrainConfig
 
 
@@ -52,16 +52,22 @@ class LitModel(L.LightningModule):
         cfg = self.config
         params = [p for p in self.model.parameters() if p.requires_grad]
         if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=cfg.resolved_lr, momentum=cfg.momentum,
-                                  weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+            opt = torch.optim.SGD(
+                params,
+                lr=cfg.resolved_lr,
+                momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
+                nesterov=cfg.momentum > 0,
+            )
         else:
             opt = torch.optim.AdamW(params, lr=cfg.resolved_lr, weight_decay=cfg.weight_decay)
         if cfg.scheduler == "none":
             return opt
         total = max(1, self.trainer.estimated_stepping_batches)
         if cfg.scheduler == "onecycle" and total >= 20:  # one-cycle needs a few steps per phase
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.resolved_lr, total_steps=total,
-                                                        pct_start=0.25)
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=cfg.resolved_lr, total_steps=total, pct_start=0.25
+            )
         else:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

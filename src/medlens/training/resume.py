@@ -43,8 +43,9 @@ def record_or_check(partial: Path, cfg, info, *, resume: bool, run: Path | str) 
 
 
 def save_resume_config(partial: Path, cfg) -> Path:
-    return atomic_write_text(Path(partial) / RESUME_FILE,
-                             json.dumps({"config": _plain(cfg.to_dict())}, indent=2) + "\n")
+    return atomic_write_text(
+        Path(partial) / RESUME_FILE, json.dumps({"config": _plain(cfg.to_dict())}, indent=2) + "\n"
+    )
 
 
 def check_resume(partial: Path, cfg, info, *, run: Path | str) -> None:
@@ -55,20 +56,28 @@ def check_resume(partial: Path, cfg, info, *, run: Path | str) -> None:
     try:
         stored = json.loads(path.read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise MedlensError(f"cannot resume {run}: {path} is unreadable ({err}); "
-                           "start a new run (-o)") from err
+        raise MedlensError(
+            f"cannot resume {run}: {path} is unreadable ({err}); start a new run (-o)"
+        ) from err
     given = _plain(cfg.to_dict())
     old, new = _effective(stored, _model_info(stored.get("model"), info, cfg.model)), _effective(given, info)
-    diffs = [f"{k} {_show(old[k])}, not {_show(new[k])}"  # fields a newer medlens added are not in ``old``
-             for k in new if k in old and k not in MAY_CHANGE and old[k] != new[k]]
+    diffs = [
+        f"{k} {_show(old[k])}, not {_show(new[k])}"  # fields a newer medlens added are not in ``old``
+        for k in new
+        if k in old and k not in MAY_CHANGE and old[k] != new[k]
+    ]
     if diffs:
-        raise MedlensError(f"cannot resume {run}: it was started with {', and '.join(diffs)}; "
-                           "resume with the same options or start a new run (-o)")
+        raise MedlensError(
+            f"cannot resume {run}: it was started with {', and '.join(diffs)}; "
+            "resume with the same options or start a new run (-o)"
+        )
     planned = stored.get("epochs")
     if isinstance(planned, int) and cfg.epochs > planned and _one_cycle(Path(partial)):
-        raise MedlensError(f"cannot resume {run} with --epochs {cfg.epochs}: its one-cycle learning-rate "
-                           f"schedule was planned for {planned} epochs; resume with --epochs {planned} or "
-                           "fewer, or start a new run (-o)")
+        raise MedlensError(
+            f"cannot resume {run} with --epochs {cfg.epochs}: its one-cycle learning-rate "
+            f"schedule was planned for {planned} epochs; resume with --epochs {planned} or "
+            "fewer, or start a new run (-o)"
+        )
 
 
 def _effective(values: dict[str, Any], info) -> dict[str, Any]:
@@ -98,11 +107,13 @@ def _one_cycle(partial: Path) -> bool:
     import torch
 
     try:
-        ckpt = torch.load(partial / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True,
-                          mmap=True)
+        ckpt = torch.load(
+            partial / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True
+        )
     except Exception as err:  # truncated or foreign file
-        raise MedlensError(f"cannot resume from {partial}/checkpoints/last.ckpt: {err}; "
-                           "start a new run (-o)") from err
+        raise MedlensError(
+            f"cannot resume from {partial}/checkpoints/last.ckpt: {err}; start a new run (-o)"
+        ) from err
     return any(isinstance(s, dict) and "total_steps" in s for s in ckpt.get("lr_schedulers") or [])
 
 

@@ -7,8 +7,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # mkstemp creates files readable by the owner only; give written files the usual mode (0o666 minus umask).
 # The umask is read once here because reading it means setting it, which is not thread-safe later.
@@ -50,7 +51,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Atomically write ``obj`` as indented JSON (NaN written as null)."""
-    return atomic_write_text(path, json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+    return atomic_write_text(
+        path, json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    )
 
 
 def _clean(obj: Any) -> Any:
@@ -83,7 +86,9 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     if final.exists() and not overwrite:
         from medlens.errors import MedlensError
 
-        raise MedlensError(f"output directory {final} already exists; choose another name or pass --overwrite")
+        raise MedlensError(
+            f"output directory {final} already exists; choose another name or pass --overwrite"
+        )
     if final.exists() and not final.is_dir():  # checked before the temporary folder exists: no litter
         from medlens.errors import MedlensError
 
@@ -113,8 +118,14 @@ def write_marker(folder: str | Path, kind: str) -> Path:
 
     from medlens import __version__
 
-    return write_json(Path(folder) / MARKER, {"kind": kind, "created": datetime.now(timezone.utc).isoformat(
-        timespec="seconds"), "medlens": __version__})
+    return write_json(
+        Path(folder) / MARKER,
+        {
+            "kind": kind,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "medlens": __version__,
+        },
+    )
 
 
 def read_marker(folder: str | Path) -> dict | None:
@@ -172,9 +183,9 @@ def _resolved(path: str | Path) -> Path:
 def _source_paths(source: Any) -> list[tuple[Path, bool]]:
     """(resolved path, is-a-folder-source) pairs that an output must not be, contain or (for folders) lie in.
 
-    A folder source is itself; a file source (CSV, manifest, npz, dataset.json) is the file plus the folder its
-    images live in (the common folder of a CSV's image/mask paths, read cheaply); a Manifest is its root and
-    source file.
+    A folder source is itself; a file source (CSV, manifest, npz, dataset.json) is the file plus the folder
+    its images live in (the common folder of a CSV's image/mask paths, read cheaply); a Manifest is its root
+    and source file.
     """
     if source is None:
         return []
@@ -201,8 +212,12 @@ def _common_folder(df: Any, root: Path, csv: Path | None = None) -> Path | None:
         if df is None:
             import pandas as pd
 
-            df = pd.read_csv(csv, dtype=str, keep_default_na=False,
-                             usecols=lambda c: c in ("image", "mask", "path", "filepath"))
+            df = pd.read_csv(
+                csv,
+                dtype=str,
+                keep_default_na=False,
+                usecols=lambda c: c in ("image", "mask", "path", "filepath"),
+            )
         folders = set()
         for column in df.columns:
             if column in ("image", "mask", "path", "filepath"):
@@ -210,7 +225,7 @@ def _common_folder(df: Any, root: Path, csv: Path | None = None) -> Path | None:
         if not folders:
             return None
         return _resolved(os.path.commonpath([str(_resolved(f)) for f in folders]))
-    except Exception:  # noqa: BLE001 - a hint only: the command itself reports an unreadable source
+    except Exception:
         return None
 
 
@@ -218,8 +233,15 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_output_path(out: str | Path, *, sources: Any = (), overwrite: bool | None = None, kind: str = "folder",
-                      option: str = "-o", what: str = "output folder") -> Path:
+def check_output_path(
+    out: str | Path,
+    *,
+    sources: Any = (),
+    overwrite: bool | None = None,
+    kind: str = "folder",
+    option: str = "-o",
+    what: str = "output folder",
+) -> Path:
     """Stop with one line before any work when ``out`` cannot be written safely; return it resolved.
 
     Args:
@@ -245,31 +267,41 @@ def check_output_path(out: str | Path, *, sources: Any = (), overwrite: bool | N
     if kind == "folder" and out.exists() and not out.is_dir():
         raise MedlensError(f"{label} is a file, not a folder; give a folder path for the {what}")
     if kind == "file" and out.is_dir():
-        raise MedlensError(f"{label} is a folder; give a file path for the {what}, e.g. {out / 'manifest.csv'}"
-                           if what == "manifest CSV" else f"{label} is a folder; give a file path for the {what}")
+        raise MedlensError(
+            f"{label} is a folder; give a file path for the {what}, e.g. {out / 'manifest.csv'}"
+            if what == "manifest CSV"
+            else f"{label} is a folder; give a file path for the {what}"
+        )
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise MedlensError(f"{label}: {parent} is a file, not a folder; choose another {option}")
             break
     target = _resolved(out)
-    for src, is_folder in (p for s in (sources if isinstance(sources, (list, tuple)) else [sources])
-                           for p in _source_paths(s)):
+    for src, is_folder in (
+        p for s in (sources if isinstance(sources, (list, tuple)) else [sources]) for p in _source_paths(s)
+    ):
         if target == src:
-            raise MedlensError(f"{label} is the source {src}; writing there would destroy the input. "
-                               f"Choose another {option}")
-        if kind == "folder" and src in target.parents:
-            if is_folder:
-                raise MedlensError(f"{label} lies inside the source folder {src}; the next scan of that folder "
-                                   f"would read medlens's outputs as data. Choose an {option} outside it")
+            raise MedlensError(
+                f"{label} is the source {src}; writing there would destroy the input. Choose another {option}"
+            )
+        if kind == "folder" and src in target.parents and is_folder:
+            raise MedlensError(
+                f"{label} lies inside the source folder {src}; the next scan of that folder "
+                f"would read medlens's outputs as data. Choose an {option} outside it"
+            )
         if kind == "folder" and target in src.parents:
-            raise MedlensError(f"{label} contains the source {src}; writing there would destroy the input. "
-                               f"Choose another {option}")
+            raise MedlensError(
+                f"{label} contains the source {src}; writing there would destroy the input. "
+                f"Choose another {option}"
+            )
     if overwrite is None or not out.exists():
         return target
     if not overwrite:
         raise MedlensError(f"{what} {out} already exists; choose another {option} or pass --overwrite")
     if not (is_medlens_output(out) or _is_empty_dir(out)):
-        raise MedlensError(f"{out} exists and was not written by medlens; refusing to replace it — choose "
-                           f"another {option} or remove it yourself")
+        raise MedlensError(
+            f"{out} exists and was not written by medlens; refusing to replace it — choose "
+            f"another {option} or remove it yourself"
+        )
     return target

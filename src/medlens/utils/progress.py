@@ -8,8 +8,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def track(items: Iterable[T], *, total: int | None = None, description: str = "Working",
-          disable: bool = False) -> Iterator[T]:
+def track(
+    items: Iterable[T], *, total: int | None = None, description: str = "Working", disable: bool = False
+) -> Iterator[T]:
     """Yield ``items`` while showing a rich progress bar on stderr."""
     if disable:
         yield from items

@@ -12,7 +12,7 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def staged_outputs(out_dir: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out_dir``; its files move into ``out_dir`` only if the block succeeds.
+    """Yield a temporary folder beside ``out_dir``; its files move into ``out_dir`` if the block succeeds.
 
     Unlike :func:`medlens.utils.files.atomic_dir` the destination may already hold other files (earlier
     predictions); files of the same name are replaced.

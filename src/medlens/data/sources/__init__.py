@@ -14,9 +14,10 @@ registered under a name with :func:`register_source`. ``ingest`` asks the adapte
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError, did_you_mean
@@ -85,8 +86,9 @@ def get_source(name: str) -> SourceInfo:
     """
     if name not in _SOURCES:
         names = [s.name for s in list_sources()]
-        raise MedlensError(f"unknown source kind {name!r}.{did_you_mean(name, names)} Known kinds: "
-                           f"{', '.join(names)}")
+        raise MedlensError(
+            f"unknown source kind {name!r}.{did_you_mean(name, names)} Known kinds: {', '.join(names)}"
+        )
     return _SOURCES[name]
 
 

@@ -45,7 +45,9 @@ class BoxesCsv:
             bad = values.isna() & (df[column].str.strip() != "")
             if bad.any():
                 row = df.loc[bad].iloc[0]
-                raise MedlensError(f"{path}: box value {column}={row[column]!r} of image {row['image']} is not a "
-                                   "number; boxes are x0,y0,x1,y1 in pixels")
+                raise MedlensError(
+                    f"{path}: box value {column}={row[column]!r} of image {row['image']} is not a "
+                    "number; boxes are x0,y0,x1,y1 in pixels"
+                )
             df[column] = values
         return Manifest(df, root, source=f"boxes CSV: {path} ({len(df)} images)")

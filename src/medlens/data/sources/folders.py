@@ -7,8 +7,9 @@ DICOM preamble), so a folder of thousands of images ingests in well under a seco
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -19,15 +20,24 @@ from medlens.errors import MedlensError
 from medlens.io.images import DICOM_SUFFIXES, RASTER_SUFFIXES, is_image_file
 
 #: Folder names (case-insensitive) that mean a split rather than a class.
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "test": "test", "testing": "test"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 SKIP_FOLDERS = {"__macosx"}  # zip-archive litter from macOS
 
 
 def no_images_hint(path: Path) -> str:
     """What to do when ``path`` holds no images (shared by the messages of several adapters)."""
-    return (f"put one folder per class with the images inside ({path}/<class>/<image>), or pass a CSV with "
-            "image,label columns or a MedMNIST .npz")
+    return (
+        f"put one folder per class with the images inside ({path}/<class>/<image>), or pass a CSV with "
+        "image,label columns or a MedMNIST .npz"
+    )
 
 
 def list_images(root: Path) -> list[str]:
@@ -40,8 +50,9 @@ def list_images(root: Path) -> list[str]:
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".") and d.lower() not in SKIP_FOLDERS),
-                             key=natural_key)
+        dirnames[:] = sorted(
+            (d for d in dirnames if not d.startswith(".") and d.lower() not in SKIP_FOLDERS), key=natural_key
+        )
         rel = os.path.relpath(dirpath, root)
         for name in sorted(filenames, key=natural_key):
             if name.startswith(".") or not is_image_file(os.path.join(dirpath, name)):
@@ -70,9 +81,11 @@ def layout(root: Path, rels: list[str]) -> tuple[list[str], list[str | None], bo
     split_tops = {t for t in tops if t.lower() in SPLIT_FOLDERS}
     if split_tops and split_tops != tops:
         others = sorted(tops - split_tops, key=natural_key)
-        raise MedlensError(f"{root} mixes split folders ({', '.join(sorted(split_tops))}) with other folders "
-                           f"({', '.join(others[:3])}); put every class folder inside a split folder, or "
-                           "remove the split level")
+        raise MedlensError(
+            f"{root} mixes split folders ({', '.join(sorted(split_tops))}) with other folders "
+            f"({', '.join(others[:3])}); put every class folder inside a split folder, or "
+            "remove the split level"
+        )
     splits, labels = [], []
     for p in parts:
         if split_tops and len(p) > 1:
@@ -105,12 +118,16 @@ class ImageFolder:
         root = path.resolve()
         rels = list_images(root)
         if not rels:
-            raise MedlensError(f"no images found in {path}; {no_images_hint(path)}"
-                               f"{_what_is_there(root)}")
+            raise MedlensError(f"no images found in {path}; {no_images_hint(path)}{_what_is_there(root)}")
         splits, labels, has_split = layout(root, rels)
         keep = [i for i, label in enumerate(labels) if label is not None] or list(range(len(rels)))
-        df = pd.DataFrame({"case_id": [case_id_of(rels[i]) for i in keep], "split": [splits[i] for i in keep],
-                           "image": [rels[i] for i in keep]})
+        df = pd.DataFrame(
+            {
+                "case_id": [case_id_of(rels[i]) for i in keep],
+                "split": [splits[i] for i in keep],
+                "image": [rels[i] for i in keep],
+            }
+        )
         df["patient_id"] = df["case_id"]
         if labels[keep[0]] is not None:
             df["label"] = [labels[i] for i in keep]
@@ -138,5 +155,7 @@ def _what_is_there(root: Path) -> str:
     if not files:
         return " (the folder is empty)"
     suffixes = sorted({f.suffix.lower() or "(none)" for f in files})[:5]
-    return (f" (it holds {len(files)} files, none of them images: {', '.join(suffixes)}; images are "
-            f"{', '.join(sorted(RASTER_SUFFIXES | DICOM_SUFFIXES))} or DICOM)")
+    return (
+        f" (it holds {len(files)} files, none of them images: {', '.join(suffixes)}; images are "
+        f"{', '.join(sorted(RASTER_SUFFIXES | DICOM_SUFFIXES))} or DICOM)"
+    )

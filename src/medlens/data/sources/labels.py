@@ -43,10 +43,14 @@ def name_labels(labels: Iterable[object], names: Sequence[str], where: str) -> l
         try:
             index = int(text)
         except ValueError:
-            raise MedlensError(f"label_names maps integer labels to names, but {where} has the label "
-                               f"{text!r}; leave label_names out for labels that are already names") from None
+            raise MedlensError(
+                f"label_names maps integer labels to names, but {where} has the label "
+                f"{text!r}; leave label_names out for labels that are already names"
+            ) from None
         if not 0 <= index < len(names):
-            raise MedlensError(f"label {index} in {where} has no name: label_names gives {len(names)} names "
-                               f"{names}; give one name per label value, in order from 0")
+            raise MedlensError(
+                f"label {index} in {where} has no name: label_names gives {len(names)} names "
+                f"{names}; give one name per label value, in order from 0"
+            )
         out.append(names[index])
     return out

@@ -6,17 +6,20 @@ folders, and a pairs CSV for an image,label CSV.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from medlens.data.manifest import Manifest
 from medlens.data.sources import register_source
 
 _PRIORITY = {"msd": 10, "nifti_folders": 20, "kaggle_3m": 30, "pairs_csv": 40}
-_DESCRIPTION = {"kaggle_3m": "image/mask slice pairs <root>/<patient>/<patient>_<n>[_mask].tif",
-                "pairs_csv": "a CSV with image,mask columns",
-                "nifti_folders": "NIfTI imagesTr/labelsTr (or images/labels) folders",
-                "msd": "a Medical Segmentation Decathlon dataset.json"}
+_DESCRIPTION = {
+    "kaggle_3m": "image/mask slice pairs <root>/<patient>/<patient>_<n>[_mask].tif",
+    "pairs_csv": "a CSV with image,mask columns",
+    "nifti_folders": "NIfTI imagesTr/labelsTr (or images/labels) folders",
+    "msd": "a Medical Segmentation Decathlon dataset.json",
+}
 
 
 def _adapter(detect: Callable[[Path], bool], load: Callable[..., Manifest]) -> type:
@@ -37,7 +40,8 @@ def _register() -> None:
         return
     for name, (detect, load) in SOURCES.items():
         register_source(name, priority=_PRIORITY.get(name, 50), description=_DESCRIPTION.get(name, ""))(
-            _adapter(detect, load))
+            _adapter(detect, load)
+        )
 
 
 _register()

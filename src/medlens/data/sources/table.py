@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -16,8 +17,17 @@ from medlens.io.guard import read_table
 
 RESERVED = set(REQUIRED) | {"label"}
 #: Column names people use for image paths, suggested when ``image`` is missing.
-PATH_LIKE = ("path", "filepath", "file_path", "filename", "file_name", "file", "image_path", "img",
-             "img_path")
+PATH_LIKE = (
+    "path",
+    "filepath",
+    "file_path",
+    "filename",
+    "file_name",
+    "file",
+    "image_path",
+    "img",
+    "img_path",
+)
 
 
 @register_source("csv", priority=500, description="a CSV with image,label[,patient_id,split,...] columns")
@@ -55,15 +65,18 @@ def _read(path: Path) -> pd.DataFrame:
     df.columns = [c.strip().lower() if c.strip().lower() in RESERVED else c.strip() for c in df.columns]
     if "image" not in df.columns:
         hint = next((f"; rename column {c!r} to 'image'" for c in df.columns if c.lower() in PATH_LIKE), "")
-        raise MedlensError(f"CSV {path} has no 'image' column (columns: {', '.join(df.columns)}){hint}; "
-                           "an image CSV needs image,label columns with one image path per row")
+        raise MedlensError(
+            f"CSV {path} has no 'image' column (columns: {', '.join(df.columns)}){hint}; "
+            "an image CSV needs image,label columns with one image path per row"
+        )
     df["image"] = df["image"].str.strip()
     if df.empty:
         raise MedlensError(f"CSV {path} has a header but no rows; add one row per image")
     blank = df.index[df["image"] == ""]
     if len(blank):
-        raise MedlensError(f"CSV {path}: line {blank[0] + 2} has an empty image path; fill it in or delete "
-                           "the row")
+        raise MedlensError(
+            f"CSV {path}: line {blank[0] + 2} has an empty image path; fill it in or delete the row"
+        )
     return df
 
 
@@ -75,5 +88,7 @@ def _check_files_exist(images: pd.Series, root: Path, path: Path) -> None:
     for cell in images:
         if exists(cell):
             return
-    raise MedlensError(f"none of the {len(images)} images listed in {path} exists (first: {images.iloc[0]}); "
-                       f"relative image paths are read from the CSV's folder {root}")
+    raise MedlensError(
+        f"none of the {len(images)} images listed in {path} exists (first: {images.iloc[0]}); "
+        f"relative image paths are read from the CSV's folder {root}"
+    )

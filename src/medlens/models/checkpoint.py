@@ -32,11 +32,23 @@ class LoadedModel:
     meta: dict[str, Any]
 
 
-def save_model(path: str | Path, model: torch.nn.Module, *, name: str, options: dict[str, Any],
-               spec: PreprocessingSpec, meta: dict[str, Any] | None = None) -> Path:
-    payload = {"format": FORMAT, "model_name": name, "model_options": dict(options),
-               "spec": spec.to_dict(), "meta": dict(meta or {}),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+def save_model(
+    path: str | Path,
+    model: torch.nn.Module,
+    *,
+    name: str,
+    options: dict[str, Any],
+    spec: PreprocessingSpec,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    payload = {
+        "format": FORMAT,
+        "model_name": name,
+        "model_options": dict(options),
+        "spec": spec.to_dict(),
+        "meta": dict(meta or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
     buf = io.BytesIO()
     torch.save(payload, buf)
     return atomic_write_bytes(path, buf.getvalue())
@@ -57,9 +69,20 @@ def load_model(path: str | Path) -> LoadedModel:
     spec = PreprocessingSpec.from_dict(payload["spec"])
     options = dict(payload["model_options"])
     options.update(weights=None, pretrained=False)  # the state dict below restores every weight
-    model = create_model(payload["model_name"], num_classes=spec.num_outputs, in_channels=spec.channels,
-                         spatial_dims=spec.spatial_dims, image_size=spec.image_size, **options)
+    model = create_model(
+        payload["model_name"],
+        num_classes=spec.num_outputs,
+        in_channels=spec.channels,
+        spatial_dims=spec.spatial_dims,
+        image_size=spec.image_size,
+        **options,
+    )
     model.load_state_dict(payload["state_dict"])
     model.eval()
-    return LoadedModel(model=model, spec=spec, name=payload["model_name"], options=payload["model_options"],
-                       meta=payload.get("meta", {}))
+    return LoadedModel(
+        model=model,
+        spec=spec,
+        name=payload["model_name"],
+        options=payload["model_options"],
+        meta=payload.get("meta", {}),
+    )

@@ -14,9 +14,19 @@ def sample_path() -> Path:
 
 
 def run_demo(output: str | Path = "medlens-demo", *, progress: bool = True) -> Path:
-    """Ingest the sample, train cnn-small (about a minute on 2 CPU cores), evaluate on the held-out test split."""
-    from medlens.training.fit import train
+    """Ingest the sample, train cnn-small (about a minute on 2 CPU cores), evaluate on its held-out test
+    split."""
+    from medlens.pipeline.steps import train
 
     run = Path(output) / "run"
-    return train(sample_path(), run, overwrite=True, progress=progress, model="cnn-small", epochs=30,
-                 image_size=96, batch_size=32, patience=30)
+    return train(
+        sample_path(),
+        run,
+        overwrite=True,
+        progress=progress,
+        model="cnn-small",
+        epochs=30,
+        image_size=96,
+        batch_size=32,
+        patience=30,
+    )

@@ -92,17 +92,21 @@ def giou_loss(pred, target, reduction: str = "mean", eps: float = 1e-7):
     if reduction not in ("mean", "sum", "none"):
         raise MedlensError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if pred.shape != target.shape or pred.shape[-1] != 4:
-        raise MedlensError(f"giou_loss needs two (N, 4) box tensors of one shape, got {tuple(pred.shape)} "
-                           f"and {tuple(target.shape)}")
+        raise MedlensError(
+            f"giou_loss needs two (N, 4) box tensors of one shape, got {tuple(pred.shape)} "
+            f"and {tuple(target.shape)}"
+        )
     px0, px1 = torch.minimum(pred[..., 0], pred[..., 2]), torch.maximum(pred[..., 0], pred[..., 2])
     py0, py1 = torch.minimum(pred[..., 1], pred[..., 3]), torch.maximum(pred[..., 1], pred[..., 3])
     tx0, ty0, tx1, ty1 = target.unbind(-1)
-    inter = (torch.minimum(px1, tx1) - torch.maximum(px0, tx0)).clamp(min=0) * \
-        (torch.minimum(py1, ty1) - torch.maximum(py0, ty0)).clamp(min=0)
+    inter = (torch.minimum(px1, tx1) - torch.maximum(px0, tx0)).clamp(min=0) * (
+        torch.minimum(py1, ty1) - torch.maximum(py0, ty0)
+    ).clamp(min=0)
     union = (px1 - px0) * (py1 - py0) + (tx1 - tx0).clamp(min=0) * (ty1 - ty0).clamp(min=0) - inter
     iou = inter / (union + eps)
-    hull = (torch.maximum(px1, tx1) - torch.minimum(px0, tx0)) * \
-        (torch.maximum(py1, ty1) - torch.minimum(py0, ty0))
+    hull = (torch.maximum(px1, tx1) - torch.minimum(px0, tx0)) * (
+        torch.maximum(py1, ty1) - torch.minimum(py0, ty0)
+    )
     loss = 1.0 - (iou - (hull - union) / (hull + eps))
     return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
 

@@ -19,24 +19,37 @@ class PreparedData:
 
     manifest: Manifest  # readable cases only, aligned with ``images``
     images: np.ndarray  # uint8 (N, C, S, S)
-    targets: np.ndarray  # int64 class indices; uint8 masks (N, S, S) for segmentation; box masks for detection
+    targets: (
+        np.ndarray
+    )  # int64 class indices; uint8 masks (N, S, S) for segmentation; box masks for detection
     classes: list[str]
     skipped: list[dict]
     extra: tuple[np.ndarray, ...] = ()  # more per-case tensors of a batch (segmentation: patient codes)
     shapes: np.ndarray | None = None  # (N, 2) original (height, width), for resizing predictions back
     info: dict = field(default_factory=dict)  # task-specific facts for train.json
-    notes: list = field(default_factory=list)  # what the readers decided ({"path", "note"}: first page used, ...)
+    notes: list = field(
+        default_factory=list
+    )  # what the readers decided ({"path", "note"}: first page used, ...)
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.manifest.df["split"].to_numpy() == split)
 
     def loader(self, split: str, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
         idx = self.indices(split)
-        ds = TensorDataset(torch.from_numpy(self.images[idx]), torch.from_numpy(self.targets[idx]),
-                           *(torch.from_numpy(e[idx]) for e in self.extra))
+        ds = TensorDataset(
+            torch.from_numpy(self.images[idx]),
+            torch.from_numpy(self.targets[idx]),
+            *(torch.from_numpy(e[idx]) for e in self.extra),
+        )
         gen = torch.Generator().manual_seed(seed)
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
-                          drop_last=shuffle and len(idx) > batch_size)
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=gen,
+            num_workers=0,
+            drop_last=shuffle and len(idx) > batch_size,
+        )
 
 
 def resolve_source(source, task: str = "classification") -> Manifest:
@@ -54,23 +67,36 @@ def resolve_source(source, task: str = "classification") -> Manifest:
 def check_labels(manifest: Manifest) -> list[str]:
     """Classes of a labelled manifest; single-class or unlabelled data is a user error."""
     if not manifest.has_labels or len(manifest) == 0:
-        raise MedlensError(f"{manifest.source or manifest.root}: no labelled images found; "
-                           "give class folders (<root>/<class>/<image>) or a CSV with image,label columns")
+        raise MedlensError(
+            f"{manifest.source or manifest.root}: no labelled images found; "
+            "give class folders (<root>/<class>/<image>) or a CSV with image,label columns"
+        )
     classes = manifest.classes
     if len(classes) < 2:
-        raise MedlensError(f"{manifest.source or manifest.root}: only one class ({classes[0]!r}) found; "
-                           "a classifier needs images of at least two classes")
+        raise MedlensError(
+            f"{manifest.source or manifest.root}: only one class ({classes[0]!r}) found; "
+            "a classifier needs images of at least two classes"
+        )
     return classes
 
 
-def prepare(manifest: Manifest, classes: list[str], size: int, channels: int, *, workers: int = 2,
-            progress: bool = True) -> PreparedData:
+def prepare(
+    manifest: Manifest,
+    classes: list[str],
+    size: int,
+    channels: int,
+    *,
+    workers: int = 2,
+    progress: bool = True,
+) -> PreparedData:
     """Decode every row once; drop unreadable rows (reported in ``skipped``)."""
     cached: CachedImages = cache_images(manifest, size, channels, workers=workers, progress=progress)
     kept = manifest.with_df(manifest.df.iloc[cached.kept])
     if len(kept) == 0:
-        raise MedlensError(f"none of the {len(manifest)} images in {manifest.source or manifest.root} "
-                           f"could be read (first: {cached.skipped[0]['path']}: {cached.skipped[0]['reason']})")
+        raise MedlensError(
+            f"none of the {len(manifest)} images in {manifest.source or manifest.root} "
+            f"could be read (first: {cached.skipped[0]['path']}: {cached.skipped[0]['reason']})"
+        )
     index = {c: i for i, c in enumerate(classes)}
     if kept.has_labels:
         unknown = sorted(set(kept.df["label"]) - set(index))
@@ -97,8 +123,10 @@ def check_readable_classes(data: PreparedData, split: str = "train") -> None:
         return
     lost = [s for s in data.skipped if s.get("label") == empty[0]]
     first = f" (e.g. {lost[0]['path']}: {lost[0]['reason']})" if lost else ""
-    raise MedlensError(f"class {empty[0]!r} has no readable image in the {split} split: all of its files were "
-                       f"skipped{first}; fix those files or remove the class")
+    raise MedlensError(
+        f"class {empty[0]!r} has no readable image in the {split} split: all of its files were "
+        f"skipped{first}; fix those files or remove the class"
+    )
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

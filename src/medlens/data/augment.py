@@ -1,8 +1,8 @@
 """Batched, seeded augmentation on the model's device (MONAI's AffineTransform warps the whole batch at once).
 
 Per-sample transforms in DataLoader workers are the bottleneck on a 2-core CPU; warping a batch in one call is
-an order of magnitude cheaper. Parameters are drawn from an explicit generator, then applied deterministically,
-so the same seed replays identical batches (TorchIO's Random* → deterministic pattern).
+an order of magnitude cheaper. Parameters are drawn from an explicit generator, then applied
+deterministically, so the same seed replays identical batches (TorchIO's Random* → deterministic pattern).
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def apply_params(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     p = {k: v.to(x.device) for k, v in p.items()}
     theta = _theta(p, x.shape[0], x.device, x.dtype)
     background = x.amin(dim=(1, 2, 3), keepdim=True)
-    warped = AffineTransform(normalized=True, padding_mode="zeros", align_corners=False)(x - background, theta)
+    warped = AffineTransform(normalized=True, padding_mode="zeros", align_corners=False)(
+        x - background, theta
+    )
     warped = warped + background
     c = p["contrast"].view(-1, 1, 1, 1)
     mean = warped.mean(dim=(1, 2, 3), keepdim=True)
@@ -75,12 +77,15 @@ def apply_geometry(labels: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Te
     p = {k: v.to(labels.device) for k, v in p.items()}
     x = labels.unsqueeze(1).float()
     theta = _theta(p, x.shape[0], x.device, x.dtype)
-    warped = AffineTransform(normalized=True, mode="nearest", padding_mode="zeros", align_corners=False)(x, theta)
+    warped = AffineTransform(normalized=True, mode="nearest", padding_mode="zeros", align_corners=False)(
+        x, theta
+    )
     return warped[:, 0].round().to(labels.dtype)
 
 
-def augment_pair(x: torch.Tensor, labels: torch.Tensor, spec: AugmentSpec, gen: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_pair(
+    x: torch.Tensor, labels: torch.Tensor, spec: AugmentSpec, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`augment_batch` for images and their label maps: one drawn affine moves both."""
     p = draw_params(x.shape[0], spec, gen)
     return apply_params(x, p), apply_geometry(labels, p)
