@@ -6,13 +6,20 @@ and exits with code 2, without a traceback.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from medlens.errors import MedlensError
+from medlens.tasks.registry import get_task
+from medlens.training.config import TrainConfig
 from medlens.utils.files import check_output_path
 
 app = typer.Typer(
@@ -149,8 +156,7 @@ def summary(
     from medlens.models.summary import CLI_MIN_SIDE, check_input, summarize
 
     info = get_model_info(model)
-    options = {"head": head, "freeze_backbone": freeze_backbone} if info.task == "classification" else {}
-    outputs = {"segmentation": 2, "detection": 4}.get(info.task, num_classes)
+    outputs, options = get_task(info.task).summary_model(num_classes, head, freeze_backbone)
     in_channels = channels if channels is not None else info.channels or 1
     check_input(model, (input_size, input_size), in_channels, min_side=CLI_MIN_SIDE)  # 0 or 100000: one line
     s = summarize(
@@ -168,132 +174,115 @@ def summary(
     c.print(f"  multiply-adds:        {s['macs'] / 1e6:,.1f} M")
 
 
-def _train_config(config: Path | None, **cli):
-    from medlens.training.config import TrainConfig
+def _config_options(cls: type) -> list[tuple[Any, inspect.Parameter]]:
+    """A keyword parameter holding a ``typer.Option`` for each field of the dataclass ``cls``, from the
+    field's metadata: ``help``, ``option`` (names; default ``--field-name``, ``--name/--no-name`` for a bool),
+    ``metavar``, ``panel``; ``cli=False`` keeps a field config-only. The default is the field's own, so
+    ``--help`` shows the real one (a flag's as on or off). A list field is a comma-separated option, a
+    mapping a repeatable KEY=VALUE one."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("cli", True) is False:
+            continue
+        kind = _field_type(hints[f.name])
+        names = f.metadata.get("option") or f"--{f.name.replace('_', '-')}"
+        names = (names,) if isinstance(names, str) else tuple(names)
+        annotation, default, shown = kind, f.default, True
+        if kind is bool:
+            if not any("/" in n for n in names):
+                names = (f"{names[0]}/--no-{names[0].removeprefix('--')}", *names[1:])
+            if f.default is not None:  # "on", not the width of "no-freeze-backbone", at 80 columns
+                shown = "on" if f.default else "off"
+        elif typing.get_origin(kind) is list:
+            annotation = str
+            default = None if f.default is None else ",".join(map(str, f.default))
+        elif typing.get_origin(kind) is dict:
+            annotation, default = list[str], None
+        option = typer.Option(
+            default,
+            *names,
+            help=f.metadata["help"],
+            metavar=f.metadata.get("metavar"),
+            rich_help_panel=f.metadata.get("panel"),
+            show_default=shown,
+        )
+        kw = inspect.Parameter.KEYWORD_ONLY
+        out.append((f, inspect.Parameter(f.name, kw, default=option, annotation=annotation | None)))
+    return out
 
-    if config is not None:
-        return TrainConfig.load(config, **cli)
-    return TrainConfig().replace(**{k: v for k, v in cli.items() if v is not None})
+
+def _field_type(hint: Any) -> Any:
+    """``int | None`` → ``int``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else hint
+
+
+def _with_config_options(cls: type):
+    """Give a command one option per field of ``cls`` (see :func:`_config_options`), placed after its
+    ``config`` parameter. The command receives ``changes``: only the options given on the command line,
+    converted to field values, so an option left out never overrides the config file."""
+
+    def decorate(func):
+        fields = _config_options(cls)
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(func, eval_str=True).parameters.values()
+            if p.name != "changes"
+        ]
+        at = next(i for i, p in enumerate(own) if p.name == "config") + 1
+        ctx = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        params = [*own[:at], *(p for _, p in fields), *own[at:], ctx]
+
+        def command(ctx: typer.Context, **kwargs: Any) -> None:
+            changes = {}
+            for f, _ in fields:
+                value = kwargs.pop(f.name)
+                source = ctx.get_parameter_source(f.name)
+                if source is not None and source.name != "DEFAULT":
+                    changes[f.name] = _option_value(f, value)
+            func(changes=changes, **kwargs)
+
+        command.__name__, command.__qualname__ = func.__name__, func.__qualname__
+        command.__doc__, command.__module__ = func.__doc__, func.__module__
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+def _option_value(f: Any, value: Any) -> Any:
+    """A command-line value as the config field wants it: "96,96,32" → [96, 96, 32], KEY=VALUE → a dict."""
+    option = f"--{f.name.replace('_', '-')}"
+    if isinstance(f.metadata.get("option"), str):
+        option = f.metadata["option"]
+    kind = _field_type(typing.get_type_hints(TrainConfig)[f.name])
+    if typing.get_origin(kind) is list:
+        return _numbers(value, typing.get_args(kind)[0], option)
+    if typing.get_origin(kind) is dict:
+        return _model_args(value)
+    return value
 
 
 @app.command()
+@_with_config_options(TrainConfig)
 def train(
     src: Path = typer.Argument(..., help=SRC_HELP),
     output: Path = typer.Option(..., "-o", "--output", help="Run directory to create."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model name (default cnn-small)."),
-    config: Path | None = typer.Option(None, help="YAML config; command-line options override it."),
-    epochs: int | None = typer.Option(None, help="Maximum epochs (default 16)."),
-    batch_size: int | None = typer.Option(None, help="Batch size (default 32)."),
-    lr: float | None = typer.Option(None, help="Peak learning rate (default 3e-3 adamw, 5e-2 sgd)."),
-    weight_decay: float | None = typer.Option(None, help="Weight decay (default 0.05)."),
-    momentum: float | None = typer.Option(None, help="SGD momentum (default 0.9)."),
-    optimizer: str | None = typer.Option(None, help="adamw or sgd."),
-    scheduler: str | None = typer.Option(None, help="onecycle, cosine or none."),
-    image_size: int | None = typer.Option(None, help="Input side in pixels (default: the model's)."),
-    channels: int | None = typer.Option(None, help="1 or 3 input channels (default: the model's)."),
-    fraction: float | None = typer.Option(None, help="Train on a stratified fraction (0,1] of train."),
-    val_fraction: float | None = typer.Option(
-        None, help="Validation share carved when SRC has no val split (default 0.2)."
-    ),
-    class_weights: str | None = typer.Option(
-        None, help="'auto' weights the loss by inverse class frequency; 'none' (default)."
-    ),
-    augment: bool | None = typer.Option(
-        None, "--augment/--no-augment", help="Random flips, rotations, shifts, brightness (default on)."
-    ),
-    freeze_backbone: bool | None = typer.Option(
-        None, "--freeze-backbone/--no-freeze-backbone", help="Train only the head."
-    ),
-    head: str | None = typer.Option(None, help="Head: linear or mlp (Linear-ReLU-Dropout-Linear)."),
-    dropout: float | None = typer.Option(None, help="Dropout in the head."),
-    weights: str | None = typer.Option(None, help="State-dict file to initialise the backbone."),
-    patience: int | None = typer.Option(None, help="Early-stopping patience in epochs (default 8)."),
-    max_minutes: float | None = typer.Option(None, help="Stop training after this many minutes."),
-    seed: int | None = typer.Option(None, help="Random seed (default 0); runs are deterministic."),
-    devices: int | None = typer.Option(None, help="Devices (processes) per node for Lightning."),
-    num_nodes: int | None = typer.Option(None, help="Nodes for multi-node DDP."),
-    strategy: str | None = typer.Option(None, help="Lightning strategy, e.g. ddp (default auto)."),
-    accelerator: str | None = typer.Option(None, help="cpu, gpu or auto (default)."),
-    precision: str | None = typer.Option(
-        None,
-        help="auto (default: bf16 mixed where the CPU/GPU does "
-        "bf16 natively, else 32), 32, bf16-mixed or 16-mixed.",
-    ),
-    audit_fix: bool | None = typer.Option(
-        None, "--audit-fix/--no-audit-fix", help="Audit SRC first and train on the cleaned manifest."
-    ),
-    task: str | None = typer.Option(None, help="classification (default), segmentation or detection."),
-    boxes_from_masks: bool = typer.Option(
-        False, "--boxes-from-masks", help="Detection: the box of each mask's largest component is the target."
-    ),
-    model_arg: list[str] | None = typer.Option(
-        None,
-        "--model-arg",
-        metavar="<k=v>",
-        help="Network option KEY=VALUE, repeatable, e.g. channels=16,32,64,128 for unet.",
-    ),
-    spatial_dims: int | None = typer.Option(None, help="2 or 3 (default: 3 for NIfTI volumes)."),
-    patch_size: str | None = typer.Option(None, help="3D patch X,Y,Z in voxels (default: up to 96,96,32)."),
-    spacing: str | None = typer.Option(None, help="3D: resample volumes to this voxel size X,Y,Z mm."),
-    samples_per_volume: int | None = typer.Option(
-        None, help="3D: random patches per volume and epoch (default 4)."
-    ),
-    intensity: str | None = typer.Option(
-        None,
-        help="dataset (mean/std of the training set; classification "
-        "default), image (each image standardised; 2D "
-        "segmentation/detection default) or volume (3D).",
-    ),
+    config: Path | None = typer.Option(None, help="YAML config; the options given below override it."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
     overwrite: bool = typer.Option(
         False, help="Replace an existing run directory (only one medlens wrote; never the source)."
     ),
-    max_image_mb: float | None = MAX_MB,
     quiet: bool = QUIET,
+    changes: dict | None = None,
 ) -> None:
     """Train a classifier (or a segmentation / detection model) on SRC; write a run directory with
-    report.html."""
+    report.html. Every option below is also a key of the --config file (with _ for -)."""
     from medlens.pipeline.steps import train as do_train
 
-    cfg = _train_config(
-        config,
-        model=model,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        image_size=image_size,
-        channels=channels,
-        fraction=fraction,
-        val_fraction=val_fraction,
-        class_weights=class_weights,
-        augment=augment,
-        freeze_backbone=freeze_backbone,
-        head=head,
-        dropout=dropout,
-        weights=weights,
-        patience=patience,
-        max_minutes=max_minutes,
-        seed=seed,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        accelerator=accelerator,
-        precision=precision,
-        audit_fix=audit_fix,
-        task=task,
-        boxes_from_masks=boxes_from_masks or None,
-        model_args=_model_args(model_arg),
-        spatial_dims=spatial_dims,
-        patch_size=_numbers(patch_size, int, "--patch-size"),
-        spacing=_numbers(spacing, float, "--spacing"),
-        samples_per_volume=samples_per_volume,
-        intensity=intensity,
-        max_image_mb=max_image_mb,
-    )
+    changes = changes or {}
+    cfg = TrainConfig.load(config, **changes) if config is not None else TrainConfig(**changes)
     run = do_train(src, output, cfg, overwrite=overwrite, resume=resume, progress=not quiet)
     facts = json.loads((run / "train.json").read_text())
     _print_skipped(
@@ -370,7 +359,7 @@ def curve(
     overwrite: bool = typer.Option(False, help="Replace existing runs."),
     quiet: bool = QUIET,
 ) -> None:
-    """Train MODEL on growing fractions of SRC and plot validation score against fraction (brief 2)."""
+    """Train MODEL on growing fractions of SRC and plot validation score against fraction."""
     from medlens.pipeline.curve import learning_curve
 
     try:
@@ -437,15 +426,9 @@ def evaluate(
     )
     out = output or (run_dir if data is None else None)
     if out is None:
-        from medlens.data.prepared import resolve_source
         from medlens.evaluation.evaluate import _slug
 
-        task = (
-            json.loads((run_dir / "train.json").read_text()).get("task", "classification")
-            if (run_dir / "train.json").is_file()
-            else "classification"
-        )
-        out = run_dir / f"eval-{_slug(resolve_source(data, task))}-{split or 'all'}"
+        out = run_dir / f"eval-{_slug(get_task(_run_task(run_dir)).resolve(data))}-{split or 'all'}"
     _print_skipped(s.get("skipped") or [], int(s.get("n_cases") or 0), Path(out) / "summary.json")
     _print_summary(Path(out) / "summary.json")
     if s.get("pipeline"):
@@ -504,33 +487,29 @@ def predict(
         for r in results:
             typer.echo(f"error: cannot read {r['path']}: {r['error']}", err=True)
     else:
-        _console().print(_prediction_table(results))
+        _console().print(_prediction_table(results, get_task(_run_task(run_dir))))
     if any("error" in r for r in results):
         raise typer.Exit(2)
 
 
-def _prediction_table(results: list):
+def _prediction_table(results: list, task):
+    """The ``medlens predict`` table: the task's columns and rows, unreadable files in red."""
     from rich.table import Table
 
-    if any("probabilities" in r for r in results):
-        table = Table("file", "prediction", "confidence", "probabilities")
-    elif any("box" in r for r in results):
-        table = Table("file", "box x0,y0,x1,y1", "overlay")
-    else:
-        table = Table("file", "foreground", "tumour probability", "mask")
+    table = Table("file", *task.prediction_columns)
+    blank = [""] * max(0, len(task.prediction_columns) - 2)
     for r in results:
         if "error" in r:
-            table.add_row(r["path"], "[red]unreadable[/]", "", r["error"])
-        elif "probabilities" in r:
-            probs = ", ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
-            table.add_row(r["path"], r["prediction"], f"{r['confidence']:.3f}", probs)
-        elif "box" in r:
-            table.add_row(r["path"], ", ".join(f"{v:.1f}" for v in r["box"]), r["overlay"])
+            table.add_row(r["path"], "[red]unreadable[/]", *blank, r["error"])
         else:
-            area = r.get("foreground_pixels", r.get("foreground_voxels", 0))
-            p = r.get("tumour_probability")
-            table.add_row(r["path"], str(area), "" if p is None else f"{p:.3f}", r["mask"])
+            table.add_row(r["path"], *task.prediction_row(r))
     return table
+
+
+def _run_task(run_dir: Path) -> str:
+    """The task a run was trained for (train.json; runs from before the field existed classify)."""
+    path = Path(run_dir) / "train.json"
+    return json.loads(path.read_text()).get("task", "classification") if path.is_file() else "classification"
 
 
 @app.command()

@@ -6,6 +6,8 @@ with code 2, without a traceback. Messages say what is wrong, which file, and wh
 
 from __future__ import annotations
 
+import difflib
+
 
 class MedlensError(ValueError):
     """A problem the user can fix (bad argument, unreadable source, missing run directory)."""
@@ -52,7 +54,6 @@ def reason_kind(reason: str) -> str:
 
 def did_you_mean(name: str, choices: list[str]) -> str:
     """Return a ' Did you mean X?' hint (or '') for an unknown ``name``."""
-    import difflib
 
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

@@ -1,4 +1,4 @@
-"""Intensity clusters (brief 2): k-means on each image's mean and standard deviation of intensity.
+"""Intensity clusters: k-means on each image's mean and standard deviation of intensity.
 
 Features are standardised, k-means runs for every k in ``k_range`` (seeded, explicit ``n_init``), and the
 k with the best silhouette score is chosen; inertia is kept for the elbow plot. Silhouette is computed on a
@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 SEED = 0
 SILHOUETTE_SAMPLE = 3000
@@ -26,6 +27,7 @@ def intensity_clusters(
         The ``clusters`` block of audit.json and, per table row, the cluster index (-1 for unreadable
         rows or when clustering was not possible).
     """
+    # deferred: scikit-learn is heavy (~1 s); only the clustering step needs it
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
     from sklearn.preprocessing import StandardScaler
@@ -43,7 +45,6 @@ def intensity_clusters(
             "inertia": {},
             "clusters": [],
         }, assign
-    from threadpoolctl import threadpool_limits
 
     x = StandardScaler().fit_transform(feats)
     inertia, silhouette, labels = {}, {}, {}
@@ -68,7 +69,7 @@ def intensity_clusters(
             {
                 "cluster": c,
                 "size": len(members),
-                # on the 0-255 scale, as brief 2 prints them
+                # on the 0-255 scale, as image viewers show intensities
                 "mean_intensity": round(float(feats[members, 0].mean() * 255), 2),
                 "std_intensity": round(float(feats[members, 1].mean() * 255), 2),
                 "examples": [table.iloc[ok[i]]["path"] for i in near],

@@ -22,12 +22,14 @@ patients by one slice pair; a patient re-exported under a second id shares many.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medlens.auditing.duplicates import find_duplicate_groups
+from medlens.auditing.report import write_report
 from medlens.data.manifest import Manifest, grouped_patients
 from medlens.errors import MedlensError
 
@@ -241,6 +243,7 @@ def fix_manifest(manifest: Manifest, **kwargs) -> tuple[Manifest, list[dict[str,
     Returns:
         ``(clean_manifest, changes, audit_result)``; the result's audit.json dict carries a ``fix`` block.
     """
+    # deferred: import cycle, medlens.auditing.run imports apply_fix from this module at module level
     from medlens.auditing.run import audit, fix_record
 
     if "fix" in kwargs:
@@ -254,9 +257,5 @@ def fix_manifest(manifest: Manifest, **kwargs) -> tuple[Manifest, list[dict[str,
     result.fixed, result.changes = clean, changes
     result.summary["fix"] = fix_record(changes, prefer, None, len(result.manifest), len(clean))
     if out_dir is not None:  # written after the fix so audit.json records it
-        from pathlib import Path
-
-        from medlens.auditing.report import write_report
-
         result.out_dir = write_report(result, Path(out_dir))
     return clean, changes, result

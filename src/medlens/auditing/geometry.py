@@ -1,6 +1,6 @@
 """Geometry outliers: images whose width or height is far from the rest.
 
-Two rules. ``3sigma`` (brief 2's ``find_outliers``): beyond mean ± 3 standard deviations. ``mad``: the
+Two rules. ``3sigma`` (the classic ``find_outliers`` rule): beyond mean ± 3 standard deviations. ``mad``: the
 Iglewicz–Hoaglin modified z-score ``0.6745 · |x − median| / MAD`` above ``k`` (3.5 by default), which a
 handful of huge images cannot mask the way they inflate the standard deviation. When more than half the
 images share one size the MAD is 0; the mean absolute deviation (× 1.2533) stands in, as the same authors

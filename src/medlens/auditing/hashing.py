@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from PIL import Image
 
 # ITU-R BT.601 luma weights, the same Pillow uses for mode "L".
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -95,8 +96,8 @@ def fingerprint(gray: np.ndarray) -> tuple[int, np.ndarray]:
     crops, while different slices that share a pHash by chance mostly stay below 0.7 (see
     tests/test_audit_threshold.py). A flat image has an all-zero signature.
     """
+    # deferred: SciPy is heavy (~0.2 s) and importing medlens.auditing.run must stay light
     import scipy.fft
-    from PIL import Image
     from scipy.ndimage import gaussian_filter
 
     small = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32))

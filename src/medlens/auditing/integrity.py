@@ -8,7 +8,9 @@ from typing import Any
 
 import pandas as pd
 
+from medlens.data.manifest import grouped_patients
 from medlens.io.images import NPZ_REF, is_image_file
+from medlens.io.volumes import is_nifti_file
 
 # Sidecar files that legitimately sit inside an image tree.
 _SIDECARS = {".csv", ".json", ".md", ".txt", ".yaml", ".yml", ".tsv", ".xlsx", ".xml", ".html", ".pdf"}
@@ -39,7 +41,6 @@ def stray_files(source: Path | None, table: pd.DataFrame) -> list[dict[str, Any]
     """
     if source is None or not Path(source).is_dir():
         return []
-    from medlens.io.volumes import is_nifti_file
 
     source = Path(source)
     listed = list(table["path"]) + (list(table["mask_path"]) if "mask_path" in table.columns else [])
@@ -103,7 +104,6 @@ def patients_across_splits(table: pd.DataFrame) -> dict[str, Any] | None:
     """The ``patients`` block of audit.json when cases are grouped by patient (some patient has several rows),
     else None: patient count and every patient whose readable cases lie in more than one split (patient-level
     leakage, whatever the pixels say). ``--fix`` moves such patients wholly into one split."""
-    from medlens.data.manifest import grouped_patients
 
     patients = grouped_patients(table["patient_id"])
     if patients is None:

@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medlens.data.seg_sources import check_pair, detect_msd, msd_info
 from medlens.errors import MedlensError, UnreadableImageError
+from medlens.io import read_image
+from medlens.io.volumes import read_volume
 
 #: Extra per-row features when the manifest has a ``mask`` column (defaults for unchecked rows).
 MASK_FEATURES: dict[str, Any] = {"mask_checked": False, "mask_problem": "", "fg_fraction": np.nan}
@@ -36,7 +39,6 @@ def check_mask(mask_path: str, case_id: str, record: dict[str, Any], num_classes
     """
     if not record.get("readable"):
         return {"mask_checked": False}
-    from medlens.data.seg_sources import check_pair
 
     volume = "depth" in record
     shape = (
@@ -67,11 +69,7 @@ def check_mask(mask_path: str, case_id: str, record: dict[str, Any], num_classes
 
 def _read_mask(path: str, volume: bool) -> np.ndarray:
     if volume:
-        from medlens.io.volumes import read_volume
-
         return read_volume(path)[0]
-    from medlens.io import read_image
-
     return read_image(path)
 
 
@@ -121,7 +119,6 @@ def mask_classes(source: Any) -> int:
     """Label values a source's masks may hold: the ``labels`` of an MSD dataset.json, else 2 (binary)."""
     if not isinstance(source, (str, Path)):
         return 2
-    from medlens.data.seg_sources import detect_msd, msd_info
 
     try:
         labels = msd_info(source)["labels"] if detect_msd(source) else {}

@@ -10,16 +10,16 @@ import pandas as pd
 
 
 def _figure(width: float = 4.6, height: float = 3.4):
-    import matplotlib
+    import matplotlib  # deferred: heavy, only the HTML report's figures need it
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after the Agg backend is chosen
 
     return plt.subplots(figsize=(width, height), dpi=100)
 
 
 def _to_uri(fig) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: heavy, see _figure
 
     buf = io.BytesIO()
     fig.tight_layout()

@@ -30,7 +30,7 @@ def write_report(result, out_dir: Path) -> Path:
 
 def render_html(result) -> str:
     """The audit report as one HTML string."""
-    import jinja2
+    import jinja2  # deferred: only writing the HTML report needs it, not importing medlens.auditing.run
 
     text = resources.files("medlens.auditing").joinpath("templates/audit.html.j2").read_text(encoding="utf-8")
     env = jinja2.Environment(

@@ -17,19 +17,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from medlens.auditing.classes import class_balance
 from medlens.auditing.clusters import intensity_clusters
 from medlens.auditing.duplicates import DEFAULT_THRESHOLD, duplicates_summary, find_duplicate_groups
+from medlens.auditing.fix import apply_fix
 from medlens.auditing.geometry import MAD_K, size_outliers
 from medlens.auditing.integrity import census, patients_across_splits, stray_files, unreadable_list
 from medlens.auditing.masks import MASK_FEATURES, check_mask, masks_summary
 from medlens.auditing.masks import mask_classes as source_mask_classes
+from medlens.auditing.report import write_report
 from medlens.auditing.scan import scan_image, scan_images
+from medlens.auditing.summary import print_summary as _print
 from medlens.auditing.volumes import VOLUME_FEATURES, scan_volume, volume_summary
+from medlens.data.ingest import ingest
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 from medlens.io.guard import accepts_image_limit
+from medlens.io.volumes import is_nifti_file
 
 SCHEMA = "medlens.audit/1"
 _FEATURES = {
@@ -142,14 +148,10 @@ def audit(
     }
     result = AuditResult(summary, table, manifest, thumbs)
     if fix is not None:
-        from medlens.auditing.fix import apply_fix
-
         result.fixed, result.changes = apply_fix(manifest, result, prefer=prefer)
         saved = result.fixed.save(fix)
         summary["fix"] = fix_record(result.changes, prefer, saved, len(manifest), len(result.fixed))
     if out_dir is not None:
-        from medlens.auditing.report import write_report
-
         result.out_dir = write_report(result, Path(out_dir))
     return result
 
@@ -180,7 +182,6 @@ def load_source(source: Manifest | str | Path) -> tuple[Manifest, Path | None]:
     path = Path(source)
     if not path.exists():
         raise MedlensError(f"audit source {path} does not exist; pass a dataset folder or a manifest CSV")
-    from medlens.data.ingest import ingest
 
     # unlabelled sources can still be audited (integrity, duplicates, clusters)
     return ingest(path, require_labels=False), path if path.is_dir() else None
@@ -195,7 +196,6 @@ def scan_manifest(
     Volumes add the columns of :data:`~medlens.auditing.volumes.VOLUME_FEATURES`; a ``mask`` column adds
     ``mask_path`` and the columns of :data:`~medlens.auditing.masks.MASK_FEATURES`.
     """
-    from medlens.io.volumes import is_nifti_file
 
     paths = manifest.paths()
     df = manifest.df
@@ -235,7 +235,6 @@ def scan_manifest(
 
 def _scan_case(path: str, mask: str | None, case_id: str, mask_classes: int = 2) -> dict[str, Any]:
     """One case: the image or volume, then its mask (if any) against it."""
-    from medlens.io.volumes import is_nifti_file
 
     record = scan_volume(path) if is_nifti_file(path) else scan_image(path)
     if mask is not None and str(mask):
@@ -252,7 +251,6 @@ class _progress_bar:
     def __enter__(self):
         if not self.enabled:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         self._progress = Progress(
             "[progress.description]{task.description}",
@@ -360,6 +358,5 @@ def fix_record(
 
 def print_summary(result: AuditResult, console=None) -> None:
     """One-screen rich summary (see :func:`medlens.auditing.summary.print_summary`)."""
-    from medlens.auditing.summary import print_summary as _print
 
     _print(result, console)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from PIL import Image
 
 from medlens.auditing.hashing import fingerprint, pixel_hash, to_gray01
 from medlens.errors import UnreadableImageError
@@ -116,7 +117,6 @@ def _mode(arr: np.ndarray) -> str:
 
 def thumbnail(arr: np.ndarray, gray: np.ndarray) -> bytes:
     """Small JPEG for the HTML report (kept in memory so no image is decoded twice)."""
-    from PIL import Image
 
     arr = _strided(arr)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype == np.uint8:

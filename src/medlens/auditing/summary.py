@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from medlens.io.guard import skipped_lines
+
 SHOW_GROUPS = 3  # per layer
 SHOW_UNREADABLE = 10
 SHOW_CHANGES = 10
@@ -21,9 +27,6 @@ def print_summary(result, console=None) -> None:
         result: an :class:`~medlens.auditing.run.AuditResult`.
         console: a ``rich.console.Console``; a new one on stdout by default.
     """
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
     console = console or Console()
     s = result.summary
@@ -55,8 +58,6 @@ def print_summary(result, console=None) -> None:
 
 
 def _print_volumes_and_masks(console, s: dict[str, Any]) -> None:
-    from rich.markup import escape
-
     if "volumes" in s:
         v = s["volumes"]
         spacings = ", ".join(f"{k} mm: {n}" for k, n in list(v["spacings"].items())[:4])
@@ -79,8 +80,6 @@ def _print_volumes_and_masks(console, s: dict[str, Any]) -> None:
 
 
 def _print_classes(console, s: dict[str, Any]) -> None:
-    from rich.markup import escape
-
     if not s["classes"]:
         return
     ratios = s["class_balance"]["imbalance_ratio"]
@@ -97,9 +96,6 @@ def _print_classes(console, s: dict[str, Any]) -> None:
 
 def _print_unreadable(console, s: dict[str, Any]) -> None:
     """The one skipped-files line, each unreadable file by name (first SHOW_UNREADABLE), and read caveats."""
-    from rich.markup import escape
-
-    from medlens.io.guard import skipped_lines
 
     for line in skipped_lines(
         s["unreadable"], s["n_images"], "audit.json", limit=SHOW_UNREADABLE, notes=s.get("read_notes")
@@ -113,7 +109,6 @@ def _red(count: int, text: str) -> str:
 
 def _print_groups(console, dups: dict[str, Any]) -> None:
     """The two layers with their own counts, then the most serious groups of each."""
-    from rich.markup import escape
 
     ex, ne = dups["exact"], dups["near"]
     console.print(
@@ -160,8 +155,6 @@ def _member(m: dict[str, Any]) -> str:
 
 
 def _print_fix(console, fix: dict[str, Any]) -> None:
-    from rich.markup import escape
-
     where = f" -> {fix['manifest']}" if fix.get("manifest") else ""
     console.print(
         f"fix: {fix['n_before']} -> {fix['n_after']} cases, {fix['n_dropped']} dropped, "

@@ -20,6 +20,7 @@ from medlens.auditing.geometry import MAD_K, rule_bounds
 from medlens.auditing.hashing import fingerprint, pixel_hash, to_gray01
 from medlens.auditing.scan import thumbnail
 from medlens.errors import MedlensError, UnreadableImageError
+from medlens.io.volumes import read_volume
 
 #: Extra per-row features of a volume audit (defaults for unreadable rows).
 VOLUME_FEATURES: dict[str, Any] = {"depth": 0, "spacing_x": np.nan, "spacing_y": np.nan, "spacing_z": np.nan}
@@ -33,7 +34,6 @@ def scan_volume(path: str) -> dict[str, Any]:
 
     Never raises for a bad file: the record has ``readable=False`` and a ``reason`` instead.
     """
-    from medlens.io.volumes import read_volume
 
     try:
         volume, _, spacing = read_volume(path)

@@ -53,7 +53,7 @@ def _theta(p: dict[str, torch.Tensor], n: int, device, dtype) -> torch.Tensor:
 
 def apply_params(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """Apply drawn parameters to a normalised float batch (N, C, H, W)."""
-    from monai.networks.layers import AffineTransform
+    from monai.networks.layers import AffineTransform  # deferred: MONAI adds ~2 s on top of torch
 
     p = {k: v.to(x.device) for k, v in p.items()}
     theta = _theta(p, x.shape[0], x.device, x.dtype)
@@ -72,7 +72,7 @@ def apply_geometry(labels: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Te
 
     Nearest-neighbour sampling keeps labels integral; outside the image is background (0).
     """
-    from monai.networks.layers import AffineTransform
+    from monai.networks.layers import AffineTransform  # deferred: MONAI adds ~2 s on top of torch
 
     p = {k: v.to(labels.device) for k, v in p.items()}
     x = labels.unsqueeze(1).float()

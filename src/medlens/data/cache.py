@@ -7,16 +7,20 @@ are collected (path + reason) and skipped, never fatal.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from medlens.data.manifest import Manifest
+from medlens.data.seg_sources import check_pair
 from medlens.errors import UnreadableImageError
 from medlens.io.guard import first_line
 from medlens.io.images import decode_image, read_image
+from medlens.utils.progress import track
 
 _MEMORY: OrderedDict[str, CachedImages] = OrderedDict()
 _MEMORY_MAX = 4
@@ -73,7 +77,6 @@ def load_image(path: str, size: int, channels: int) -> np.ndarray:
 
 def resize_image(array: np.ndarray, size: int, channels: int) -> np.ndarray:
     """A decoded image (H, W[, C]) → uint8 (channels, size, size), resized bilinearly."""
-    from PIL import Image
 
     a = to_uint8(array, channels)
     im = Image.fromarray(a[..., 0] if channels == 1 else a)
@@ -84,8 +87,6 @@ def resize_image(array: np.ndarray, size: int, channels: int) -> np.ndarray:
 
 
 def _key(paths: list[str], size: int, channels: int, extra: str = "") -> str:
-    import os
-
     h = hashlib.sha1(f"{size}|{channels}|{extra}".encode())
     for p in paths:
         try:
@@ -129,7 +130,6 @@ def cache_images(
     ok = np.zeros(len(paths), dtype=bool)
     skipped: list[dict] = []
     notes: list[dict] = []
-    from medlens.utils.progress import track
 
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL and zlib release the GIL while decoding
         for i, arr, info in track(
@@ -172,7 +172,6 @@ class CachedPairs:
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """A label map (H, W) → uint8 (size, size) with nearest-neighbour resizing (labels stay labels)."""
-    from PIL import Image
 
     if mask.shape == (size, size):
         return np.ascontiguousarray(mask, dtype=np.uint8)
@@ -192,7 +191,6 @@ def load_pair(
         MedlensError: the mask does not fit the image or holds values other than the labels, naming the
             case.
     """
-    from medlens.data.seg_sources import check_pair
 
     image = read_image(image_path)
     shape = (int(image.shape[0]), int(image.shape[1]))
@@ -240,7 +238,6 @@ def cache_pairs(
     shapes = np.zeros((len(paths), 2), dtype=np.int64)
     ok = np.zeros(len(paths), dtype=bool)
     skipped = []
-    from medlens.utils.progress import track
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for i, loaded, err in track(

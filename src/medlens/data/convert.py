@@ -21,11 +21,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.progress import track
 
+from medlens.data.ingest import ingest
 from medlens.data.manifest import Manifest
 from medlens.data.seg_sources import check_pair, load_kaggle_3m
-from medlens.errors import MedlensError, did_you_mean
+from medlens.errors import MedlensError, UnreadableImageError, did_you_mean
+from medlens.io import read_image
 from medlens.io.guard import accepts_image_limit
+from medlens.io.volumes import write_nifti
 from medlens.utils.files import atomic_dir, check_output_path, write_marker
 
 PER_SLICE = ("case_id", "image", "mask", "slice_index")
@@ -82,8 +86,6 @@ def slices_to_volumes(
 
 
 def _stack_patient(slices: Manifest, group: pd.DataFrame, patient: str) -> tuple[np.ndarray, np.ndarray]:
-    from medlens.io import read_image
-
     images, masks = [], []
     for row in group.itertuples(index=False):
         image = read_image(slices.resolve(row.image))
@@ -100,8 +102,6 @@ def _stack_patient(slices: Manifest, group: pd.DataFrame, patient: str) -> tuple
 
 
 def _write_pair(folder: Path, patient: str, image: np.ndarray, mask: np.ndarray) -> None:
-    from medlens.io.volumes import write_nifti
-
     write_nifti(image, np.eye(4), folder / "imagesTr" / f"{patient}.nii.gz")
     write_nifti(mask.astype(np.uint8), np.eye(4), folder / "labelsTr" / f"{patient}.nii.gz")
 
@@ -109,7 +109,6 @@ def _write_pair(folder: Path, patient: str, image: np.ndarray, mask: np.ndarray)
 def _track(items: list, progress: bool):
     if not progress:
         return items
-    from rich.progress import track
 
     return track(items, description="stacking slices", transient=True)
 
@@ -132,9 +131,6 @@ def masks_to_labels(
     Raises:
         MedlensError: a source without masks, a mask that cannot be read or holds unexpected values.
     """
-    from medlens.data.ingest import ingest
-    from medlens.errors import UnreadableImageError
-    from medlens.io import read_image
 
     if positive == negative:
         raise MedlensError(f"--positive and --negative must differ, both are {positive!r}")

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from medlens.data.cache import CachedImages, cache_images
+from medlens.data.ingest import ingest
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 
@@ -52,16 +53,16 @@ class PreparedData:
         )
 
 
-def resolve_source(source, task: str = "classification") -> Manifest:
+def resolve_source(source, require_labels: bool = True) -> Manifest:
     """A Manifest as given, or ingest a path (manifest CSV, class folders, npz, image/mask pairs, ...).
 
-    Segmentation and detection sources are checked by their task (masks or boxes instead of labels).
+    ``require_labels``: every case needs a label (classification); the other tasks check their own targets
+    (masks or boxes), through their ``resolve`` hook (:meth:`medlens.tasks.base.Task.resolve`).
     """
     if isinstance(source, Manifest):
         return source
-    from medlens.data.ingest import ingest
 
-    return ingest(source, require_labels=task == "classification")
+    return ingest(source, require_labels=require_labels)
 
 
 def check_labels(manifest: Manifest) -> list[str]:

@@ -31,7 +31,9 @@ import pandas as pd
 
 from medlens.data.manifest import REQUIRED, Manifest, natural_key
 from medlens.errors import MedlensError
+from medlens.io import read_image
 from medlens.io.guard import read_table
+from medlens.io.volumes import is_nifti_file, read_volume
 
 KAGGLE_SLICE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)\.tiff?$", re.IGNORECASE)
 KAGGLE_MASK = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)_mask\.tiff?$", re.IGNORECASE)
@@ -119,8 +121,6 @@ def _show(values: np.ndarray) -> str:
 
 def validate_pairs(manifest: Manifest, *, num_classes: int = 2) -> None:
     """Read every image/mask pair of ``manifest`` and :func:`check_pair` it (slow: reads everything)."""
-    from medlens.io import read_image
-    from medlens.io.volumes import is_nifti_file, read_volume
 
     for row in manifest.df.itertuples(index=False):
         image_path, mask_path = manifest.resolve(row.image), manifest.resolve(row.mask)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+#: The built-in tasks (more can be registered with medlens.tasks.registry.register_task).
 TASKS = ("classification", "segmentation", "detection")
+#: ``outputs`` of specs saved before the field existed, by task (classifiers: one output per class).
+LEGACY_OUTPUTS = {"detection": 4}
 INTENSITY = ("dataset", "image", "volume")
 
 
@@ -39,6 +42,7 @@ class PreprocessingSpec:
     patch_size: tuple[int, ...] | None = None
     spacing: tuple[float, ...] | None = None
     intensity: str = "dataset"
+    outputs: int | None = None
 
     def __post_init__(self) -> None:
         if not 8 <= int(self.image_size) <= 2048:
@@ -53,8 +57,8 @@ class PreprocessingSpec:
             len(self.mean) != self.channels or len(self.std) != self.channels
         ):
             raise ValueError(f"mean/std need {self.channels} values, got {self.mean} / {self.std}")
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if not isinstance(self.task, str) or not self.task:
+            raise ValueError(f"task must be a task name (e.g. one of {', '.join(TASKS)}), got {self.task!r}")
         if self.intensity not in INTENSITY:
             raise ValueError(f"intensity must be one of {', '.join(INTENSITY)}, got {self.intensity!r}")
         for name in ("patch_size", "spacing"):
@@ -64,11 +68,14 @@ class PreprocessingSpec:
 
     @property
     def num_outputs(self) -> int:
-        """Output width of the network: 4 box numbers for detection, else one logit per class."""
-        return 4 if self.task == "detection" else len(self.class_names)
+        """Output width of the network: ``outputs`` where the task set it (detection: 4 box numbers), else
+        one logit per class."""
+        return self.outputs if self.outputs is not None else len(self.class_names)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if d["outputs"] is None:  # left out: older readers do not know the field
+            del d["outputs"]
         for key in ("mean", "std", "class_names", "patch_size", "spacing"):
             d[key] = None if d[key] is None else list(d[key])
         return d
@@ -77,6 +84,8 @@ class PreprocessingSpec:
     def from_dict(cls, d: dict[str, Any]) -> PreprocessingSpec:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}  # a newer file's extra fields are ignored
+        if "outputs" not in d:  # written before specs recorded it: only detection had a fixed width
+            d["outputs"] = LEGACY_OUTPUTS.get(d.get("task", ""))
         for key in ("mean", "std", "class_names", "patch_size", "spacing"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])

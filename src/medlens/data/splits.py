@@ -108,6 +108,7 @@ def _grouped_val(
     labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int, where: str
 ) -> np.ndarray:
     """Positions of the first fold of a StratifiedGroupKFold: every patient entirely on one side."""
+    # deferred: scikit-learn is heavy (~1 s); only stratified group splitting needs it
     from sklearn.model_selection import StratifiedGroupKFold
 
     n_groups = len(set(groups.tolist()))

@@ -13,9 +13,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medlens.data.cache import cache_pairs
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
-from medlens.utils.files import atomic_write_text, write_json
+from medlens.evaluation.evaluators import register_evaluator
+from medlens.evaluation.plots import plot_examples
+from medlens.evaluation.seg_evaluate import patient_bootstrap, pick_examples
+from medlens.evaluation.seg_metrics import patient_bootstrap_ci
+from medlens.io import read_image
+from medlens.tasks.base import EvalContext, Evaluation
+from medlens.tasks.boxes import paired_ious
+from medlens.tasks.detection import BOX_COLUMNS, draw_boxes, predict_boxes, with_boxes
 
 MISSING_BOX_RULE = (
     "Only cases with a true box are scored (a single-box detector always answers with a box); cases "
@@ -23,32 +31,19 @@ MISSING_BOX_RULE = (
 )
 
 
-def evaluate_detection(
-    loaded,
-    sub: Manifest,
-    out: Path,
-    *,
-    run: str,
-    data: str,
-    split: str,
-    n_bootstrap: int,
-    run_dir: Path,
-    prepared=None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Predict a box for every case of ``sub``; write summary.json, predictions.csv, figures, report.html."""
-    from medlens.data.cache import cache_pairs
-    from medlens.tasks.boxes import paired_ious
-    from medlens.tasks.detection import BOX_COLUMNS, predict_boxes, with_boxes
-
+@register_evaluator("detection")
+def evaluate_detection(loaded, sub: Manifest, ctx: EvalContext) -> Evaluation:
+    """Predict a box for every case of ``sub`` and compare it with the true box."""
+    if ctx.gate is not None:
+        raise MedlensError("--gate applies to segmentation runs, not detection")
     has_columns = all(c in sub.df.columns for c in BOX_COLUMNS)
     sub, dropped = with_boxes(sub, from_masks=not has_columns)
     spec = loaded.spec
     t0 = time.perf_counter()
-    cached = cache_pairs(sub, spec.image_size, spec.channels, masks=False, progress=progress)
+    cached = cache_pairs(sub, spec.image_size, spec.channels, masks=False, progress=ctx.progress)
     sub = sub.with_df(sub.df.iloc[cached.kept])
     if not len(sub):
-        raise MedlensError(f"no readable images to evaluate in {data} ({split})")
+        raise MedlensError(f"no readable images to evaluate in {ctx.data} ({ctx.split})")
     pred = predict_boxes(loaded.model, spec, cached.images, cached.shapes)
     seconds = (time.perf_counter() - t0) / len(sub)
     truth = sub.df[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
@@ -63,20 +58,6 @@ def evaluate_detection(
         }
         for c, p, t, b, i in zip(sub.df["case_id"], sub.df["patient_id"], truth, pred, ious)
     ]
-    summary = _summary(
-        loaded,
-        cases,
-        ious,
-        run=run,
-        data=data,
-        split=split,
-        n_bootstrap=n_bootstrap,
-        skipped=cached.skipped,
-        dropped=dropped,
-        seconds=seconds,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "summary.json", summary)
     table = pd.DataFrame(
         {
             "case_id": sub.df["case_id"],
@@ -87,72 +68,38 @@ def evaluate_detection(
             "iou": ious.round(6),
         }
     )
-    atomic_write_text(out / "predictions.csv", table.to_csv(index=False))
-    figures = _figures(sub, cases, out / "figures", run_dir)
-    from medlens.evaluation.evaluate import _read_yaml
-    from medlens.evaluation.report import render_report
-
-    render_report(
-        summary,
-        out / "report.html",
-        figures=figures,
-        config=_read_yaml(run_dir / "config.yaml"),
-        data_summary=None,
-        skipped=cached.skipped,
-        title=f"medlens report: {Path(run).name}",
-    )
-    return summary
-
-
-def _summary(
-    loaded, cases, ious, *, run, data, split, n_bootstrap, skipped, dropped, seconds
-) -> dict[str, Any]:
-    from medlens.evaluation.metrics import build_summary
-    from medlens.evaluation.seg_metrics import patient_bootstrap_ci
-
     pids = [c["patient_id"] for c in cases]
-    ci = {"n_bootstrap": n_bootstrap, "seed": 0}
-    hits = (ious >= 0.5).astype(np.float64)
-    metrics = {
-        "iou_mean": {"value": float(ious.mean()), "ci95": patient_bootstrap_ci(ious, pids, **ci)},
-        "iou50_rate": {"value": float(hits.mean()), "ci95": patient_bootstrap_ci(hits, pids, **ci)},
-    }
-    result = {
-        "metrics": metrics,
-        "bootstrap": {
-            "method": "percentile bootstrap over patients",
-            "n_resamples": n_bootstrap,
-            "seed": 0,
-            "ci": 0.95,
-        },
-    }
     extra = {
         "model": {"name": loaded.name, "options": loaded.options},
-        "skipped": skipped,
+        "skipped": cached.skipped,
         "missing_box_rule": MISSING_BOX_RULE,
         "cases_without_box": dropped,
         "n_patients": len(set(pids)),
         "box_format": "x0, y0, x1, y1 in pixels of the original image (x1, y1 exclusive)",
         "inference_seconds_per_case": round(seconds, 5),
     }
-    return build_summary(
-        task="detection",
-        run=run,
-        data=data,
-        split=split,
-        n_cases=len(cases),
-        metrics_result=result,
+    return Evaluation(
         cases=cases,
+        result=_metrics(ious, pids, ctx.n_bootstrap),
+        predictions=table,
         extra=extra,
+        figures=_figures(sub, cases, ctx.out / "figures"),
+        skipped=cached.skipped,
     )
 
 
-def _figures(sub: Manifest, cases: list[dict], folder: Path, run_dir: Path) -> dict[str, Path]:
-    from medlens.evaluation.plots import plot_examples, plot_history
-    from medlens.evaluation.seg_evaluate import pick_examples
-    from medlens.io import read_image
-    from medlens.tasks.detection import draw_boxes
+def _metrics(ious: np.ndarray, pids: list[str], n_bootstrap: int) -> dict[str, Any]:
+    """Mean IoU and the share of IoU >= 0.5, with bootstrap intervals over patients."""
+    ci = {"n_bootstrap": n_bootstrap, "seed": 0}
+    hits = (ious >= 0.5).astype(np.float64)
+    metrics = {
+        "iou_mean": {"value": float(ious.mean()), "ci95": patient_bootstrap_ci(ious, pids, **ci)},
+        "iou50_rate": {"value": float(hits.mean()), "ci95": patient_bootstrap_ci(hits, pids, **ci)},
+    }
+    return {"metrics": metrics, "bootstrap": patient_bootstrap(n_bootstrap)}
 
+
+def _figures(sub: Manifest, cases: list[dict], folder: Path) -> dict[str, Path]:
     panels = []
     for label, i in pick_examples(cases, "iou"):
         image = read_image(sub.resolve(sub.df["image"].iloc[i]))
@@ -163,7 +110,4 @@ def _figures(sub: Manifest, cases: list[dict], folder: Path, run_dir: Path) -> d
         figures["Examples: truth (green) vs prediction (red)"] = plot_examples(
             panels, folder / "examples.png"
         )
-    history = run_dir / "history.csv"
-    if history.is_file():
-        figures["Training history"] = plot_history(pd.read_csv(history), folder / "history.png")
     return figures

@@ -16,10 +16,12 @@ from typing import Any
 import jinja2
 
 from medlens.errors import MedlensError
+from medlens.evaluation.plots import summary_figures
+from medlens.tasks.registry import get_task
+from medlens.tasks.reporting import N_WORST, fmt
 from medlens.utils.files import atomic_write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
-N_WORST = 20
 # SVG is left out on purpose: it can carry scripts.
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
@@ -57,7 +59,8 @@ def render_report(
     skipped: list[dict[str, Any]] | None = None,
     title: str | None = None,
 ) -> Path:
-    """Write one self-contained HTML report for an evaluated run.
+    """Write one self-contained HTML report for an evaluated run; the task's block comes from its
+    ``report_section`` hook.
 
     Args:
         summary: the summary.json dict (the only source of numbers).
@@ -77,8 +80,6 @@ def render_report(
         raise MedlensError("summary has no 'metrics'; pass the dict read from a run's summary.json")
     figures = dict(figures or {})
     with tempfile.TemporaryDirectory(prefix="medlens-figures-") as tmp:
-        from medlens.evaluation.plots import summary_figures
-
         standard = summary_figures(summary, tmp, skip=[_figure_key(name) for name in figures])
         images = [_embed(name, path) for name, path in {**standard, **figures}.items() if path is not None]
     config = config if config is not None else summary.get("config")
@@ -96,7 +97,7 @@ def render_report(
         data_table=_data_table(data_summary if data_summary is not None else summary.get("data_summary")),
         worst=_worst_cases(summary, N_WORST),
         n_worst=N_WORST,
-        loc=_localisation(summary, N_WORST),
+        loc=get_task(summary.get("task", "classification")).report_section(summary),
     )
     return atomic_write_text(out_path, html)
 
@@ -119,15 +120,6 @@ def ci_label(summary: dict[str, Any]) -> str:
     """Column heading for the interval, e.g. "95 % CI"."""
     level = (summary.get("bootstrap") or {}).get("ci", 0.95)
     return f"{100 * float(level):g} % CI"
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """A number for display: floats rounded, null as an em dash."""
-    if value is None:
-        return "\u2014"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def fmt_ci(ci: Sequence[float] | None, digits: int = 3) -> str:
@@ -190,11 +182,9 @@ def _confusion_table(summary: dict[str, Any]) -> dict[str, Any] | None:
 def _worst_cases(summary: dict[str, Any], k: int) -> list[dict[str, str]]:
     """The ``k`` cases with the lowest probability on their true class."""
     scored = []
-    if summary.get("task", "classification") != "classification":
-        return []
     for case in summary.get("cases") or []:
-        probs = case.get("probabilities") or {}
-        if case.get("target") in probs:
+        probs = case.get("probabilities") or {}  # only cases with class probabilities rank here
+        if probs and case.get("target") in probs:
             scored.append((float(probs[case["target"]]), case))
     scored.sort(key=lambda item: item[0])
     return [
@@ -208,42 +198,6 @@ def _worst_cases(summary: dict[str, Any], k: int) -> list[dict[str, str]]:
         }
         for p, c in scored[:k]
     ]
-
-
-def _localisation(summary: dict[str, Any], k: int) -> dict[str, Any] | None:
-    """Segmentation/detection extras: the empty-mask rule, counts, the gate pipeline and the worst cases."""
-    task = summary.get("task")
-    if task not in ("segmentation", "detection"):
-        return None
-    rule = summary.get("empty_mask_rule") or summary.get("missing_box_rule") or ""
-    if task == "segmentation" and summary.get("per_patient"):
-        rows = sorted(summary["per_patient"], key=lambda r: r.get("dice", 0))[:k]
-        table = {
-            "title": "Worst patients",
-            "columns": ["Patient", "Dice (stacked slices)", "Cases"],
-            "rows": [[r["patient_id"], fmt(r.get("dice")), fmt(r.get("n_cases"))] for r in rows],
-        }
-    else:
-        rows = sorted(summary.get("cases") or [], key=lambda c: c.get("iou", 0))[:k]
-        table = {
-            "title": "Worst cases",
-            "columns": ["Case", "Patient", "IoU", "True box", "Predicted box"],
-            "rows": [
-                [
-                    c["case_id"],
-                    c.get("patient_id", ""),
-                    fmt(c.get("iou")),
-                    str(c.get("target")),
-                    str(c.get("prediction")),
-                ]
-                for c in rows
-            ],
-        }
-    facts = {**(summary.get("counts") or {}), **(summary.get("pipeline") or {})}
-    for key in ("n_patients", "cases_without_box", "inference_seconds_per_case"):
-        if summary.get(key) is not None:
-            facts[key] = summary[key]
-    return {"rule": rule, "table": table, "facts": [(k.replace("_", " "), fmt(v)) for k, v in facts.items()]}
 
 
 def _data_table(data_summary: dict[str, dict[str, int]] | None) -> dict[str, Any] | None:

@@ -16,9 +16,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medlens.data.cache import cache_images, cache_pairs
 from medlens.data.manifest import Manifest
+from medlens.data.seg_sources import check_pair
 from medlens.errors import MedlensError, UnreadableImageError
-from medlens.utils.files import atomic_write_text, write_json
+from medlens.evaluation.evaluators import register_evaluator
+from medlens.evaluation.plots import plot_examples
+from medlens.evaluation.seg_metrics import (
+    dice_per_patient,
+    mean_case_metrics,
+    patient_bootstrap_ci,
+    segmentation_case_metrics,
+)
+from medlens.io import read_image
+from medlens.io.volumes import read_volume
+from medlens.tasks.base import EvalContext, Evaluation
+from medlens.tasks.gate import load_gate
+from medlens.tasks.segmentation import overlay_rgb, predict_masks
+from medlens.tasks.volumes import predict_volume, read_volume_case
+from medlens.utils.progress import track
 
 EMPTY_MASK_RULE = (
     "A case whose true and predicted masks are both empty scores Dice = IoU = surface Dice = 1 and "
@@ -28,76 +44,44 @@ EMPTY_MASK_RULE = (
 )
 
 
-def evaluate_segmentation(
-    loaded,
-    sub: Manifest,
-    out: Path,
-    *,
-    run: str,
-    data: str,
-    split: str,
-    n_bootstrap: int,
-    run_dir: Path,
-    prepared=None,
-    gate=None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Predict and score every case of ``sub``; write summary.json, predictions.csv, figures, report.html."""
+@register_evaluator("segmentation")
+def evaluate_segmentation(loaded, sub: Manifest, ctx: EvalContext) -> Evaluation:
+    """Predict and score every case of ``sub`` (2D slices, optionally gated, or 3D volumes)."""
+    gate = ctx.gate
+    if gate is not None and not hasattr(gate, "positive_probability"):
+        gate = load_gate(gate)
     t0 = time.perf_counter()
+    pipeline = None
     if loaded.spec.spatial_dims == 3:
         if gate is not None:
             raise MedlensError("--gate classifies 2D slices; it cannot gate a 3D segmentation run")
-        preds, truths, spacings, sub, skipped = _predict_volumes(loaded, sub, progress)
+        preds, truths, spacings, sub, skipped = _predict_volumes(loaded, sub, ctx.progress)
     else:
-        preds, truths, sub, skipped, pipeline = _predict_slices(loaded, sub, prepared, gate, progress)
+        preds, truths, sub, skipped, pipeline = _predict_slices(loaded, sub, ctx.prepared, gate, ctx.progress)
         spacings = [None] * len(preds)
     seconds = (time.perf_counter() - t0) / max(1, len(preds))
     cases = _case_records(sub, preds, truths, spacings)
-    summary = _summary(
-        loaded,
-        sub,
-        cases,
-        preds,
-        truths,
-        run=run,
-        data=data,
-        split=split,
-        n_bootstrap=n_bootstrap,
+    if not cases:
+        raise MedlensError(f"no readable cases to evaluate in {ctx.data} ({ctx.split})")
+    result, extra = _metrics(loaded, cases, preds, truths, ctx.n_bootstrap, seconds)
+    predictions = pd.DataFrame(
+        [
+            {k: v for k, v in c.items() if k != "empty"} | {"image": img}
+            for c, img in zip(cases, sub.df["image"])
+        ]
+    )
+    return Evaluation(
+        cases=cases,
+        result=result,
+        predictions=predictions,
+        extra={"model": {"name": loaded.name, "options": loaded.options}, "skipped": skipped, **extra},
+        figures=_figures(loaded, sub, preds, truths, cases, ctx.out / "figures"),
         skipped=skipped,
-        seconds=seconds,
+        after={} if pipeline is None else {"pipeline": pipeline},
     )
-    if loaded.spec.spatial_dims == 2 and gate is not None:
-        summary["pipeline"] = pipeline
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "summary.json", summary)
-    atomic_write_text(
-        out / "predictions.csv",
-        pd.DataFrame(
-            [
-                {k: v for k, v in c.items() if k != "empty"} | {"image": img}
-                for c, img in zip(cases, sub.df["image"])
-            ]
-        ).to_csv(index=False),
-    )
-    figures = _figures(loaded, sub, preds, truths, cases, out / "figures", run_dir)
-    from medlens.evaluation.evaluate import _read_yaml
-    from medlens.evaluation.report import render_report
-
-    render_report(
-        summary,
-        out / "report.html",
-        figures=figures,
-        config=_read_yaml(run_dir / "config.yaml"),
-        data_summary=None,
-        skipped=skipped,
-        title=f"medlens report: {Path(run).name}",
-    )
-    return summary
 
 
 def _predict_slices(loaded, sub: Manifest, prepared, gate, progress: bool):
-    from medlens.data.cache import cache_pairs
-    from medlens.tasks.segmentation import predict_masks
 
     spec = loaded.spec
     if (
@@ -122,8 +106,6 @@ def _predict_slices(loaded, sub: Manifest, prepared, gate, progress: bool):
 
 def _original_masks(sub: Manifest, masks: np.ndarray, shapes: np.ndarray, size: int) -> list[np.ndarray]:
     """True masks at each image's own resolution (re-read only where the cache resized them)."""
-    from medlens.data.seg_sources import check_pair
-    from medlens.io import read_image
 
     out = []
     for i, row in enumerate(sub.df.itertuples(index=False)):
@@ -137,7 +119,6 @@ def _original_masks(sub: Manifest, masks: np.ndarray, shapes: np.ndarray, size: 
 
 def _apply_gate(gate, sub: Manifest, preds: list, truths: list, progress: bool) -> dict[str, Any]:
     """Empty the masks of slices the classifier calls negative; count false-positive slices both ways."""
-    from medlens.data.cache import cache_images
 
     spec = gate.loaded.spec
     cached = cache_images(sub, spec.image_size, spec.channels, progress=progress, description="Gating slices")
@@ -159,8 +140,6 @@ def _apply_gate(gate, sub: Manifest, preds: list, truths: list, progress: bool) 
 
 
 def _predict_volumes(loaded, sub: Manifest, progress: bool):
-    from medlens.tasks.volumes import predict_volume, read_volume_case
-    from medlens.utils.progress import track
 
     preds, truths, spacings, kept, skipped = [], [], [], [], []
     rows = list(sub.df.itertuples(index=False))
@@ -180,7 +159,6 @@ def _predict_volumes(loaded, sub: Manifest, progress: bool):
 
 
 def _case_records(sub: Manifest, preds, truths, spacings) -> list[dict[str, Any]]:
-    from medlens.evaluation.seg_metrics import segmentation_case_metrics
 
     cases = []
     for (case_id, patient_id), p, t, sp in zip(
@@ -199,14 +177,11 @@ def _case_records(sub: Manifest, preds, truths, spacings) -> list[dict[str, Any]
     return cases
 
 
-def _summary(
-    loaded, sub: Manifest, cases, preds, truths, *, run, data, split, n_bootstrap, skipped, seconds
-) -> dict[str, Any]:
-    from medlens.evaluation.metrics import build_summary
-    from medlens.evaluation.seg_metrics import dice_per_patient, mean_case_metrics, patient_bootstrap_ci
-
-    if not cases:
-        raise MedlensError(f"no readable cases to evaluate in {data} ({split})")
+def _metrics(
+    loaded, cases, preds, truths, n_bootstrap: int, seconds: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The metrics block (Dice per patient, mean case metrics, bootstrap CIs over patients) and the other
+    summary facts."""
     pids = [c["patient_id"] for c in cases]
     per_patient = dice_per_patient([p > 0 for p in preds], [t > 0 for t in truths], pids)
     means = mean_case_metrics(cases)
@@ -236,8 +211,6 @@ def _summary(
         "both_empty": means["both_empty"],
     }
     extra = {
-        "model": {"name": loaded.name, "options": loaded.options},
-        "skipped": skipped,
         "class_names": list(loaded.spec.class_names),
         "empty_mask_rule": EMPTY_MASK_RULE,
         "spatial_dims": loaded.spec.spatial_dims,
@@ -248,31 +221,21 @@ def _summary(
             {"patient_id": p, "dice": round(d, 6), "n_cases": pids.count(p)} for p, d in per_patient.items()
         ],
     }
-    result = {
-        "metrics": metrics,
-        "bootstrap": {
-            "method": "percentile bootstrap over patients",
-            "n_resamples": n_bootstrap,
-            "seed": 0,
-            "ci": 0.95,
-        },
+    return {"metrics": metrics, "bootstrap": patient_bootstrap(n_bootstrap)}, extra
+
+
+def patient_bootstrap(n_bootstrap: int) -> dict[str, Any]:
+    """summary.json ``bootstrap`` of the localisation tasks: percentile intervals over patients."""
+    return {
+        "method": "percentile bootstrap over patients",
+        "n_resamples": n_bootstrap,
+        "seed": 0,
+        "ci": 0.95,
     }
-    return build_summary(
-        task="segmentation",
-        run=run,
-        data=data,
-        split=split,
-        n_cases=len(cases),
-        metrics_result=result,
-        cases=cases,
-        extra=extra,
-    )
 
 
-def _figures(loaded, sub: Manifest, preds, truths, cases, folder: Path, run_dir: Path) -> dict[str, Path]:
+def _figures(loaded, sub: Manifest, preds, truths, cases, folder: Path) -> dict[str, Path]:
     """Contour overlays (truth green, prediction red) of the best, median and worst case with foreground."""
-    from medlens.evaluation.plots import plot_examples, plot_history
-    from medlens.tasks.segmentation import overlay_rgb
 
     figures: dict[str, Path] = {}
     picks = pick_examples(cases, "dice")
@@ -289,9 +252,6 @@ def _figures(loaded, sub: Manifest, preds, truths, cases, folder: Path, run_dir:
         figures["Examples: truth (green) vs prediction (red)"] = plot_examples(
             panels, folder / "examples.png"
         )
-    history = run_dir / "history.csv"
-    if history.is_file():
-        figures["Training history"] = plot_history(pd.read_csv(history), folder / "history.png")
     return figures
 
 
@@ -314,11 +274,7 @@ def _display(loaded, sub: Manifest, i: int, pred: np.ndarray, truth: np.ndarray)
     """The image plane to draw for case ``i`` (3D: the slice with the most true foreground)."""
     path = sub.resolve(sub.df["image"].iloc[i])
     if loaded.spec.spatial_dims == 2:
-        from medlens.io import read_image
-
         return read_image(path), pred, truth
-    from medlens.io.volumes import read_volume
-
     volume = read_volume(path)[0]
     k = int(np.argmax((truth > 0).reshape(-1, truth.shape[-1]).sum(0)))
     plane = volume[1 if volume.shape[0] == 3 else 0, :, :, k]

@@ -47,6 +47,7 @@ def read_dicom_image(path: str | Path, frame: int = 0) -> np.ndarray:
 
 def decode_dicom_image(path: str | Path, frame: int = 0) -> tuple[np.ndarray, list[str]]:
     """:func:`read_dicom_image` plus notes (which frame of a multi-frame file was used)."""
+    # deferred: optional heavy dependency, only DICOM sources need it (medlens.io.images imports this module)
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
     ds, notes = read_dataset(path)
@@ -82,6 +83,7 @@ def read_dataset(path: str | Path):
     Raises:
         UnreadableImageError: not DICOM, no pixel data, or a declared size above the limit.
     """
+    # deferred: optional heavy dependency, only DICOM sources need it (medlens.io.images imports this module)
     import pydicom
     from pydicom.errors import InvalidDicomError
 

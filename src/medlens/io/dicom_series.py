@@ -47,6 +47,7 @@ class SeriesInfo:
 
 def list_dicom_series(folder: str | Path) -> list[SeriesInfo]:
     """Find the DICOM series under ``folder`` (recursively); files that are not DICOM are skipped."""
+    # deferred: optional heavy dependency, only DICOM sources need it
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -214,7 +215,7 @@ def _read_file(path: Path):
 
 
 def _slice_pixels(ds, path: Path) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut
+    from pydicom.pixels import apply_modality_lut  # deferred: heavy, only DICOM sources need it
 
     arr = _decode(ds, path)
     if int(ds.get("SamplesPerPixel", 1) or 1) == 1:
@@ -237,7 +238,7 @@ def _read_mosaic(
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nibabel warns that its DICOM readers are experimental
-        from nibabel.nicom import dicomwrappers
+        from nibabel.nicom import dicomwrappers  # deferred: heavy, only Siemens mosaic series need it
 
     pairs = sorted(zip(datasets, info.files), key=lambda dp: int(dp[0].get("InstanceNumber", 0) or 0))
     volumes, affines = [], []

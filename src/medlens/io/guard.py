@@ -22,8 +22,11 @@ model checkpoints) is checked here, so that a hostile or broken file costs neith
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import pickle
 import threading
+import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 
 from medlens.errors import MedlensError, UnreadableImageError, reason_kind
 
@@ -178,18 +182,17 @@ def install_bounded_tiff_codecs() -> None:
     the declared-size check still bounds every honest file.
     """
     try:
-        import tifffile
-
         codecs = tifffile.TIFF.DECOMPRESSORS._codecs  # private, see the docstring
         try:
-            import imagecodecs  # noqa: F401  (its decoders honour the output size themselves)
+            # deferred: a probe for an optional package (its decoders honour the output size themselves)
+            import imagecodecs  # noqa: F401
 
             return
         except ImportError:
             pass
         for code in (8, 32946, 50013):  # Adobe deflate, old-style deflate, PixTIFF deflate
             codecs[code] = _bounded_zlib_decode
-    except (ImportError, AttributeError, TypeError):
+    except (AttributeError, TypeError):
         return
 
 
@@ -269,10 +272,8 @@ def load_torch_file(path: str | Path, what: str = "model file") -> Any:
         MedlensError: missing, too large, not a PyTorch file (random bytes, truncated zip), or holding Python
             objects other than tensors and plain values.
     """
-    import pickle
-    import zipfile
 
-    import torch
+    import torch  # deferred: heavy; medlens.io must not load torch for ingest/audit
 
     path = Path(path)
     if not path.is_file():
@@ -324,7 +325,7 @@ def read_table(path: str | Path, **kwargs: Any):
     Raises:
         MedlensError: naming the file and what to do.
     """
-    import pandas as pd
+    import pandas as pd  # deferred: ~0.2 s; reading images through medlens.io does not need it
 
     path = Path(path)
     if not path.is_file():
@@ -352,7 +353,6 @@ def read_table(path: str | Path, **kwargs: Any):
 
 def accepts_image_limit(fn):
     """Give a public function a ``max_image_mb=`` keyword that sets the decoded-size limit while it runs."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args: Any, max_image_mb: float | None = None, **kwargs: Any) -> Any:

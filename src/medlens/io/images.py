@@ -14,13 +14,16 @@ import os
 import re
 import threading
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+import tifffile
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medlens.errors import UnreadableImageError
+from medlens.io.dicom import decode_dicom_image
 from medlens.io.guard import check_declared, check_finite, first_line, install_bounded_tiff_codecs
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -116,8 +119,6 @@ def decode_image(path: str | Path) -> Decoded:
         raise UnreadableImageError(ref, "zero-byte file")
     suffix = p.suffix.lower()
     if suffix in DICOM_SUFFIXES or (suffix not in RASTER_SUFFIXES and is_dicom_file(p)):
-        from medlens.io.dicom import decode_dicom_image
-
         arr, notes = decode_dicom_image(p)
     elif suffix in {".tif", ".tiff"}:
         arr, notes = _read_tiff(p)
@@ -158,8 +159,6 @@ _MODE_BYTES = {
 
 
 def _read_pillow(p: Path) -> tuple[np.ndarray, list[str]]:
-    from PIL import ImageOps, UnidentifiedImageError
-
     notes = []
     try:
         with Image.open(p) as im:
@@ -232,7 +231,6 @@ def _quiet_native_stderr():
 
 def _read_tiff(p: Path) -> tuple[np.ndarray, list[str]]:
     """The first page of a TIFF (tifffile: any depth and sample layout; Pillow when tifffile cannot)."""
-    import tifffile
 
     try:
         with tifffile.TiffFile(p) as tif:
@@ -278,7 +276,6 @@ def npz_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]
     Raises:
         UnreadableImageError: not a zip of .npy arrays, or an array of Python objects (never unpickled).
     """
-    import zipfile
 
     out = {}
     try:

@@ -39,7 +39,7 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, 
             reading), or holding NaN/inf voxels.
         MedlensError: the image is not 3D or 4D.
     """
-    import nibabel as nib
+    import nibabel as nib  # deferred: heavy, only NIfTI volumes need it
 
     path = Path(path)
     if not path.is_file():
@@ -101,7 +101,7 @@ def write_nifti(array: np.ndarray, affine: np.ndarray | None, path: str | Path) 
     Returns:
         The written path.
     """
-    import nibabel as nib
+    import nibabel as nib  # deferred: heavy, only NIfTI volumes need it
 
     path = Path(path)
     if not is_nifti_file(path):

@@ -15,6 +15,7 @@ import torch
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
 from medlens.io.guard import load_torch_file
+from medlens.models.registry import create_model
 from medlens.utils.files import atomic_write_bytes
 
 FORMAT = "medlens.model/1"
@@ -56,7 +57,6 @@ def save_model(
 
 def load_model(path: str | Path) -> LoadedModel:
     """Rebuild the network from a medlens model file and load its weights (eval mode)."""
-    from medlens.models.registry import create_model
 
     path = Path(path)
     if path.is_dir():

@@ -13,6 +13,7 @@ from torch import nn
 
 from medlens.errors import MedlensError
 from medlens.models.heads import HEAD_KINDS, check_dropout, make_head
+from medlens.models.weights import load_weights
 
 #: Options every factory accepts, with their defaults.
 STANDARD_OPTIONS: dict[str, Any] = {
@@ -130,8 +131,6 @@ def build_classifier(
     model = Classifier(backbone, head, num_features)
     paths = [p for p in (pretrained_path, opts["weights"]) if p is not None]
     if paths:
-        from medlens.models.weights import load_weights
-
         for path in paths:
             load_weights(model, path)
     if opts["freeze_backbone"]:

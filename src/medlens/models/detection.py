@@ -15,6 +15,7 @@ from torch import nn
 
 from medlens.models.cnn import ResidualStage, conv_bn
 from medlens.models.registry import register_model
+from medlens.models.segmentation import check_options, with_weights
 
 OPTIONS = {
     "widths": (32, 64, 128),
@@ -81,7 +82,6 @@ def boxnet(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
 ) -> nn.Module:
     """:class:`BoxNet`; ``num_classes`` is the number of outputs (4 box numbers)."""
-    from medlens.models.segmentation import check_options, with_weights
 
     opts = check_options("boxnet", OPTIONS, options)
     model = BoxNet(

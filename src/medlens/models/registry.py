@@ -59,7 +59,9 @@ def register_model(name: str, description: str, **info: Any) -> Callable:
 
 
 def _ensure_loaded() -> None:
-    # Importing the modules runs their @register_model decorators.
+    # Importing the modules runs their @register_model decorators. Deferred: import cycle (every zoo module
+    # imports register_model from here), and the zoo loads torch and MONAI, which listing the registry
+    # before first use must not.
     from medlens.models import zoo  # noqa: F401
 
 
@@ -82,7 +84,7 @@ def list_models(pattern: str | None = None, task: str | None = None) -> list[Mod
     if pattern:
         infos = [i for i in infos if fnmatch.fnmatch(i.name, pattern)]
     if task:
-        infos = [i for i in infos if i.task == task]
+        infos = [i for i in infos if task in (i.task,)]
     return infos
 
 

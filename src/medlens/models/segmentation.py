@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from monai.networks.blocks import Convolution, ResidualUnit
 from monai.networks.layers.factories import Conv
+from monai.networks.nets import BasicUNet, SegResNet, UNet
 from torch import nn
 
 from medlens.errors import MedlensError
@@ -32,7 +33,7 @@ SPECIFIC = {
 
 
 class ResUNet(nn.Module):
-    """Residual U-Net (brief 4): residual blocks in the encoder, bottleneck and decoder, 1×1 conv at the end.
+    """Residual U-Net: residual blocks in the encoder, bottleneck and decoder, 1×1 conv at the end.
 
     Each encoder level is a MONAI ``ResidualUnit`` (two conv-norm-act subunits plus a skip connection; levels
     after the first downsample by 2 with a strided convolution); the deepest level is the bottleneck. Each
@@ -143,7 +144,6 @@ def with_weights(model: nn.Module, name: str, opts: dict[str, Any]) -> nn.Module
 )
 def unet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> nn.Module:
     """MONAI ``UNet``, stride-2 downsampling between ``channels`` levels (``num_res_units`` 0 = plain)."""
-    from monai.networks.nets import UNet
 
     opts = _options("unet", options)
     channels = tuple(opts["channels"])
@@ -162,7 +162,7 @@ def unet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
 
 @register_model(
     "resunet",
-    "residual U-Net (brief 4): residual blocks in encoder, bottleneck and decoder, 1x1 conv output (2D/3D)",
+    "residual U-Net: residual blocks in encoder, bottleneck and decoder, 1x1 conv output (2D/3D)",
     task="segmentation",
     default_size=128,
 )
@@ -192,7 +192,6 @@ def basicunet(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
 ) -> nn.Module:
     """MONAI ``BasicUNet`` with ``features`` (six widths: five levels plus the last decoder)."""
-    from monai.networks.nets import BasicUNet
 
     opts = _options("basicunet", options)
     model = BasicUNet(
@@ -215,7 +214,6 @@ def segresnet(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
 ) -> nn.Module:
     """MONAI ``SegResNet`` (group norm with 8 groups: ``init_filters`` must be a multiple of 8)."""
-    from monai.networks.nets import SegResNet
 
     opts = _options("segresnet", options)
     if int(opts["init_filters"]) % 8:

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from medlens.errors import MedlensError
+from medlens.models.registry import create_model, get_model_info
 
 
 def _count(params) -> tuple[int, int]:
@@ -76,7 +77,6 @@ def summarize(
         num_classes: number of logits.
         **options: model options passed to :func:`medlens.models.create_model`.
     """
-    from medlens.models.registry import create_model, get_model_info
 
     spatial = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     check_input(name, spatial, in_channels)
@@ -108,7 +108,6 @@ MAX_CHANNELS = 16
 
 def check_input(name: str, spatial: tuple[int, ...], in_channels: int, min_side: int = 1) -> None:
     """Refuse input sizes and channel counts that cannot run (or would allocate gigabytes) in one line."""
-    from medlens.models.registry import get_model_info
 
     if len(spatial) not in MAX_SIDE:
         raise MedlensError(f"input size needs 2 or 3 sides, got {spatial}")

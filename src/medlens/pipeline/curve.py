@@ -1,4 +1,4 @@
-"""`medlens curve`: validation score against training-set fraction (brief 2's 10/20/30 % experiment)."""
+"""`medlens curve`: validation score against training-set fraction (e.g. trained on 10, 20 and 30 %)."""
 
 from __future__ import annotations
 

@@ -1,22 +1,47 @@
-"""Classification: cross-entropy (optionally class-weighted), accuracy and macro-F1 while training."""
+"""Classification: class folders in, cross-entropy (optionally class-weighted) with accuracy and macro-F1
+while training, class probabilities out.
+
+Evaluation is the ``classification`` evaluator of :mod:`medlens.evaluation.cls_evaluate` (accuracy, F1, AUC
+with bootstrap intervals, calibration and their figures come from the evaluation layer above this one).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medlens.data.balance import class_weights
+from medlens.data.cache import load_image
+from medlens.data.manifest import Manifest
+from medlens.data.prepared import channel_stats, check_labels, check_readable_classes, prepare
+from medlens.data.spec import PreprocessingSpec
+from medlens.data.splits import carve_validation, stratified_subset
+from medlens.errors import MedlensError
 from medlens.models.checkpoint import LoadedModel
 from medlens.tasks.base import Task, normalize
+from medlens.tasks.registry import register_task
 
 
+@register_task("classification")
 class ClassificationTask(Task):
-    """Hooks the shared loop calls for single-label classification."""
+    """Single-label classification: data, loop hooks, probabilities out (the defaults of :class:`Task`)."""
 
     name = "classification"
+    monitor = "val_accuracy"
+    model_option_keys = ("freeze_backbone", "head", "dropout", "weights", "pretrained")
+    needs_labels = True
+    evaluator = "classification"
+    prediction_columns = ("prediction", "confidence", "probabilities")
 
     def __init__(
-        self, class_names: list[str], class_weights: list[float] | None = None, label_smoothing: float = 0.0
+        self,
+        class_names: list[str] = (),
+        class_weights: list[float] | None = None,
+        label_smoothing: float = 0.0,
     ):
         self.class_names = list(class_names)
         self.class_weights = (
@@ -24,6 +49,82 @@ class ClassificationTask(Task):
         )
         self.label_smoothing = label_smoothing
 
+    # -- whole-path hooks ------------------------------------------------------------------------------
+    def prepare(self, source, cfg, info, progress: bool, fix=None):
+        """Ingest, carve a stratified validation split, audit-fix, subset, decode once; the spec."""
+        manifest = self.resolve(source)
+        check_labels(manifest)
+        manifest = carve_validation(manifest, cfg.val_fraction, seed=cfg.seed)
+        audit_changes: list[dict] = []
+        if cfg.audit_fix and fix is not None:  # after carving: duplicates straddling train/val move together
+            manifest, audit_changes = fix(manifest, progress)
+        if cfg.fraction < 1:
+            manifest = stratified_subset(manifest, cfg.fraction, seed=cfg.seed)
+        classes = check_labels(manifest.subset("train"))
+        size = cfg.image_size or info.default_size
+        channels = cfg.channels or info.channels or 1
+        if info.channels and channels != info.channels:
+            raise MedlensError(
+                f"model {cfg.model} needs {info.channels}-channel input, got --channels {channels}"
+            )
+        data = prepare(manifest, classes, size, channels, workers=cfg.workers, progress=progress)
+        check_readable_classes(data)
+        if len(data.indices("train")) == 0 or len(data.indices("val")) == 0:
+            raise MedlensError(
+                "training needs readable images in both the train and val splits; "
+                f"got {len(data.indices('train'))} train and {len(data.indices('val'))} val"
+            )
+        if info.mean is not None:
+            mean, std = info.mean, info.std
+        else:
+            mean, std = channel_stats(data.images[data.indices("train")])
+        if cfg.intensity == "volume":
+            raise MedlensError(
+                "--intensity volume applies to 3D segmentation; for images use image or dataset"
+            )
+        spec = PreprocessingSpec(
+            image_size=size,
+            channels=channels,
+            mean=tuple(mean),
+            std=tuple(std),
+            class_names=tuple(classes),
+            intensity=cfg.intensity or "dataset",
+        )
+        return data, spec, audit_changes
+
+    def check_evaluation_manifest(self, manifest: Manifest) -> None:
+        if not manifest.has_labels:
+            raise MedlensError(
+                f"{manifest.source or manifest.root} has no labels; use `medlens predict` instead"
+            )
+
+    def summary_model(self, num_classes: int, head: str, freeze_backbone: bool) -> tuple[int, dict[str, Any]]:
+        return num_classes, {"head": head, "freeze_backbone": freeze_backbone}
+
+    def make_loop_task(self, cfg, data, spec: PreprocessingSpec) -> ClassificationTask:
+        """Class names from the data, class weights from the train split when ``class_weights: auto``."""
+        weights = None
+        if cfg.class_weights == "auto":
+            train_labels = data.manifest.df["label"].to_numpy()[data.indices("train")]
+            weights = list(class_weights(train_labels, data.classes).values())
+        return ClassificationTask(data.classes, weights, cfg.label_smoothing)
+
+    def write_prediction(self, loaded, path: Path, out: Path) -> dict[str, Any]:
+        """``{"prediction", "confidence", "probabilities"}`` of one image (nothing written)."""
+        spec = loaded.spec
+        probs = predict_probs(loaded, load_image(str(path), spec.image_size, spec.channels)[None])[0]
+        best = int(probs.argmax())
+        return {
+            "prediction": spec.class_names[best],
+            "confidence": float(probs[best]),
+            "probabilities": {c: float(p) for c, p in zip(spec.class_names, probs)},
+        }
+
+    def prediction_row(self, record: dict[str, Any]) -> list[str]:
+        probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
+        return [record["prediction"], f"{record['confidence']:.3f}", probs]
+
+    # -- loop hooks -----------------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)

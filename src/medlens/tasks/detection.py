@@ -20,13 +20,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from medlens.data.cache import cache_pairs
 from medlens.data.manifest import Manifest
+from medlens.data.prepared import PreparedData, channel_stats
 from medlens.data.seg_sources import check_pair
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
 from medlens.io.images import read_image
 from medlens.tasks.base import Task, channels_last, normalize
 from medlens.tasks.boxes import mask_to_box
+from medlens.tasks.localise import check_nonempty, check_splits, image_channels, intensity, split_manifest
+from medlens.tasks.registry import register_task
+from medlens.tasks.reporting import localisation_section, worst_cases_by_iou
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
@@ -61,13 +66,48 @@ def box_masks(boxes: np.ndarray, shapes: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+@register_task("detection")
 class DetectionTask(Task):
-    """Hooks the shared loop calls for single-box regression."""
+    """Single-box regression: data (boxes from columns or masks), loop hooks, boxes out, report section.
+
+    Evaluation is the ``detection`` evaluator of :mod:`medlens.evaluation.det_evaluate` (IoU with bootstrap
+    intervals over patients and example figures come from the evaluation layer above this one).
+    """
 
     name = "detection"
+    monitor = "val_iou"
+    evaluator = "detection"
+    prediction_columns = ("box x0,y0,x1,y1", "overlay")
 
     def __init__(self, giou_weight: float = 1.0, l1_beta: float = 0.02):
         self.giou_weight, self.l1_beta = giou_weight, l1_beta
+
+    # -- whole-path hooks ------------------------------------------------------------------------------
+    def check_config(self, cfg) -> None:
+        """Detection takes ``boxes_from_masks``."""
+
+    def prepare(self, source, cfg, info, progress: bool, fix=None):
+        """Boxes from box columns or masks, patient-grouped validation (:func:`prepare_detection`)."""
+        return prepare_detection(self.resolve(source), cfg, info, progress, fix)
+
+    def summary_model(self, num_classes: int, head: str, freeze_backbone: bool) -> tuple[int, dict[str, Any]]:
+        return len(BOX_COLUMNS), {}
+
+    def report_section(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return localisation_section(summary, worst_cases_by_iou(summary))
+
+    def write_predictions(
+        self, loaded, files: list, out: Path, *, gate=None, negative_class=None, gate_threshold: float = 0.5
+    ) -> list[dict[str, Any]]:
+        """The box drawn on each image (see :func:`write_predictions`)."""
+        if gate is not None:
+            raise MedlensError("--gate passes positives to a segmentation run, not to a detection run")
+        return write_predictions(loaded, files, out)
+
+    def prediction_row(self, record: dict[str, Any]) -> list[str]:
+        return [", ".join(f"{v:.1f}" for v in record["box"]), record["overlay"]]
+
+    # -- loop hooks -----------------------------------------------------------------------------------
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         from medlens.tasks.boxes import giou_loss
@@ -224,3 +264,61 @@ def _mask_box(manifest: Manifest, mask: str, case_id: str) -> list[Any]:
     arr = read_image(manifest.resolve(mask))
     box = mask_to_box(check_pair(arr, arr, case_id))  # the mask checked against itself: values only
     return [np.nan] * 4 if box is None else list(box)
+
+
+def prepare_detection(manifest: Manifest, cfg, info, progress: bool, fix=None):
+    """Boxes from box columns (x0, y0, x1, y1) or, with ``boxes_from_masks``, from each mask's largest
+    component; cases without a box are left out (a single-box detector needs an object)."""
+    manifest, changes = split_manifest(manifest, cfg, progress, fix)
+    manifest, dropped = with_boxes(manifest, from_masks=cfg.boxes_from_masks)
+    size = cfg.image_size or info.default_size
+    channels = cfg.channels or image_channels(manifest)
+    cached = cache_pairs(manifest, size, channels, masks=False, workers=cfg.workers, progress=progress)
+    kept = manifest.with_df(manifest.df.iloc[cached.kept])
+    boxes = kept.df[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
+    inside, skipped = boxes_inside(kept, boxes, cached.shapes)
+    skipped = cached.skipped + skipped
+    kept = kept.with_df(kept.df.iloc[inside])
+    check_nonempty(kept, skipped, manifest)
+    data = PreparedData(
+        kept,
+        cached.images[inside],
+        box_masks(boxes[inside], cached.shapes[inside], size),
+        [],
+        skipped,
+        shapes=cached.shapes[inside],
+        info={"cases_without_box": dropped},
+    )
+    check_splits(data)
+    mean, std = channel_stats(data.images[data.indices("train")])
+    spec = PreprocessingSpec(
+        image_size=size,
+        channels=channels,
+        mean=tuple(mean),
+        std=tuple(std),
+        task="detection",
+        outputs=4,
+        intensity=intensity(cfg, 2),
+    )
+    return data, spec, changes
+
+
+def boxes_inside(manifest: Manifest, boxes: np.ndarray, shapes: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Positions of the cases whose box lies inside its image, and a skipped record for each other one.
+
+    A box reaching past the image (by more than a pixel of rounding) was drawn on another image or another
+    size; training on it would teach the model a box it cannot see.
+    """
+    heights, widths = shapes[:, 0].astype(np.float64), shapes[:, 1].astype(np.float64)
+    ok = (boxes[:, 2] <= widths + 1) & (boxes[:, 3] <= heights + 1)
+    skipped = [
+        {
+            "path": manifest.paths()[i],
+            "case_id": str(manifest.df["case_id"].iloc[i]),
+            "kind": "bad-box",
+            "reason": f"box [{', '.join(f'{v:g}' for v in boxes[i])}] lies outside the "
+            f"{int(widths[i])} x {int(heights[i])} image",
+        }
+        for i in np.flatnonzero(~ok)
+    ]
+    return np.flatnonzero(ok), skipped

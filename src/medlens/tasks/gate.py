@@ -1,8 +1,8 @@
 """The two-stage pipeline's first stage: a classifier decides "something to segment here?" per 2D image.
 
-Brief 4: a ResNet says tumour / no tumour, and only positive slices go to the segmentation network. The gate
-is any classification run; one of its classes is the negative one (found by name, or given), and a slice is
-positive when the probability of all other classes together reaches ``threshold``.
+A classifier (e.g. a ResNet) says tumour / no tumour, and only positive slices go to the segmentation
+network. The gate is any classification run; one of its classes is the negative one (found by name, or
+given), and a slice is positive when the probability of all other classes together reaches ``threshold``.
 """
 
 from __future__ import annotations

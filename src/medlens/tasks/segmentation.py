@@ -14,15 +14,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from medlens.data.manifest import Manifest
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
 from medlens.tasks.base import Task, channels_last, normalize
+from medlens.tasks.gate import load_gate
+from medlens.tasks.localise import BINARY, prepare_segmentation
+from medlens.tasks.registry import register_task
+from medlens.tasks.reporting import localisation_section, worst_cases_by_iou, worst_patients
 
 BACKGROUND = "background"
 
 
+@register_task("segmentation")
 class SegmentationTask(Task):
-    """Hooks the shared loop calls for semantic segmentation (2D slices or 3D volumes).
+    """Semantic segmentation (2D slices or 3D volumes): data, loop hooks, masks out, report section.
+
+    Evaluation is the ``segmentation`` evaluator of :mod:`medlens.evaluation.seg_evaluate` (Dice per patient
+    with bootstrap intervals and contour figures come from the evaluation layer above this one).
 
     Args:
         class_names: label names, background first.
@@ -33,10 +42,16 @@ class SegmentationTask(Task):
     """
 
     name = "segmentation"
+    monitor = "val_dice"
+    #: 2D masks cost activations at full resolution; 3D validation runs one whole volume at a time.
+    val_batch = 32
+    needs_labels = False
+    evaluator = "segmentation"
+    prediction_columns = ("foreground", "tumour probability", "mask")
 
     def __init__(
         self,
-        class_names: list[str],
+        class_names: list[str] = BINARY,
         spatial_dims: int = 2,
         patch_size: tuple[int, ...] | None = None,
         sw_batch_size: int = 4,
@@ -51,6 +66,41 @@ class SegmentationTask(Task):
         # Batch Dice (nnU-Net): pooled over the batch, so slices without foreground do not dominate.
         self.criterion = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
 
+    # -- whole-path hooks ------------------------------------------------------------------------------
+    def prepare(self, source, cfg, info, progress: bool, fix=None):
+        """2D slices or 3D volumes with patient-grouped validation (:mod:`medlens.tasks.localise`)."""
+        (data, spec), changes = prepare_segmentation(self.resolve(source), cfg, info, progress, fix)
+        return data, spec, changes
+
+    def check_evaluation_manifest(self, manifest: Manifest) -> None:
+        if "mask" not in manifest.df.columns:
+            raise MedlensError(
+                f"{manifest.source or manifest.root} has no masks to compare with; use `medlens predict`"
+            )
+
+    def summary_model(self, num_classes: int, head: str, freeze_backbone: bool) -> tuple[int, dict[str, Any]]:
+        return len(BINARY), {}
+
+    def make_loop_task(self, cfg, data, spec: PreprocessingSpec) -> SegmentationTask:
+        return SegmentationTask(list(spec.class_names), spec.spatial_dims, spec.patch_size)
+
+    def report_section(self, summary: dict[str, Any]) -> dict[str, Any]:
+        table = worst_patients(summary) if summary.get("per_patient") else worst_cases_by_iou(summary)
+        return localisation_section(summary, table)
+
+    def write_predictions(
+        self, loaded, files: list, out: Path, *, gate=None, negative_class=None, gate_threshold: float = 0.5
+    ) -> list[dict[str, Any]]:
+        """Masks and overlays (see :func:`write_predictions`); ``gate`` is a classification run."""
+        gate_obj = None if gate is None else load_gate(gate, negative_class, gate_threshold)
+        return write_predictions(loaded, files, out, gate=gate_obj)
+
+    def prediction_row(self, record: dict[str, Any]) -> list[str]:
+        area = record.get("foreground_pixels", record.get("foreground_voxels", 0))
+        p = record.get("tumour_probability")
+        return [str(area), "" if p is None else f"{p:.3f}", record["mask"]]
+
+    # -- loop hooks -----------------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.criterion(logits.float(), target.unsqueeze(1).long())
 

@@ -4,11 +4,12 @@ run."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from medlens.errors import MedlensError, did_you_mean
+from medlens.tasks.registry import get_task, list_tasks
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "none")
@@ -19,55 +20,167 @@ PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 #: fp32.
 PRECISION_ALIASES = {"32-true": "32", "bf16": "bf16-mixed", "16": "16-mixed"}
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+#: The built-in tasks; ``--task`` takes any registered one (medlens.tasks.registry.list_tasks).
 TASKS = ("classification", "segmentation", "detection")
 #: The metric early stopping and the best checkpoint follow when ``monitor`` is left at its default.
-TASK_MONITOR = {"classification": "val_accuracy", "segmentation": "val_dice", "detection": "val_iou"}
+#: (Each task names its own: ``Task.monitor``, e.g. val_dice for segmentation.)
+DEFAULT_MONITOR = "val_accuracy"
+
+
+def _cli(help: str, **cli: Any) -> dict[str, Any]:
+    """A field's metadata: its command-line help. ``cli`` may hold ``option`` (the option's names, default
+    ``--field-name``; ``--name/--no-name`` for a bool), ``metavar``, ``panel`` (the group ``--help`` lists it
+    in), or ``cli=False`` for a config-only key. ``medlens train`` builds its options from these (see
+    ``medlens.cli``)."""
+    return {"help": help, **cli}
 
 
 @dataclass
 class TrainConfig:
     """Everything that decides a training run. ``None`` means "the model's default"."""
 
-    model: str = "cnn-small"
-    task: str = "classification"
-    epochs: int = 16
-    batch_size: int = 32
-    lr: float | None = None
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    optimizer: str = "adamw"
-    scheduler: str = "onecycle"
-    image_size: int | None = None
-    channels: int | None = None
-    fraction: float = 1.0
-    val_fraction: float = 0.2
-    class_weights: str = "none"
-    label_smoothing: float = 0.05
-    augment: bool = True
-    freeze_backbone: bool = False
-    head: str = "linear"
-    dropout: float = 0.0
-    weights: str | None = None
-    pretrained: bool | None = None
-    patience: int = 8
-    monitor: str = "val_accuracy"
-    max_minutes: float | None = None
-    seed: int = 0
-    workers: int = 2
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "auto"
-    audit_fix: bool = False
-    boxes_from_masks: bool = False
-    model_args: dict[str, Any] | None = None
-    spatial_dims: int | None = None
-    patch_size: list[int] | None = None
-    spacing: list[float] | None = None
-    samples_per_volume: int = 4
-    intensity: str | None = None
-    max_image_mb: float = 512.0
+    model: str = field(
+        default="cnn-small",
+        metadata=_cli("Model name (see `medlens models`).", option=("--model", "-m")),
+    )
+    task: str = field(default="classification", metadata=_cli("classification, segmentation or detection."))
+    epochs: int = field(default=16, metadata=_cli("Maximum epochs.", panel="Training"))
+    batch_size: int = field(default=32, metadata=_cli("Batch size.", panel="Training"))
+    lr: float | None = field(
+        default=None,
+        metadata=_cli("Peak learning rate (default: 3e-3 with adamw, 5e-2 with sgd).", panel="Training"),
+    )
+    weight_decay: float = field(default=0.05, metadata=_cli("Weight decay.", panel="Training"))
+    momentum: float = field(default=0.9, metadata=_cli("SGD momentum.", panel="Training"))
+    optimizer: str = field(default="adamw", metadata=_cli("adamw or sgd.", panel="Training"))
+    scheduler: str = field(default="onecycle", metadata=_cli("onecycle, cosine or none.", panel="Training"))
+    image_size: int | None = field(
+        default=None, metadata=_cli("Input side in pixels (default: the model's).", panel="Model")
+    )
+    channels: int | None = field(
+        default=None, metadata=_cli("1 or 3 input channels (default: the model's).", panel="Model")
+    )
+    fraction: float = field(
+        default=1.0, metadata=_cli("Train on a stratified fraction (0,1] of train.", panel="Data")
+    )
+    val_fraction: float = field(
+        default=0.2, metadata=_cli("Validation share carved when SRC has no val split.", panel="Data")
+    )
+    class_weights: str = field(
+        default="none",
+        metadata=_cli(
+            "'auto' weights the loss by inverse class frequency; 'none' does not.", panel="Training"
+        ),
+    )
+    label_smoothing: float = field(
+        default=0.05,
+        metadata=_cli(
+            "Classification: label smoothing of the cross-entropy loss (0: none).", panel="Training"
+        ),
+    )
+    augment: bool = field(
+        default=True, metadata=_cli("Random flips, rotations, shifts, brightness.", panel="Training")
+    )
+    freeze_backbone: bool = field(default=False, metadata=_cli("Train only the head.", panel="Model"))
+    head: str = field(
+        default="linear",
+        metadata=_cli("Head: linear, or mlp (linear, ReLU, dropout, linear).", panel="Model"),
+    )
+    dropout: float = field(default=0.0, metadata=_cli("Dropout in the head.", panel="Model"))
+    weights: str | None = field(
+        default=None, metadata=_cli("State-dict file to initialise the backbone.", panel="Model")
+    )
+    pretrained: bool | None = field(
+        default=None,
+        metadata=_cli(
+            "Start from the weights that ship with the model (default: yes where `medlens models` says so).",
+            panel="Model",
+        ),
+    )
+    patience: int = field(default=8, metadata=_cli("Early-stopping patience in epochs.", panel="Training"))
+    monitor: str = field(
+        default="val_accuracy",
+        metadata=_cli(
+            "Validation metric for early stopping and the best checkpoint (val_accuracy means the "
+            "task's own: val_dice for segmentation, val_iou for detection).",
+            panel="Training",
+        ),
+    )
+    max_minutes: float | None = field(
+        default=None,
+        metadata=_cli("Stop training after this many minutes (default: no limit).", panel="Training"),
+    )
+    seed: int = field(default=0, metadata=_cli("Random seed; runs are deterministic.", panel="Training"))
+    workers: int = field(default=2, metadata=_cli("Threads that decode and cache the images.", panel="Data"))
+    accelerator: str = field(
+        default="auto", metadata=_cli("cpu, gpu, cuda, mps, tpu or auto.", panel="Hardware (Lightning)")
+    )
+    devices: int = field(
+        default=1, metadata=_cli("Devices (processes) per node for Lightning.", panel="Hardware (Lightning)")
+    )
+    num_nodes: int = field(
+        default=1, metadata=_cli("Nodes for multi-node DDP.", panel="Hardware (Lightning)")
+    )
+    strategy: str = field(
+        default="auto", metadata=_cli("Lightning strategy, e.g. ddp.", panel="Hardware (Lightning)")
+    )
+    precision: str = field(
+        default="auto",
+        metadata=_cli(
+            "32, bf16-mixed, 16-mixed or auto (bf16 mixed where the CPU/GPU does bf16 natively, else 32).",
+            panel="Hardware (Lightning)",
+        ),
+    )
+    audit_fix: bool = field(
+        default=False, metadata=_cli("Audit SRC first and train on the cleaned manifest.", panel="Data")
+    )
+    boxes_from_masks: bool = field(
+        default=False,
+        metadata=_cli("Detection: the box of each mask's largest component is the target.", panel="Data"),
+    )
+    model_args: dict[str, Any] | None = field(
+        default=None,
+        metadata=_cli(
+            "Network option KEY=VALUE, repeatable, e.g. channels=16,32,64 for unet.",
+            option="--model-arg",
+            metavar="<k=v>",
+            panel="Model",
+        ),
+    )
+    spatial_dims: int | None = field(
+        default=None, metadata=_cli("2 or 3 (default: 3 for NIfTI volumes).", panel="3D volumes")
+    )
+    patch_size: list[int] | None = field(
+        default=None,
+        metadata=_cli(
+            "3D patch X,Y,Z in voxels (default: up to 96,96,32).", metavar="X,Y,Z", panel="3D volumes"
+        ),
+    )
+    spacing: list[float] | None = field(
+        default=None,
+        metadata=_cli(
+            "3D: resample volumes to this voxel size X,Y,Z mm.", metavar="X,Y,Z", panel="3D volumes"
+        ),
+    )
+    samples_per_volume: int = field(
+        default=4, metadata=_cli("3D: random patches per volume and epoch.", panel="3D volumes")
+    )
+    intensity: str | None = field(
+        default=None,
+        metadata=_cli(
+            "dataset (mean/std of the training set; classification default), image (each image standardised; "
+            "2D segmentation and detection default) or volume (3D).",
+            panel="Data",
+        ),
+    )
+    max_image_mb: float = field(
+        default=512.0,
+        metadata=_cli(
+            "Refuse (and skip, inside a dataset) any file whose header declares more than this many MiB once "
+            "decoded, checked before decoding.",
+            panel="Data",
+        ),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.precision, int) and not isinstance(self.precision, bool):
@@ -84,7 +197,7 @@ class TrainConfig:
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("head", self.head, HEADS)
         _choice("class_weights", self.class_weights, ("none", "auto"))
-        _choice("task", self.task, TASKS)
+        _choice("task", self.task, list_tasks())
         self._validate_localisation()
         if not 0 < self.fraction <= 1:
             raise MedlensError(f"--fraction must be in (0, 1], got {self.fraction}")
@@ -130,8 +243,8 @@ class TrainConfig:
 
     def _validate_localisation(self) -> None:
         """Options of the segmentation and detection tasks."""
-        if self.boxes_from_masks and self.task != "detection":
-            raise MedlensError("--boxes-from-masks only applies to --task detection")
+        if self.boxes_from_masks:  # the task says whether it takes the option
+            get_task(self.task).check_config(self)
         if self.spatial_dims not in (None, 2, 3):
             raise MedlensError(f"--spatial-dims must be 2 or 3, got {self.spatial_dims}")
         if self.model_args is not None and not isinstance(self.model_args, dict):
@@ -150,8 +263,8 @@ class TrainConfig:
     @property
     def resolved_monitor(self) -> str:
         """``monitor``, with the task's own validation metric when the classification default was left."""
-        if self.monitor == TASK_MONITOR["classification"]:
-            return TASK_MONITOR[self.task]
+        if self.monitor == DEFAULT_MONITOR:
+            return get_task(self.task).monitor
         return self.monitor
 
     @property

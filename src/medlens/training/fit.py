@@ -21,6 +21,8 @@ import pandas as pd
 from medlens.data.manifest import Manifest
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
+from medlens.io.guard import image_limit
+from medlens.tasks.registry import get_task
 from medlens.training.config import TrainConfig, check_devices
 from medlens.training.resume import record_or_check
 from medlens.utils.files import atomic_write_text, check_output_path, read_marker, write_json, write_marker
@@ -30,19 +32,10 @@ FixHook = Callable[[Manifest, bool], tuple[Manifest, list[dict]]]
 #: ``finish(run_dir, prepared data, run name, progress)``: what completes a run (the pipeline evaluates it).
 FinishHook = Callable[[Path, Any, str, bool], None]
 
-#: Validation batch size (at least the training batch size): whole images are cheap to classify, 2D masks
-#: cost activations at full resolution, and 3D validation runs one whole volume at a time.
-VAL_BATCH = {"classification": 128, "segmentation": 32, "detection": 128}
-MODEL_OPTION_KEYS = ("freeze_backbone", "head", "dropout", "weights", "pretrained")
-#: Options the segmentation and detection networks take from the config (the rest come from model_args).
-LOCAL_OPTION_KEYS = ("dropout", "weights", "pretrained")
-
 
 def model_options(cfg: TrainConfig) -> dict[str, Any]:
-    keys = MODEL_OPTION_KEYS if cfg.task == "classification" else LOCAL_OPTION_KEYS
-    opts = {k: getattr(cfg, k) for k in keys}
-    opts.update(cfg.model_args or {})
-    return {k: v for k, v in opts.items() if v is not None}
+    """The model factory's keyword arguments: the task's option fields of ``cfg`` plus ``model_args``."""
+    return get_task(cfg.task).model_options(cfg)
 
 
 def train(
@@ -88,7 +81,7 @@ def train(
         )
     check_devices(cfg)  # --accelerator gpu without a GPU etc.: before any folder exists
     info = get_model_info(cfg.model)  # unknown model: fail before any work
-    if info.task != cfg.task:
+    if not get_task(cfg.task).accepts_model(info):
         raise MedlensError(
             f"model {cfg.model!r} is a {info.task} model and cannot be trained for {cfg.task}; "
             f"pick one from `medlens models` with task {cfg.task}"
@@ -127,68 +120,9 @@ def train(
 
 
 def _prepare(source, cfg: TrainConfig, info, progress: bool, fix: FixHook | None):
-    """Read and decode the data under the run's decoded-size limit per file (``max_image_mb``)."""
-    from medlens.io.guard import image_limit
-
+    """The task's data (``prepare`` hook), decoded under the run's per-file size limit (``max_image_mb``)."""
     with image_limit(cfg.max_image_mb):
-        return _prepare_data(source, cfg, info, progress, fix)
-
-
-def _prepare_data(source, cfg: TrainConfig, info, progress: bool, fix: FixHook | None):
-    if cfg.task != "classification":
-        from medlens.training.localise import prepare_detection, prepare_segmentation
-
-        prepare = prepare_segmentation if cfg.task == "segmentation" else prepare_detection
-        (data, spec), changes = prepare(source, cfg, info, progress, fix)
-        return data, spec, changes
-    from medlens.data.prepared import (
-        channel_stats,
-        check_labels,
-        check_readable_classes,
-        prepare,
-        resolve_source,
-    )
-    from medlens.data.splits import carve_validation, stratified_subset
-
-    manifest = resolve_source(source)
-    check_labels(manifest)
-    manifest = carve_validation(manifest, cfg.val_fraction, seed=cfg.seed)
-    audit_changes: list[dict] = []
-    if (
-        cfg.audit_fix and fix is not None
-    ):  # after carving: duplicates straddling train/val move into one split
-        manifest, audit_changes = fix(manifest, progress)
-    if cfg.fraction < 1:
-        manifest = stratified_subset(manifest, cfg.fraction, seed=cfg.seed)
-    classes = check_labels(manifest.subset("train"))
-    size = cfg.image_size or info.default_size
-    channels = cfg.channels or info.channels or 1
-    if info.channels and channels != info.channels:
-        raise MedlensError(
-            f"model {cfg.model} needs {info.channels}-channel input, got --channels {channels}"
-        )
-    data = prepare(manifest, classes, size, channels, workers=cfg.workers, progress=progress)
-    check_readable_classes(data)
-    if len(data.indices("train")) == 0 or len(data.indices("val")) == 0:
-        raise MedlensError(
-            "training needs readable images in both the train and val splits; "
-            f"got {len(data.indices('train'))} train and {len(data.indices('val'))} val"
-        )
-    if info.mean is not None:
-        mean, std = info.mean, info.std
-    else:
-        mean, std = channel_stats(data.images[data.indices("train")])
-    if cfg.intensity == "volume":
-        raise MedlensError("--intensity volume applies to 3D segmentation; for images use image or dataset")
-    spec = PreprocessingSpec(
-        image_size=size,
-        channels=channels,
-        mean=tuple(mean),
-        std=tuple(std),
-        class_names=tuple(classes),
-        intensity=cfg.intensity or "dataset",
-    )
-    return data, spec, audit_changes
+        return get_task(cfg.task).prepare(source, cfg, info, progress, fix)
 
 
 def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: bool, progress: bool) -> dict:
@@ -209,9 +143,10 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = get_task(cfg.task)
     model = create_model(
         cfg.model,
-        num_classes=spec.num_outputs,
+        num_classes=task.num_outputs(spec),
         in_channels=spec.channels,
         spatial_dims=spec.spatial_dims,
         image_size=spec.image_size,
@@ -256,7 +191,7 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     trainer.fit(
         lit,
         train_loader,
-        data.loader("val", max(cfg.batch_size, VAL_BATCH[cfg.task]), shuffle=False),
+        data.loader("val", max(cfg.batch_size, task.val_batch), shuffle=False),
         ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None,
     )
     wall = time.perf_counter() - t0
@@ -278,23 +213,8 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
 
 
 def make_task(cfg: TrainConfig, data, spec: PreprocessingSpec):
-    """The task object whose hooks the loop calls."""
-    if cfg.task == "segmentation":
-        from medlens.tasks.segmentation import SegmentationTask
-
-        return SegmentationTask(list(spec.class_names), spec.spatial_dims, spec.patch_size)
-    if cfg.task == "detection":
-        from medlens.tasks.detection import DetectionTask
-
-        return DetectionTask()
-    from medlens.data.balance import class_weights
-    from medlens.tasks.classification import ClassificationTask
-
-    weights = None
-    if cfg.class_weights == "auto":
-        train_labels = data.manifest.df["label"].to_numpy()[data.indices("train")]
-        weights = list(class_weights(train_labels, data.classes).values())
-    return ClassificationTask(data.classes, weights, cfg.label_smoothing)
+    """The task object whose hooks the loop calls (the task's ``make_loop_task`` hook)."""
+    return get_task(cfg.task).make_loop_task(cfg, data, spec)
 
 
 def _best(rows: list[dict], monitor: str) -> float | None:

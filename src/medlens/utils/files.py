@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from medlens import __version__
+from medlens.errors import MedlensError
 
 # mkstemp creates files readable by the owner only; give written files the usual mode (0o666 minus umask).
 # The umask is read once here because reading it means setting it, which is not thread-safe later.
@@ -57,9 +62,7 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def _clean(obj: Any) -> Any:
-    import math
-
-    import numpy as np
+    import numpy as np  # deferred: the CLI imports this module at start-up (`medlens --help`)
 
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
@@ -84,14 +87,10 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """
     final = Path(final)
     if final.exists() and not overwrite:
-        from medlens.errors import MedlensError
-
         raise MedlensError(
             f"output directory {final} already exists; choose another name or pass --overwrite"
         )
     if final.exists() and not final.is_dir():  # checked before the temporary folder exists: no litter
-        from medlens.errors import MedlensError
-
         raise MedlensError(f"output {final} is a file, not a folder; choose another output folder")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
@@ -114,9 +113,6 @@ MARKER = ".medlens-run"
 
 def write_marker(folder: str | Path, kind: str) -> Path:
     """Write ``folder/.medlens-run``: ``{"kind": kind, "created": ISO time, "medlens": version}``."""
-    from datetime import datetime, timezone
-
-    from medlens import __version__
 
     return write_json(
         Path(folder) / MARKER,
@@ -210,7 +206,7 @@ def _common_folder(df: Any, root: Path, csv: Path | None = None) -> Path | None:
     """The deepest folder holding every image/mask of a manifest table (None if it cannot be told cheaply)."""
     try:
         if df is None:
-            import pandas as pd
+            import pandas as pd  # deferred: the CLI imports this module at start-up (`medlens --help`)
 
             df = pd.read_csv(
                 csv,
@@ -260,7 +256,6 @@ def check_output_path(
             file, that is or contains a source or lies inside a folder source, that exists without
             ``--overwrite``, or that ``--overwrite`` would replace although medlens did not write it.
     """
-    from medlens.errors import MedlensError
 
     out = Path(out)
     label = f"{option} {out}"

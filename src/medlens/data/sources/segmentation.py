@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens.data.manifest import Manifest
+from medlens.data.seg_sources import SOURCES
 from medlens.data.sources import register_source
 
 _PRIORITY = {"msd": 10, "nifti_folders": 20, "kaggle_3m": 30, "pairs_csv": 40}
@@ -34,10 +35,6 @@ def _adapter(detect: Callable[[Path], bool], load: Callable[..., Manifest]) -> t
 
 
 def _register() -> None:
-    try:
-        from medlens.data.seg_sources import SOURCES
-    except ImportError:  # segmentation support not part of this build
-        return
     for name, (detect, load) in SOURCES.items():
         register_source(name, priority=_PRIORITY.get(name, 50), description=_DESCRIPTION.get(name, ""))(
             _adapter(detect, load)

@@ -1,0 +1,107 @@
+"""The ``classification`` evaluator: class probabilities of every case, accuracy, F1, AUC and calibration
+with bootstrap intervals over patients, and their figures (confusion matrix, ROC, reliability)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medlens.data.manifest import Manifest, grouped_patients
+from medlens.data.prepared import prepare
+from medlens.errors import MedlensError
+from medlens.evaluation import plots
+from medlens.evaluation.evaluators import register_evaluator
+from medlens.evaluation.metrics import calibration, cases_from_arrays, classification_metrics
+from medlens.evaluation.writer import read_yaml
+from medlens.tasks.base import EvalContext, Evaluation
+from medlens.tasks.classification import predict_probs
+
+
+@register_evaluator("classification")
+def evaluate_classification(loaded, sub: Manifest, ctx: EvalContext) -> Evaluation:
+    """Predict and score every case of ``sub`` (the cases training cached are reused when they fit)."""
+    if ctx.gate is not None:
+        raise MedlensError(f"--gate applies to segmentation runs; {ctx.run_dir} is a classification run")
+    spec, classes = loaded.spec, list(loaded.spec.class_names)
+    prepared = ctx.prepared
+    if prepared is not None and (prepared.images.shape[1], prepared.images.shape[2]) == (
+        spec.channels,
+        spec.image_size,
+    ):
+        idx = prepared.indices(ctx.split)
+        sub = prepared.manifest.with_df(prepared.manifest.df.iloc[idx])
+        images, targets, skipped = prepared.images[idx], prepared.targets[idx], prepared.skipped
+    else:
+        p = prepare(sub, classes, spec.image_size, spec.channels, progress=ctx.progress)
+        sub, images, targets, skipped = p.manifest, p.images, p.targets, p.skipped
+    probs = predict_probs(loaded, images)
+    df = sub.df
+    result = classification_metrics(
+        targets,
+        probs,
+        classes,
+        n_bootstrap=ctx.n_bootstrap,
+        seed=0,
+        groups=grouped_patients(df["patient_id"]),
+    )
+    cases = cases_from_arrays(df["case_id"].tolist(), df["patient_id"].tolist(), targets, probs, classes)
+    calib = result.get("calibration") or calibration(targets, probs)
+    fig = ctx.out / "figures"
+    figures = {
+        "Confusion matrix": plots.plot_confusion_matrix(
+            result["confusion_matrix"], classes, fig / "confusion_matrix.png"
+        ),
+        "ROC": plots.plot_roc(targets, probs, classes, fig / "roc.png"),
+        "Reliability": plots.plot_reliability(calib, fig / "reliability.png"),
+    }
+    extra = {
+        "model": {"name": loaded.name, "options": loaded.options},
+        "skipped": skipped,
+        "calibration": calib,
+        "class_names": classes,
+        "audit_fix": _audit_fix(ctx.run_dir),
+    }
+    return Evaluation(
+        cases=cases,
+        result=result,
+        predictions=_predictions(df, targets, probs, classes),
+        extra=extra,
+        figures=figures,
+        skipped=skipped,
+        data_summary=_data_summary(ctx.run_dir),
+    )
+
+
+def _predictions(df: pd.DataFrame, targets, probs, classes: list[str]) -> pd.DataFrame:
+    table = pd.DataFrame(
+        {
+            "case_id": df["case_id"],
+            "patient_id": df["patient_id"],
+            "image": df["image"],
+            "target": [classes[t] for t in targets],
+            "prediction": [classes[i] for i in probs.argmax(1)],
+            "confidence": probs.max(1).round(6),
+        }
+    )
+    for i, c in enumerate(classes):
+        table[f"p_{c}"] = probs[:, i].round(6)
+    return table
+
+
+def _data_summary(run_dir: Path) -> dict[str, dict[str, int]] | None:
+    """Class counts per split of the run's training data, from train.json."""
+    path = run_dir / "train.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("class_counts")
+
+
+def _audit_fix(run_dir: Path) -> dict[str, Any]:
+    """Whether training data was leakage-checked and cleaned by `--audit-fix`, and how many changes."""
+    cfg = read_yaml(run_dir / "config.yaml") or {}
+    path = run_dir / "train.json"
+    changes = json.loads(path.read_text()).get("audit_fix") or [] if path.is_file() else []
+    return {"applied": bool(cfg.get("audit_fix")), "changes": len(changes)}

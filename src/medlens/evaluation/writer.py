@@ -1,0 +1,66 @@
+"""The one writer of an evaluation's files, for every task: summary.json, predictions.csv, report.html.
+
+A task's evaluate hook (or its named evaluator) returns an :class:`~medlens.tasks.base.Evaluation`; this
+module turns it into the files. summary.json is the single source of truth: report.html is rendered from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from medlens.evaluation.metrics import build_summary
+from medlens.evaluation.plots import plot_history
+from medlens.evaluation.report import render_report
+from medlens.tasks.base import EvalContext, Evaluation
+from medlens.utils.files import atomic_write_text, write_json
+
+
+def write_evaluation(task: str, ev: Evaluation, ctx: EvalContext) -> dict[str, Any]:
+    """Write ``ctx.out``/summary.json, predictions.csv, figures/history.png and report.html.
+
+    Args:
+        task: the task's name (summary.json ``task``).
+        ev: what the task's evaluation produced.
+        ctx: the run, data, split and output folder.
+
+    Returns:
+        The summary dict (as written).
+    """
+    summary = build_summary(
+        task=task,
+        run=ctx.run,
+        data=ctx.data,
+        split=ctx.split,
+        n_cases=len(ev.cases),
+        metrics_result=ev.result,
+        cases=ev.cases,
+        extra={k: v for k, v in ev.extra.items() if k not in ev.result},
+    )
+    summary.update(ev.after)
+    out = ctx.out
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "summary.json", summary)
+    atomic_write_text(out / "predictions.csv", ev.predictions.to_csv(index=False))
+    figures = dict(ev.figures)
+    history = ctx.run_dir / "history.csv"
+    if history.is_file():
+        figures["Training history"] = plot_history(pd.read_csv(history), out / "figures" / "history.png")
+    render_report(
+        summary,
+        out / "report.html",
+        figures=figures,
+        config=read_yaml(ctx.run_dir / "config.yaml"),
+        data_summary=ev.data_summary,
+        skipped=ev.skipped,
+        title=f"medlens report: {Path(ctx.run).name}",
+    )
+    return summary
+
+
+def read_yaml(path: Path) -> dict | None:
+    """A YAML file's content, or None when there is no such file."""
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
