@@ -325,7 +325,7 @@ case("predict3d-multiframe-dicom-volume", 0, '"foreground_voxels"')(
 
 
 def _series_with_gap(ctx: Ctx) -> Path:
-    from test_volumes import write_series
+    from dicom_helpers import write_series
 
     write_series(ctx.tmp / "series", [0.0, 2.0, 4.0, 8.0, 10.0, 12.0])
     return ctx.tmp / "series"

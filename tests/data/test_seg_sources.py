@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
+from conftest import SHARED_DATA
 from PIL import Image
 
 from medlens.data.convert import slices_to_volumes
@@ -30,7 +31,7 @@ from medlens.errors import MedlensError
 from medlens.io import read_image
 from medlens.io.volumes import read_volume, write_nifti
 
-KAGGLE = Path(__file__).parents[2] / "shared" / "data" / "lgg-mri-segmentation" / "kaggle_3m"
+KAGGLE = SHARED_DATA / "lgg-mri-segmentation" / "kaggle_3m"
 PATIENTS = {"TCGA_AA_0001_20000101": (1, 2, 10), "TCGA_AA_0002_20010101": (3, 1)}
 
 

@@ -11,10 +11,10 @@ catch ~77 %, at the price of more look-alike (not copied) slices paired on the b
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
@@ -22,7 +22,7 @@ from medlens.auditing.duplicates import DEFAULT_THRESHOLD, MIN_CORRELATION
 from medlens.auditing.hashing import fingerprint, to_gray01
 from medlens.io.images import read_image
 
-DATA = Path(__file__).parents[2] / "shared" / "data" / "brain-tumor-mri" / "Training"
+DATA = SHARED_DATA / "brain-tumor-mri" / "Training"
 
 
 def jpeg(a: np.ndarray) -> np.ndarray:

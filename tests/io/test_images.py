@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import io
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
 from medlens.errors import UnreadableImageError
 from medlens.io.images import is_image_file, read_image
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RNG = np.random.default_rng(0)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
 from medlens.data import sources
@@ -16,8 +17,6 @@ from medlens.data.ingest import ingest, list_sources, register_source
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 from medlens.io.images import read_image
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _png(path: Path, value: int = 100, size: tuple[int, int] = (8, 8)) -> Path:

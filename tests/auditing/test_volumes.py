@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_helpers import run_cli
+from image_helpers import save, texture
 from scipy.ndimage import gaussian_filter
-from test_audit import save, texture
 
 from medlens.auditing.fix import apply_fix
 from medlens.auditing.run import audit, print_summary

@@ -8,12 +8,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
+from dicom_helpers import COLS, ROWS, write_series
 
 from medlens.errors import MedlensError, UnreadableImageError
 from medlens.io.dicom_series import list_dicom_series, read_dicom_series
 from medlens.io.volumes import read_volume, write_nifti
 
-SHARED = Path(__file__).parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 ORIENTATION = SHARED / "dicom-mr-orientation" / "Orientation"
 AFFINE = np.array([[0.5, 0, 0, -10.0], [0, 0.75, 0, 20.0], [0, 0, 2.0, 5.0], [0, 0, 0, 1]])
 
@@ -74,40 +76,6 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(MedlensError, match=r"must end in \.nii or \.nii\.gz"):
         write_nifti(np.zeros((2, 2, 2)), None, tmp_path / "out.png")
-
-
-# -- generated DICOM series -----------------------------------------------------------------------------
-ROWS, COLS = 4, 6
-
-
-def write_series(folder: Path, positions, iops=None, uid=None, slope=2.0, intercept=-10.0) -> str:
-    """Write one slice per z position (in reverse order, shuffled names) and return the series UID."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    folder.mkdir(parents=True, exist_ok=True)
-    uid = uid or generate_uid()
-    for k in reversed(range(len(positions))):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID, ds.SeriesDescription = "MR", uid, "test series"
-        ds.InstanceNumber = len(positions) - k  # deliberately the reverse of the spatial order
-        ds.ImagePositionPatient = [-10.0, 20.0, float(positions[k])]
-        ds.ImageOrientationPatient = list(iops[k]) if iops else [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [0.5, 0.8]  # row spacing (y), column spacing (x)
-        ds.Rows, ds.Columns = ROWS, COLS
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-        r, c = np.mgrid[:ROWS, :COLS]
-        ds.PixelData = (k * 1000 + r * 10 + c).astype(np.uint16).tobytes()
-        ds.save_as(folder / f"img{(k * 5) % 7}-{k}", enforce_file_format=True)  # names out of order
-    return uid
 
 
 def test_series_is_sorted_by_position_with_ras_affine(tmp_path):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import run_cli
+from dicom_helpers import write_series
 from PIL import Image
 from seg_phantoms import make_kaggle, make_spheres
-from test_volumes import write_series
 
 from medlens.cli import main
 

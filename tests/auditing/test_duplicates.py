@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from image_helpers import save, texture
 from PIL import Image
-from test_audit import save, texture
 
 from medlens.auditing.fix import apply_fix
 from medlens.auditing.run import audit, print_summary
