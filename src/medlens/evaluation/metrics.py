@@ -22,6 +22,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from medlens import __version__
 from medlens.errors import MedlensError
 
 SCHEMA = "medlens.summary/1"
@@ -193,7 +194,6 @@ def build_summary(
         raise MedlensError("metrics_result has no 'metrics' key; pass what classification_metrics returned")
     if cases and len(cases) != int(n_cases):
         raise MedlensError(f"n_cases is {n_cases} but {len(cases)} case records were given")
-    from medlens import __version__
 
     summary: dict[str, Any] = {
         "schema": SCHEMA,

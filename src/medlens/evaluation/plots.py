@@ -75,7 +75,7 @@ def plot_roc(
     y_true: Sequence[int] | np.ndarray, probs: np.ndarray, class_names: Sequence[str], path: str | Path
 ) -> Path:
     """ROC curves: binary -> one curve of the second (positive) class; multiclass -> one-vs-rest per class."""
-    from sklearn.metrics import auc, roc_curve
+    from sklearn.metrics import auc, roc_curve  # deferred: scikit-learn is heavy
 
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
     names = [str(c) for c in class_names]
@@ -290,7 +290,7 @@ def summary_figures(
     Returns:
         Figure name -> PNG path, in display order; empty for tasks other than classification.
     """
-    from medlens.evaluation.metrics import arrays_from_summary
+    from medlens.evaluation.metrics import arrays_from_summary  # deferred: metrics imports scikit-learn
 
     out_dir = Path(out_dir)
     figures: dict[str, Path] = {}

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from medlens import __version__
 from medlens.errors import MedlensError
 from medlens.evaluation.plots import summary_figures
 from medlens.tasks.registry import get_task
@@ -111,7 +112,6 @@ def render_template(name: str, **context: Any) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    from medlens import __version__
 
     return env.get_template(name).render(version=__version__, **context)
 

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from medlens.data.prepared import resolve_source
 from medlens.errors import MedlensError
+from medlens.evaluation.plots import plot_learning_curve
+from medlens.pipeline.steps import train
 from medlens.utils.files import atomic_write_text, check_output_path, read_marker, write_marker
 
 
@@ -28,10 +31,6 @@ def learning_curve(
     Every run evaluates on the same carved validation split, so the points differ only in training data.
     Writes ``curve.csv`` and ``curve.png`` into ``out_dir`` and returns the table.
     """
-    from medlens.data.prepared import resolve_source
-    from medlens.evaluation.plots import plot_learning_curve
-    from medlens.pipeline.steps import train
-
     if not fractions:
         raise MedlensError("--fractions needs at least one value in (0, 1]")
     for f in fractions:

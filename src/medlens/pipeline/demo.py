@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from medlens.pipeline.steps import train
+
 SAMPLE = "sample/brain-mri"
 
 
@@ -16,8 +18,6 @@ def sample_path() -> Path:
 def run_demo(output: str | Path = "medlens-demo", *, progress: bool = True) -> Path:
     """Ingest the sample, train cnn-small (about a minute on 2 CPU cores), evaluate on its held-out test
     split."""
-    from medlens.pipeline.steps import train
-
     run = Path(output) / "run"
     return train(
         sample_path(),

@@ -20,18 +20,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from medlens.data.cache import cache_pairs
+from medlens.data.augment import augment_pair
+from medlens.data.cache import cache_pairs, resize_image, to_uint8
 from medlens.data.manifest import Manifest
 from medlens.data.prepared import PreparedData, channel_stats
 from medlens.data.seg_sources import check_pair
 from medlens.data.spec import PreprocessingSpec
-from medlens.errors import MedlensError
+from medlens.errors import MedlensError, UnreadableImageError
 from medlens.io.images import read_image
 from medlens.tasks.base import Task, channels_last, normalize
-from medlens.tasks.boxes import mask_to_box
+from medlens.tasks.boxes import box_iou, giou_loss, mask_to_box
 from medlens.tasks.localise import check_nonempty, check_splits, image_channels, intensity, split_manifest
 from medlens.tasks.registry import register_task
 from medlens.tasks.reporting import localisation_section, worst_cases_by_iou
+from medlens.utils.staging import staged_outputs
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
@@ -110,15 +112,11 @@ class DetectionTask(Task):
     # -- loop hooks -----------------------------------------------------------------------------------
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from medlens.tasks.boxes import giou_loss
-
         pred = decode_boxes(output)
         l1 = F.smooth_l1_loss(pred, target, beta=self.l1_beta)
         return l1 + self.giou_weight * giou_loss(pred, target)
 
     def prepare_batch(self, batch, spec: PreprocessingSpec, augment=None, gen: torch.Generator | None = None):
-        from medlens.data.augment import augment_pair
-
         x, m = batch
         x = normalize(x, spec)
         if augment is not None:
@@ -143,8 +141,6 @@ class DetectionTask(Task):
         }
 
     def validation_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
-        from medlens.tasks.boxes import box_iou
-
         iou = np.asarray(box_iou(outputs["pred"].cpu().numpy(), outputs["target"].cpu().numpy()))
         return {
             "val_loss": float(outputs["loss"].sum() / max(len(iou), 1)),
@@ -171,11 +167,6 @@ def predict_boxes(
 def write_predictions(loaded, files: list[str | Path], out_dir: str | Path) -> list[dict[str, Any]]:
     """Predict a box for each image; write ``<stem>_box.png`` (the box drawn in red) and return
     ``{"path", "box": [x0, y0, x1, y1], "overlay"}`` per file (``{"path", "error"}`` if unreadable)."""
-    from medlens.data.cache import resize_image
-    from medlens.errors import UnreadableImageError
-    from medlens.io import read_image
-    from medlens.utils.staging import staged_outputs
-
     if not files:
         raise MedlensError("no input files given; pass one or more images")
     spec, records = loaded.spec, []
@@ -207,8 +198,6 @@ def write_predictions(loaded, files: list[str | Path], out_dir: str | Path) -> l
 def draw_boxes(image: np.ndarray, boxes: list, colours=((255, 40, 40), (0, 220, 0))):
     """A PIL RGB image with ``boxes`` drawn (first red = prediction, second green = truth)."""
     from PIL import Image, ImageDraw
-
-    from medlens.data.cache import to_uint8
 
     im = Image.fromarray(to_uint8(np.asarray(image), 3))
     draw = ImageDraw.Draw(im)

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medlens.data.cache import resize_image
 from medlens.errors import MedlensError
+from medlens.models.checkpoint import load_model
+from medlens.tasks.classification import predict_probs
 
 NEGATIVE_NAMES = (
     "notumor",
@@ -48,15 +51,11 @@ class Gate:
 
     def positive_probability(self, images: np.ndarray) -> np.ndarray:
         """P(positive) for uint8 images (N, C, S, S) cached at the gate's own size and channels."""
-        from medlens.tasks.classification import predict_probs
-
         probs = predict_probs(self.loaded, images)
         return 1.0 - probs[:, list(self.loaded.spec.class_names).index(self.negative)]
 
     def decide(self, image: np.ndarray) -> dict:
         """Gate one decoded image: ``{"tumour_probability", "segmented"}``."""
-        from medlens.data.cache import resize_image
-
         spec = self.loaded.spec
         p = float(self.positive_probability(resize_image(image, spec.image_size, spec.channels)[None])[0])
         return {"tumour_probability": round(p, 6), "segmented": p >= self.threshold}
@@ -72,8 +71,6 @@ def load_gate(run_dir: str | Path, negative_class: str | None = None, threshold:
         MedlensError: the run is not a classifier, the negative class is unknown or cannot be guessed, or the
             threshold is outside (0, 1).
     """
-    from medlens.models.checkpoint import load_model
-
     if not Path(run_dir).exists():
         raise MedlensError(f"gate run directory {run_dir} not found; train a classifier with `medlens train`")
     loaded = load_model(run_dir)

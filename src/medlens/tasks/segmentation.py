@@ -13,15 +13,22 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from medlens.data.augment import augment_pair
+from medlens.data.cache import resize_image, to_uint8
 from medlens.data.manifest import Manifest
 from medlens.data.spec import PreprocessingSpec
-from medlens.errors import MedlensError
+from medlens.errors import MedlensError, UnreadableImageError
+from medlens.io import read_image
+from medlens.io.volumes import is_nifti_file
 from medlens.tasks.base import Task, channels_last, normalize
 from medlens.tasks.gate import load_gate
 from medlens.tasks.localise import BINARY, prepare_segmentation
 from medlens.tasks.registry import register_task
 from medlens.tasks.reporting import localisation_section, worst_cases_by_iou, worst_patients
+from medlens.tasks.volumes import prepare_volume_batch, write_volume_prediction
+from medlens.utils.staging import staged_outputs
 
 BACKGROUND = "background"
 
@@ -57,7 +64,7 @@ class SegmentationTask(Task):
         sw_batch_size: int = 4,
         overlap: float = 0.25,
     ):
-        from monai.losses import DiceCELoss
+        from monai.losses import DiceCELoss  # deferred: MONAI is heavy, loaded only to train
 
         self.class_names = list(class_names)
         self.spatial_dims = spatial_dims
@@ -106,10 +113,7 @@ class SegmentationTask(Task):
 
     def prepare_batch(self, batch, spec: PreprocessingSpec, augment=None, gen: torch.Generator | None = None):
         if self.spatial_dims == 3:
-            from medlens.tasks.volumes import prepare_volume_batch
-
             return prepare_volume_batch(batch, augment, gen)
-        from medlens.data.augment import augment_pair
 
         x, m, groups = batch
         x = normalize(x, spec)
@@ -125,7 +129,7 @@ class SegmentationTask(Task):
         """Logits for a prepared batch: one forward pass (2D) or sliding windows over whole volumes (3D)."""
         if self.spatial_dims == 2:
             return model(x)
-        from monai.inferers import sliding_window_inference
+        from monai.inferers import sliding_window_inference  # deferred: MONAI is heavy
 
         return sliding_window_inference(
             x, self.patch_size, self.sw_batch_size, model, overlap=self.overlap, mode="gaussian"
@@ -176,8 +180,6 @@ def predict_masks(
     Class probabilities are resized (bilinear) to the image's original ``(height, width)`` before the
     argmax, so a model trained at 128 px answers a 256 px image with a smooth 256 px mask.
     """
-    import torch.nn.functional as F
-
     model = model.eval()
     out: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
@@ -209,14 +211,10 @@ def write_predictions(
         One record per file: ``{"path", "mask", "overlay", "foreground_pixels", ...}``, or
         ``{"path", "error"}`` for an unreadable image.
     """
-    from medlens.utils.staging import staged_outputs
-
     if not files:
         raise MedlensError("no input files given; pass one or more images (or volumes) to segment")
     with staged_outputs(out_dir) as tmp:
         if loaded.spec.spatial_dims == 3:
-            from medlens.tasks.volumes import write_volume_prediction
-
             if gate is not None:
                 raise MedlensError("--gate classifies 2D slices; it cannot gate a 3D segmentation model")
             return [write_volume_prediction(loaded, Path(f), tmp, Path(out_dir)) for f in files]
@@ -225,11 +223,6 @@ def write_predictions(
 
 def _write_image_prediction(loaded, path: Path, tmp: Path, final: Path, gate) -> dict[str, Any]:
     from PIL import Image
-
-    from medlens.data.cache import resize_image
-    from medlens.errors import UnreadableImageError
-    from medlens.io import read_image
-    from medlens.io.volumes import is_nifti_file
 
     if is_nifti_file(path) or path.is_dir():
         raise MedlensError(
@@ -277,9 +270,7 @@ def _unique_stem(path: Path, folder: Path) -> str:
 
 def overlay_rgb(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
     """An RGB uint8 picture of ``image`` with the predicted outline in red (and the true one in green)."""
-    from scipy import ndimage
-
-    from medlens.data.cache import to_uint8
+    from scipy import ndimage  # deferred: scipy is heavy, needed only for overlays
 
     rgb = to_uint8(np.asarray(image), 3).copy()
     for m, colour in ((truth, (0, 220, 0)), (mask, (255, 40, 40))):

@@ -26,8 +26,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from medlens.data.manifest import Manifest
+from medlens.data.seg_sources import check_pair
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError, UnreadableImageError
+from medlens.io.dicom_series import read_dicom_series, read_multiframe_volume
+from medlens.io.images import DICOM_SUFFIXES, is_dicom_file
+from medlens.io.volumes import is_nifti_file, read_volume, write_nifti
+from medlens.tasks.base import standardize_nonzero
+from medlens.utils.progress import track
 
 SW_BATCH_SIZE = 4
 OVERLAP = 0.25
@@ -51,8 +57,6 @@ def preprocess_volume(volume: np.ndarray, spacing, spec: PreprocessingSpec) -> t
 def normalize_nonzero(x: torch.Tensor) -> torch.Tensor:
     """Standardise each channel of (C, *spatial) over its non-zero voxels (see
     :func:`medlens.tasks.base.standardize_nonzero`)."""
-    from medlens.tasks.base import standardize_nonzero
-
     return standardize_nonzero(x, first_spatial_dim=1)
 
 
@@ -66,17 +70,10 @@ def resample_labels(labels: np.ndarray, size: tuple[int, ...]) -> torch.Tensor:
 
 def read_any_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """A NIfTI file or a DICOM series folder → ``(volume (C, X, Y, Z), affine, spacing)``."""
-    from medlens.io.images import DICOM_SUFFIXES, is_dicom_file
-    from medlens.io.volumes import is_nifti_file, read_volume
-
     path = Path(path)
     if path.is_dir():
-        from medlens.io.dicom_series import read_dicom_series
-
         return read_dicom_series(path)
     if path.is_file() and (path.suffix.lower() in DICOM_SUFFIXES or is_dicom_file(path)):
-        from medlens.io.dicom_series import read_multiframe_volume
-
         return read_multiframe_volume(path)  # a multi-frame file is a volume where a 3D model wants one
     if not is_nifti_file(path):
         raise MedlensError(
@@ -140,6 +137,7 @@ class PatchDataset(Dataset):
     def __init__(
         self, images: list[torch.Tensor], labels: list[torch.Tensor], patch_size, samples: int, seed: int
     ):
+        # deferred: MONAI is heavy, loaded only to sample training patches
         from monai.transforms import FgBgToIndicesd, RandCropByPosNegLabeld, SpatialPad
 
         pad = SpatialPad(patch_size)
@@ -220,8 +218,6 @@ def load_volumes(
         MedlensError: a mask that does not fit its image or holds unexpected values, a volume with the
             wrong number of dimensions, or volumes with different channel counts, naming the case.
     """
-    from medlens.utils.progress import track
-
     images, labels, spacings, kept, skipped = [], [], [], [], []
     rows = list(manifest.df.itertuples(index=False))
     for pos, row in enumerate(
@@ -248,9 +244,6 @@ def read_volume_case(manifest: Manifest, row, spec: PreprocessingSpec) -> tuple[
         MedlensError: the image has the wrong channel count, or the mask does not fit the image or holds
             unexpected values, naming the case.
     """
-    from medlens.data.seg_sources import check_pair
-    from medlens.io.volumes import read_volume
-
     image, _, spacing = read_volume(manifest.resolve(row.image))
     if image.shape[0] != spec.channels:
         raise MedlensError(
@@ -280,7 +273,7 @@ def predict_volume(
     overlap: float = OVERLAP,
 ) -> np.ndarray:
     """Label map (X, Y, Z) on the input's own grid for a raw channel-first volume (C, X, Y, Z)."""
-    from monai.inferers import sliding_window_inference
+    from monai.inferers import sliding_window_inference  # deferred: MONAI is heavy
 
     x = preprocess_volume(volume, spacing, spec)[None]
     logits = torch.as_tensor(
@@ -306,7 +299,7 @@ def write_volume_prediction(loaded, path: Path, tmp: Path, final: Path) -> dict[
     overlay PNG of the slice with the most foreground."""
     from PIL import Image
 
-    from medlens.io.volumes import write_nifti
+    # deferred: import cycle (segmentation imports this module)
     from medlens.tasks.segmentation import overlay_rgb
 
     volume, affine, spacing = read_any_volume(path)

@@ -22,6 +22,7 @@ from medlens.data.manifest import Manifest
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
 from medlens.io.guard import image_limit
+from medlens.models.registry import create_model, get_model_info
 from medlens.tasks.registry import get_task
 from medlens.training.config import TrainConfig, check_devices
 from medlens.training.resume import record_or_check
@@ -72,8 +73,6 @@ def train(
         The run directory (model.pt, config.yaml, manifest.csv, history.csv, train.json, and what ``finish``
         wrote).
     """
-    from medlens.models.registry import get_model_info
-
     cfg = (config or TrainConfig()).replace(**{k: v for k, v in overrides.items() if v is not None})
     if cfg.audit_fix and fix is None:
         raise MedlensError(
@@ -126,11 +125,11 @@ def _prepare(source, cfg: TrainConfig, info, progress: bool, fix: FixHook | None
 
 
 def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: bool, progress: bool) -> dict:
+    # deferred: torch and Lightning (and the modules below, which import them) load only to train
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from medlens.models.registry import create_model
     from medlens.training.callbacks import HistoryCallback, RngStateCallback, rng_sources
     from medlens.training.module import LitModel
 
@@ -227,7 +226,7 @@ def _write_run_files(
 ) -> None:
     import yaml
 
-    from medlens.models.checkpoint import MODEL_FILE, save_model
+    from medlens.models.checkpoint import MODEL_FILE, save_model  # deferred: imports torch
 
     save_model(
         run / MODEL_FILE,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens.errors import MedlensError
+from medlens.models.registry import get_model_info
 from medlens.utils.files import atomic_write_text
 
 RESUME_FILE = "resume.json"
@@ -94,7 +95,6 @@ def _model_info(name: str | None, info, given_name: str):
     """The registry entry of the stored model (its defaults resolve the stored config's unset fields)."""
     if name == given_name:
         return info
-    from medlens.models.registry import get_model_info
 
     try:
         return get_model_info(name)
@@ -104,7 +104,7 @@ def _model_info(name: str | None, info, given_name: str):
 
 def _one_cycle(partial: Path) -> bool:
     """Whether the checkpoint's learning-rate scheduler is a OneCycleLR (it cannot step past its total)."""
-    import torch
+    import torch  # deferred: torch is heavy; this module stays light
 
     try:
         ckpt = torch.load(
