@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medlens.errors import UnreadableImageError
-from medlens.io.guard import check_declared, first_line
+from medlens.io.guard import check_declared, first_line, looks_truncated
 
 _DECODE_ERRORS = (
     AttributeError,
@@ -158,16 +158,14 @@ def pixel_data(ds, path: str | Path) -> np.ndarray:
 
 
 def _looks_truncated(text: str) -> bool:
-    t = text.lower()
-    return any(
-        k in t
-        for k in (
-            "length of the pixel data",
-            "doesn't match the expected length",
-            "truncat",
-            "end of file",
-            "insufficient",
-            "shorter than",
-            "less than expected",
-        )
-    )
+    return looks_truncated(text, _DICOM_TRUNCATION)
+
+
+#: pydicom's ways of saying the pixel data is shorter than Rows × Columns × frames promise.
+_DICOM_TRUNCATION = (
+    "length of the pixel data",
+    "doesn't match the expected length",
+    "insufficient",
+    "shorter than",
+    "less than expected",
+)

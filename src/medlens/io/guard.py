@@ -51,11 +51,6 @@ _LOCK = threading.Lock()
 _limit_bytes = int(DEFAULT_MAX_IMAGE_MB * MIB)
 
 
-def max_image_bytes() -> int:
-    """The current limit on one file's decoded size, in bytes."""
-    return _limit_bytes
-
-
 def set_max_image_mb(mb: float | None) -> None:
     """Set the decoded-size limit per file in MiB (None restores the 512 MiB default)."""
     global _limit_bytes
@@ -93,13 +88,6 @@ def human_bytes(n: float) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{int(n)} bytes"
-
-
-def human_pixels(n: float) -> str:
-    for unit, size in (("Gpx", 1e9), ("Mpx", 1e6), ("kpx", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} px"
 
 
 def check_declared(
@@ -252,6 +240,24 @@ def skipped_lines(
         if len(notes) > limit:
             lines.append(f"  +{len(notes) - limit} more")
     return lines
+
+
+#: Words of decoder messages that mean the file ends early; each reader adds its library's own wording.
+TRUNCATION_MARKERS = ("truncat", "unexpected end", "end of file", "end of stream")
+
+
+def looks_truncated(text: str, extra: tuple[str, ...] = ()) -> bool:
+    """True when a decoder's message says the data ends before the header's promise."""
+    low = text.lower()
+    return any(k in low for k in (*TRUNCATION_MARKERS, *extra))
+
+
+def failure_reason(err: BaseException, extra: tuple[str, ...] = ()) -> str:
+    """One line for a decoder failure: "truncated file (...)" when it is one, else its first line."""
+    text = first_line(err)
+    if isinstance(err, EOFError) or looks_truncated(text, extra):
+        return f"truncated file ({text})"
+    return text
 
 
 def first_line(err: BaseException) -> str:

@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medlens.errors import UnreadableImageError
 from medlens.io.dicom import decode_dicom_image
-from medlens.io.guard import check_declared, check_finite, first_line, install_bounded_tiff_codecs
+from medlens.io.guard import check_declared, check_finite, failure_reason, install_bounded_tiff_codecs
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
@@ -322,11 +322,4 @@ def _read_npz(path: str, key: str, index: int) -> np.ndarray:
 
 
 def _reason(err: Exception) -> str:
-    text = first_line(err)
-    low = text.lower()
-    if isinstance(err, EOFError) or any(
-        k in low
-        for k in ("truncated", "unexpected end", "failed to read", "not enough data", "end of stream")
-    ):
-        return f"truncated file ({text})"
-    return text
+    return failure_reason(err, ("failed to read", "not enough data"))  # tifffile's and Pillow's wording

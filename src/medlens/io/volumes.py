@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medlens.errors import MedlensError, UnreadableImageError
-from medlens.io.guard import check_declared, check_finite, first_line
+from medlens.io.guard import check_declared, check_finite, failure_reason
 from medlens.utils.files import atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -80,14 +80,10 @@ def _is_scaled(img) -> bool:
 
 
 def _reason(err: BaseException) -> str:
-    text = first_line(err)
-    low = text.lower()
-    if isinstance(err, EOFError) or any(
-        k in low
-        for k in ("truncat", "end of", "compressed file ended", "incomplete", "expected", "cannot reshape")
-    ):
-        return f"truncated file ({text})"
-    return text
+    # nibabel and gzip say a cut-off file in their own words
+    return failure_reason(
+        err, ("end of", "compressed file ended", "incomplete", "expected", "cannot reshape")
+    )
 
 
 def write_nifti(array: np.ndarray, affine: np.ndarray | None, path: str | Path) -> Path:

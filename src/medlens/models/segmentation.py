@@ -20,7 +20,7 @@ from monai.networks.nets import BasicUNet, SegResNet, UNet
 from torch import nn
 
 from medlens.errors import MedlensError
-from medlens.io.guard import load_torch_file
+from medlens.io.guard import first_line, load_torch_file
 from medlens.models.registry import register_model
 
 COMMON = {"dropout": 0.0, "weights": None, "pretrained": False}
@@ -130,8 +130,7 @@ def with_weights(model: nn.Module, name: str, opts: dict[str, Any]) -> nn.Module
             model.load_state_dict(state)
         except (OSError, RuntimeError, KeyError, AttributeError, TypeError) as err:
             raise MedlensError(
-                f"cannot load weights {opts['weights']} into model {name!r}: "
-                f"{str(err).strip().splitlines()[0]}"
+                f"cannot load weights {opts['weights']} into model {name!r}: {first_line(err)}"
             ) from err
     return model
 

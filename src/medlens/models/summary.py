@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from medlens.errors import MedlensError
+from medlens.io.guard import first_line
 from medlens.models.registry import create_model, get_model_info
 
 
@@ -92,7 +93,7 @@ def summarize(
         return {"model": name, **model_summary(model, (1, in_channels, *spatial))}
     except RuntimeError as err:  # a size the network's downsampling cannot take (U-Nets need multiples of 16)
         side = "x".join(map(str, spatial))
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise MedlensError(
             f"model {name} cannot run on a {side} input ({first}); try its default size "
             f"{get_model_info(name).default_size} or a multiple of 32"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens.errors import MedlensError, did_you_mean
+from medlens.io.guard import first_line
 from medlens.tasks.registry import get_task, list_tasks
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -308,7 +309,7 @@ class TrainConfig:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
             raise MedlensError(
-                f"cannot read config {path}: {str(err).strip().splitlines()[0]}; it must be a "
+                f"cannot read config {path}: {first_line(err)}; it must be a "
                 "UTF-8 YAML file of key: value lines"
             ) from err
         if not isinstance(data, dict):
