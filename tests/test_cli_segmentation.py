@@ -194,12 +194,13 @@ class _BrightnessNet(torch.nn.Module):
 
 def test_gate_sends_only_positives_to_the_segmenter(runs, tmp_path):
     from medlens.data.spec import PreprocessingSpec
-    from medlens.models.checkpoint import load_model
+    from medlens.models.checkpoint import LoadedModel, load_model
     from medlens.tasks.gate import Gate
     from medlens.tasks.segmentation import write_predictions
 
     spec = PreprocessingSpec(image_size=32, mean=(0.3,), std=(0.2,), class_names=("notumor", "tumour"))
-    gate = Gate(SimpleNamespace(model=_BrightnessNet(), spec=spec), "notumor", threshold=0.5)
+    stub = LoadedModel(model=_BrightnessNet(), spec=spec, name="brightness", options={}, meta={})
+    gate = Gate(stub, "notumor", threshold=0.5)
     Image.fromarray(np.full((32, 32), 10, np.uint8)).save(tmp_path / "dark.png")
     Image.fromarray(np.full((32, 32), 250, np.uint8)).save(tmp_path / "bright.png")
     dark, bright = write_predictions(
@@ -361,3 +362,34 @@ def test_classifier_on_slices_bootstraps_over_patients(runs):
         summary["bootstrap"]["method"]
         == f"percentile, patients ({len(val_patients)}) resampled with replacement"
     )
+
+
+def test_segmentation_and_detection_cohorts_with_metadata(runs, monkeypatch, capsys, tmp_path):
+    """--cohorts with a --metadata CSV joined on patient_id: Dice (segmentation) and IoU (detection) per
+    cohort with intervals, fairness ratios; segmentation also gets sampled per-pixel calibration."""
+    patients = sorted(p.name for p in runs.kaggle.iterdir() if p.is_dir())
+    meta = tmp_path / "meta.csv"
+    meta.write_text(
+        "patient_id,sex\n" + "".join(f"{p},{'F' if i % 2 else 'M'}\n" for i, p in enumerate(patients))
+    )
+    for run, metric in ((runs.seg, "dice_case"), (runs.det, "iou_case")):
+        out = tmp_path / run.name
+        args = ["evaluate", run, "--data", runs.kaggle, "-o", out, "--bootstrap", "50", "--quiet"]
+        code, _, err = run_cli(
+            monkeypatch, capsys, *args, "--cohorts", "sex", "--metadata", meta, "--min-cell", "2"
+        )
+        assert code == 0, err
+        s = json.loads((out / "summary.json").read_text())
+        groups = {g["name"]: g for g in s["cohorts"]["columns"]["sex"]["groups"]}
+        assert set(groups) == {"F", "M"} and groups["F"]["n_patients"] == len(patients) // 2
+        ref = s["cohorts"]["columns"]["sex"]["reference"]
+        assert groups[ref]["ratio"][metric] == pytest.approx(1.0)
+        assert groups["F"]["metrics"][metric]["value"] is not None
+        assert (out / "model_card.md").is_file()
+        assert "<h2>Cohorts and fairness</h2>" in (out / "report.html").read_text()
+    seg = json.loads((tmp_path / "seg" / "summary.json").read_text())
+    assert seg["calibration"]["unit"].startswith("pixels") and 0 <= seg["calibration"]["ece"] <= 1
+    code, _, err = run_cli(
+        monkeypatch, capsys, "evaluate", runs.seg, "--threshold", "0.5", "-o", tmp_path / "x"
+    )
+    assert code == 2 and "--threshold applies to classification runs" in err

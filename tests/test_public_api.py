@@ -16,6 +16,7 @@ PUBLIC_FUNCTIONS = (
     "audit",
     "train",
     "evaluate",
+    "calibrate",
     "predict",
     "compare",
     "summary",

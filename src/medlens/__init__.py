@@ -29,6 +29,7 @@ _LAZY = {
     "learning_curve": ("medlens.pipeline.curve", "learning_curve"),
     "load_run": ("medlens.models.checkpoint", "load_model"),
     "evaluate": ("medlens.evaluation.evaluate", "evaluate"),
+    "calibrate": ("medlens.evaluation.calibrate", "calibrate"),
     "compare": ("medlens.evaluation.compare", "compare"),
     "predict": ("medlens.inference.predict", "predict"),
     "audit": ("medlens.auditing.run", "audit"),

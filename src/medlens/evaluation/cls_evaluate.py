@@ -13,11 +13,14 @@ from medlens.data.manifest import Manifest, grouped_patients
 from medlens.data.prepared import prepare
 from medlens.errors import MedlensError
 from medlens.evaluation import plots
+from medlens.evaluation.calibrate import before_after, calibration_flag
+from medlens.evaluation.calibration import ECE_CI_NOTE, calibration_summary
+from medlens.evaluation.clinical import ClinicalOptions, classification_analyses
 from medlens.evaluation.evaluators import register_evaluator
-from medlens.evaluation.metrics import calibration, cases_from_arrays, classification_metrics
+from medlens.evaluation.metrics import cases_from_arrays, classification_metrics
 from medlens.evaluation.writer import read_yaml
 from medlens.tasks.base import EvalContext, Evaluation
-from medlens.tasks.classification import predict_probs
+from medlens.tasks.classification import decide, predict_logits, softmax
 
 
 @register_evaluator("classification")
@@ -37,25 +40,35 @@ def evaluate_classification(loaded, sub: Manifest, ctx: EvalContext) -> Evaluati
     else:
         p = prepare(sub, classes, spec.image_size, spec.channels, progress=ctx.progress)
         sub, images, targets, skipped = p.manifest, p.images, p.targets, p.skipped
-    probs = predict_probs(loaded, images)
+    logits = predict_logits(loaded, images)
+    probs = softmax(logits, loaded.temperature)
     df = sub.df
+    groups = grouped_patients(df["patient_id"])
     result = classification_metrics(
+        targets, probs, classes, n_bootstrap=ctx.n_bootstrap, seed=0, groups=groups
+    )
+    result["metrics"]["ece"]["ci_note"] = ECE_CI_NOTE
+    cases = cases_from_arrays(df["case_id"].tolist(), df["patient_id"].tolist(), targets, probs, classes)
+    calib = result["calibration"] = calibration_summary(targets, probs)
+    fig = ctx.out / "figures"
+    clinical, clinical_figures = classification_analyses(
+        df,
         targets,
         probs,
         classes,
+        ctx.clinical or ClinicalOptions(),
         n_bootstrap=ctx.n_bootstrap,
-        seed=0,
-        groups=grouped_patients(df["patient_id"]),
+        groups=groups,
+        operating_point=loaded.operating_point,
+        figures=fig,
     )
-    cases = cases_from_arrays(df["case_id"].tolist(), df["patient_id"].tolist(), targets, probs, classes)
-    calib = result.get("calibration") or calibration(targets, probs)
-    fig = ctx.out / "figures"
     figures = {
         "Confusion matrix": plots.plot_confusion_matrix(
             result["confusion_matrix"], classes, fig / "confusion_matrix.png"
         ),
         "ROC": plots.plot_roc(targets, probs, classes, fig / "roc.png"),
         "Reliability": plots.plot_reliability(calib, fig / "reliability.png"),
+        **clinical_figures,
     }
     extra = {
         "model": {"name": loaded.name, "options": loaded.options},
@@ -63,11 +76,16 @@ def evaluate_classification(loaded, sub: Manifest, ctx: EvalContext) -> Evaluati
         "calibration": calib,
         "class_names": classes,
         "audit_fix": _audit_fix(ctx.run_dir),
+        "calibrated": calibration_flag(loaded, ctx.split),
+        **clinical,
     }
+    if loaded.temperature is not None:
+        extra["calibration_change"] = before_after(targets, logits, loaded.temperature)
+    decided = decide(probs, classes, loaded.operating_point)
     return Evaluation(
         cases=cases,
         result=result,
-        predictions=_predictions(df, targets, probs, classes),
+        predictions=_predictions(df, targets, probs, classes, decided),
         extra=extra,
         figures=figures,
         skipped=skipped,
@@ -75,14 +93,15 @@ def evaluate_classification(loaded, sub: Manifest, ctx: EvalContext) -> Evaluati
     )
 
 
-def _predictions(df: pd.DataFrame, targets, probs, classes: list[str]) -> pd.DataFrame:
+def _predictions(df: pd.DataFrame, targets, probs, classes: list[str], decided) -> pd.DataFrame:
+    """predictions.csv: ``prediction`` follows the run's operating point when one is set (else argmax)."""
     table = pd.DataFrame(
         {
             "case_id": df["case_id"],
             "patient_id": df["patient_id"],
             "image": df["image"],
             "target": [classes[t] for t in targets],
-            "prediction": [classes[i] for i in probs.argmax(1)],
+            "prediction": [classes[i] for i in decided],
             "confidence": probs.max(1).round(6),
         }
     )

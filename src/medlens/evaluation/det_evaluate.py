@@ -16,6 +16,7 @@ import pandas as pd
 from medlens.data.cache import cache_pairs
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
+from medlens.evaluation.clinical import localisation_cohorts
 from medlens.evaluation.evaluators import register_evaluator
 from medlens.evaluation.plots import plot_examples
 from medlens.evaluation.seg_evaluate import patient_bootstrap, pick_examples
@@ -78,12 +79,24 @@ def evaluate_detection(loaded, sub: Manifest, ctx: EvalContext) -> Evaluation:
         "box_format": "x0, y0, x1, y1 in pixels of the original image (x1, y1 exclusive)",
         "inference_seconds_per_case": round(seconds, 5),
     }
+    figures = _figures(sub, cases, ctx.out / "figures")
+    if ctx.clinical is not None:
+        cohorts, cohort_figures = localisation_cohorts(
+            sub.df,
+            cases,
+            ctx.clinical,
+            metric="iou",
+            n_bootstrap=ctx.n_bootstrap,
+            figures=ctx.out / "figures",
+        )
+        extra.update(cohorts)
+        figures.update(cohort_figures)
     return Evaluation(
         cases=cases,
         result=_metrics(ious, pids, ctx.n_bootstrap),
         predictions=table,
         extra=extra,
-        figures=_figures(sub, cases, ctx.out / "figures"),
+        figures=figures,
         skipped=cached.skipped,
     )
 

@@ -9,18 +9,22 @@ summary.json is the single source of truth: report.html, `compare`, the UI and t
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 from medlens.evaluation import cls_evaluate, det_evaluate, seg_evaluate  # noqa: F401  (register evaluators)
+from medlens.evaluation.clinical import ClinicalOptions
 from medlens.evaluation.evaluators import evaluator_of
+from medlens.evaluation.operating_points import positive_classes
 from medlens.evaluation.writer import write_evaluation
 from medlens.io.guard import accepts_image_limit
-from medlens.models.checkpoint import load_model
+from medlens.models.checkpoint import OPERATING_POINT_FILE, load_model
 from medlens.tasks.base import EvalContext
 from medlens.tasks.registry import get_task
+from medlens.utils.files import write_json
 
 
 @accepts_image_limit
@@ -35,6 +39,14 @@ def evaluate(
     run_name: str | None = None,
     prepared=None,
     gate=None,
+    positive: str | None = None,
+    threshold: float | None = None,
+    cohorts: str | None = None,
+    metadata: str | Path | None = None,
+    min_cell: int = 10,
+    reference: str | None = None,
+    readers: str | Path | None = None,
+    patient_agg: str = "max",
 ) -> dict[str, Any]:
     """Evaluate the run's model and write summary.json, predictions.csv, figures and report.html.
 
@@ -55,6 +67,18 @@ def evaluate(
         gate: for a 2D segmentation run, a classification run directory (or a loaded
             :class:`~medlens.tasks.gate.Gate`): slices it calls negative get an empty mask, and the summary
             gains a ``pipeline`` section with false-positive slice counts.
+        positive: classification: the positive class of the operating points and reader sensitivities
+            (default: the second class of a binary task; every class one-vs-rest of a multiclass one).
+        threshold: classification: store this operating point for ``positive`` in the run
+            (operating_point.json); predict and predictions.csv then decide by it.
+        cohorts: ``COL[,COL]`` of the manifest or ``metadata`` (numeric columns binned, e.g.
+            ``age:<40,40-60,>60``, else at tertiles): per-cohort metrics and a fairness audit.
+        metadata: a CSV joined on patient_id (``patient_id`` or ``Patient`` column).
+        min_cell: cohorts with fewer cases are censored.
+        reference: the fairness reference group (default: each column's largest).
+        readers: classification: a CSV of (case_id, reader, label or probability): readers vs model.
+        patient_agg: classification with several cases per patient: ``max`` or ``mean`` of the cases'
+            probabilities makes the patient's (patient-level metrics).
 
     Returns:
         The summary dict (also written as summary.json).
@@ -66,8 +90,27 @@ def evaluate(
         )
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise MedlensError(f"-o {out} is a file, not a folder; give a folder path for the evaluation outputs")
+    clinical = ClinicalOptions(
+        positive=positive,
+        threshold=threshold,
+        cohorts=cohorts,
+        metadata=Path(metadata) if metadata else None,
+        min_cell=min_cell,
+        reference=reference,
+        readers=Path(readers) if readers else None,
+        patient_agg=patient_agg,
+    )
+    clinical.check()
     loaded = load_model(run_dir)
     task = get_task(loaded.spec.task)
+    if loaded.spec.task != "classification":
+        for name, value in (("--threshold", threshold), ("--readers", readers), ("--positive", positive)):
+            if value is not None:
+                raise MedlensError(f"{name} applies to classification runs; {run_dir} is a {task.name} run")
+    elif threshold is not None:
+        loaded.operating_point = set_operating_point(
+            run_dir, list(loaded.spec.class_names), threshold, positive
+        )
     own = data is None
     if own:
         manifest = prepared.manifest if prepared is not None else Manifest.load(run_dir / "manifest.csv")
@@ -90,9 +133,28 @@ def evaluate(
         prepared=prepared if own else None,
         gate=gate,
         progress=progress,
+        clinical=clinical,
     )
     sub = manifest.subset(split) if split else manifest
     return write_evaluation(task.name, evaluator_of(task)(loaded, sub, ctx), ctx)
+
+
+def set_operating_point(
+    run_dir: Path, classes: list[str], threshold: float, positive: str | None
+) -> dict[str, Any]:
+    """Store ``{"class", "threshold"}`` in RUN/operating_point.json (predict then decides by it)."""
+    chosen = positive_classes(classes, positive)
+    if len(chosen) != 1:
+        raise MedlensError(
+            f"--threshold on a {len(classes)}-class run needs --positive CLASS (one of {', '.join(classes)})"
+        )
+    point = {
+        "class": classes[chosen[0]],
+        "threshold": float(threshold),
+        "set": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_json(run_dir / OPERATING_POINT_FILE, point)
+    return point
 
 
 def _slug(manifest: Manifest) -> str:

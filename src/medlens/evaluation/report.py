@@ -17,6 +17,7 @@ import jinja2
 
 from medlens import __version__
 from medlens.errors import MedlensError
+from medlens.evaluation.clinical_report import clinical_context
 from medlens.evaluation.plots import summary_figures
 from medlens.tasks.registry import get_task
 from medlens.tasks.reporting import N_WORST, fmt
@@ -40,11 +41,15 @@ METRIC_LABELS = {
     "hd95": "HD95 (lower is better)",
     "iou_mean": "Mean IoU",
     "iou50_rate": "Detected at IoU >= 0.5",
+    "auc_delong": "ROC AUC (DeLong)",
 }
 FIGURE_CAPTIONS = {
     "confusion_matrix": "Confusion matrix (rows: true class; colour: fraction of the row; counts annotated)",
     "roc": "ROC curves",
     "reliability": "Reliability diagram: how often the top class is right at each confidence",
+    "operating_points": "Sensitivity against flag rate, precision-recall (AP), "
+    "and decision curve (net benefit)",
+    "cohorts_and_fairness": "Fairness heat-map: each cohort's metric relative to the reference group",
     "history": "Training history",
     "learning_curve": "Learning curve",
 }
@@ -59,6 +64,7 @@ def render_report(
     data_summary: dict[str, dict[str, int]] | None = None,
     skipped: list[dict[str, Any]] | None = None,
     title: str | None = None,
+    card: dict[str, Any] | None = None,
 ) -> Path:
     """Write one self-contained HTML report for an evaluated run; the task's block comes from its
     ``report_section`` hook.
@@ -73,6 +79,7 @@ def render_report(
         data_summary: class counts per split, ``{split: {class: n}}`` (default: ``summary["data_summary"]``).
         skipped: unreadable/skipped files, ``[{"path", "reason"}]`` (default: ``summary["skipped"]``).
         title: page title (default: "medlens report: <run>").
+        card: the model card (:func:`medlens.evaluation.model_card.model_card`) to show, or None.
 
     Returns:
         The written path.
@@ -99,6 +106,7 @@ def render_report(
         worst=_worst_cases(summary, N_WORST),
         n_worst=N_WORST,
         loc=get_task(summary.get("task", "classification")).report_section(summary),
+        clinical=clinical_context(summary, card),
     )
     return atomic_write_text(out_path, html)
 

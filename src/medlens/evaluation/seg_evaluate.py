@@ -20,8 +20,10 @@ from medlens.data.cache import cache_images, cache_pairs
 from medlens.data.manifest import Manifest
 from medlens.data.seg_sources import check_pair
 from medlens.errors import MedlensError, UnreadableImageError
+from medlens.evaluation.calibration import calibration_summary
+from medlens.evaluation.clinical import localisation_cohorts
 from medlens.evaluation.evaluators import register_evaluator
-from medlens.evaluation.plots import plot_examples
+from medlens.evaluation.plots import plot_examples, plot_reliability
 from medlens.evaluation.seg_metrics import (
     dice_per_patient,
     mean_case_metrics,
@@ -57,13 +59,34 @@ def evaluate_segmentation(loaded, sub: Manifest, ctx: EvalContext) -> Evaluation
             raise MedlensError("--gate classifies 2D slices; it cannot gate a 3D segmentation run")
         preds, truths, spacings, sub, skipped = _predict_volumes(loaded, sub, ctx.progress)
     else:
-        preds, truths, sub, skipped, pipeline = _predict_slices(loaded, sub, ctx.prepared, gate, ctx.progress)
+        sampler = PixelSampler()
+        preds, truths, sub, skipped, pipeline = _predict_slices(
+            loaded, sub, ctx.prepared, gate, ctx.progress, sampler
+        )
         spacings = [None] * len(preds)
     seconds = (time.perf_counter() - t0) / max(1, len(preds))
     cases = _case_records(sub, preds, truths, spacings)
     if not cases:
         raise MedlensError(f"no readable cases to evaluate in {ctx.data} ({ctx.split})")
     result, extra = _metrics(loaded, cases, preds, truths, ctx.n_bootstrap, seconds)
+    figures = _figures(loaded, sub, preds, truths, cases, ctx.out / "figures")
+    if loaded.spec.spatial_dims == 2:
+        extra["calibration"] = sampler.summary(truths)
+        if extra["calibration"] is not None:
+            figures["Pixel calibration (sampled pixels)"] = plot_reliability(
+                extra["calibration"], ctx.out / "figures" / "reliability_pixels.png"
+            )
+    if ctx.clinical is not None:
+        cohorts, cohort_figures = localisation_cohorts(
+            sub.df,
+            cases,
+            ctx.clinical,
+            metric="dice",
+            n_bootstrap=ctx.n_bootstrap,
+            figures=ctx.out / "figures",
+        )
+        extra.update(cohorts)
+        figures.update(cohort_figures)
     predictions = pd.DataFrame(
         [
             {k: v for k, v in c.items() if k != "empty"} | {"image": img}
@@ -75,13 +98,45 @@ def evaluate_segmentation(loaded, sub: Manifest, ctx: EvalContext) -> Evaluation
         result=result,
         predictions=predictions,
         extra={"model": {"name": loaded.name, "options": loaded.options}, "skipped": skipped, **extra},
-        figures=_figures(loaded, sub, preds, truths, cases, ctx.out / "figures"),
+        figures=figures,
         skipped=skipped,
         after={} if pipeline is None else {"pipeline": pipeline},
     )
 
 
-def _predict_slices(loaded, sub: Manifest, prepared, gate, progress: bool):
+class PixelSampler:
+    """Collects the foreground probability of a seeded random sample of pixels of every slice (at the
+    original size) while the masks are predicted, to measure the per-pixel calibration without a second
+    inference pass."""
+
+    def __init__(self, per_case: int = 2000, seed: int = 0):
+        self.per_case = per_case
+        self.rng = np.random.default_rng(seed)
+        self.samples: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, i: int, probs: np.ndarray) -> None:
+        """``probs``: (K, H, W) class probabilities of case ``i``; foreground = 1 − background."""
+        flat = probs.reshape(probs.shape[0], -1)
+        where = self.rng.choice(flat.shape[1], size=min(self.per_case, flat.shape[1]), replace=False)
+        self.samples[i] = (where, 1.0 - flat[0, where])
+
+    def summary(self, truths: list[np.ndarray]) -> dict[str, Any] | None:
+        """Calibration of the sampled pixels' foreground probability (a binary problem per pixel)."""
+        if not self.samples:
+            return None
+        p, y = [], []
+        for i, (where, fg) in self.samples.items():
+            if i < len(truths):
+                p.append(fg)
+                y.append(truths[i].reshape(-1)[where] > 0)
+        prob = np.clip(np.concatenate(p).astype(np.float64), 0.0, 1.0)
+        out = calibration_summary(np.concatenate(y).astype(np.int64), np.stack([1 - prob, prob], axis=1))
+        out["unit"] = f"pixels: {self.per_case} sampled at random per case (seed 0), foreground probability"
+        out["foreground_share"] = float(np.concatenate(y).mean())
+        return out
+
+
+def _predict_slices(loaded, sub: Manifest, prepared, gate, progress: bool, sampler=None):
 
     spec = loaded.spec
     if (
@@ -96,7 +151,7 @@ def _predict_slices(loaded, sub: Manifest, prepared, gate, progress: bool):
         cached = cache_pairs(sub, spec.image_size, spec.channels, progress=progress)
         images, masks, shapes, skipped = cached.images, cached.masks, cached.shapes, cached.skipped
         sub = sub.with_df(sub.df.iloc[cached.kept])
-    preds = predict_masks(loaded.model, spec, images, shapes)
+    preds = predict_masks(loaded.model, spec, images, shapes, on_probs=sampler)
     truths = _original_masks(sub, masks, shapes, spec.image_size)
     pipeline = None
     if gate is not None:

@@ -13,6 +13,7 @@ import pandas as pd
 import yaml
 
 from medlens.evaluation.metrics import build_summary
+from medlens.evaluation.model_card import write_model_card
 from medlens.evaluation.plots import plot_history
 from medlens.evaluation.report import render_report
 from medlens.tasks.base import EvalContext, Evaluation
@@ -20,7 +21,7 @@ from medlens.utils.files import atomic_write_text, write_json
 
 
 def write_evaluation(task: str, ev: Evaluation, ctx: EvalContext) -> dict[str, Any]:
-    """Write ``ctx.out``/summary.json, predictions.csv, figures/history.png and report.html.
+    """Write ``ctx.out``/summary.json, predictions.csv, model_card.md, figures/history.png and report.html.
 
     Args:
         task: the task's name (summary.json ``task``).
@@ -43,6 +44,10 @@ def write_evaluation(task: str, ev: Evaluation, ctx: EvalContext) -> dict[str, A
     summary.update(ev.after)
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
+    card = write_model_card(summary, ctx.run_dir, out / "model_card.md")
+    cases = summary.pop("cases")
+    summary["model_card"] = {"file": "model_card.md", "limitations": card["limitations"]}
+    summary["cases"] = cases  # per-case records stay last
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "predictions.csv", ev.predictions.to_csv(index=False))
     figures = dict(ev.figures)
@@ -57,6 +62,7 @@ def write_evaluation(task: str, ev: Evaluation, ctx: EvalContext) -> dict[str, A
         data_summary=ev.data_summary,
         skipped=ev.skipped,
         title=f"medlens report: {Path(ctx.run).name}",
+        card=card,
     )
     return summary
 

@@ -1,11 +1,16 @@
 """The exported model file: weights + the preprocessing spec + how to rebuild the network.
 
 Only tensors and plain Python values are stored, so it loads with ``torch.load(..., weights_only=True)``.
+
+A run directory may also hold what was decided after training, applied by every command that loads it:
+``calibration.json`` (a temperature fitted by ``medlens calibrate``) and ``operating_point.json`` (the
+threshold set by ``medlens evaluate --threshold``).
 """
 
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,8 @@ from medlens.utils.files import atomic_write_bytes
 
 FORMAT = "medlens.model/1"
 MODEL_FILE = "model.pt"
+CALIBRATION_FILE = "calibration.json"
+OPERATING_POINT_FILE = "operating_point.json"
 
 
 @dataclass
@@ -31,6 +38,15 @@ class LoadedModel:
     name: str
     options: dict[str, Any]
     meta: dict[str, Any]
+    #: ``{"method": "temperature", "T", "fit_on", ...}`` from the run's calibration.json, or None.
+    calibration: dict[str, Any] | None = None
+    #: ``{"class", "threshold", ...}`` from the run's operating_point.json, or None.
+    operating_point: dict[str, Any] | None = None
+
+    @property
+    def temperature(self) -> float | None:
+        """The fitted temperature, or None when the run is not calibrated."""
+        return None if self.calibration is None else float(self.calibration["T"])
 
 
 def save_model(
@@ -85,4 +101,22 @@ def load_model(path: str | Path) -> LoadedModel:
         name=payload["model_name"],
         options=payload["model_options"],
         meta=payload.get("meta", {}),
+        calibration=read_run_file(path.parent / CALIBRATION_FILE, ("method", "T")),
+        operating_point=read_run_file(path.parent / OPERATING_POINT_FILE, ("class", "threshold")),
     )
+
+
+def read_run_file(path: Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """A run's calibration.json / operating_point.json, or None when absent; a damaged one is refused."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise MedlensError(
+            f"cannot read {path}: {err}; delete it and run the command that writes it again"
+        ) from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise MedlensError(f"{path} lacks {missing}; delete it and run the command that writes it again")
+    return data

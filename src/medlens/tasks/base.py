@@ -81,6 +81,7 @@ class EvalContext:
     prepared: Any = None  # the data training just cached (the run's own manifest only)
     gate: Any = None  # a loaded Gate (2D segmentation) or None
     progress: bool = True
+    clinical: Any = None  # medlens.evaluation.clinical.ClinicalOptions (operating points, cohorts, readers)
 
 
 @dataclass

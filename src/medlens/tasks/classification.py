@@ -110,15 +110,20 @@ class ClassificationTask(Task):
         return ClassificationTask(data.classes, weights, cfg.label_smoothing)
 
     def write_prediction(self, loaded, path: Path, out: Path) -> dict[str, Any]:
-        """``{"prediction", "confidence", "probabilities"}`` of one image (nothing written)."""
+        """``{"prediction", "confidence", "probabilities"}`` of one image (nothing written); calibrated
+        probabilities and the run's operating point when set (then also ``calibrated`` / ``threshold``)."""
         spec = loaded.spec
-        probs = predict_probs(loaded, load_image(str(path), spec.image_size, spec.channels)[None])[0]
-        best = int(probs.argmax())
-        return {
+        probs = predict_probs(loaded, load_image(str(path), spec.image_size, spec.channels)[None])
+        best = int(decide(probs, list(spec.class_names), loaded.operating_point)[0])
+        record = {
             "prediction": spec.class_names[best],
-            "confidence": float(probs[best]),
-            "probabilities": {c: float(p) for c, p in zip(spec.class_names, probs)},
+            "confidence": float(probs[0, best]),
+            "probabilities": {c: float(p) for c, p in zip(spec.class_names, probs[0])},
+            "calibrated": loaded.calibration is not None,
         }
+        if loaded.operating_point is not None:
+            record["threshold"] = {k: loaded.operating_point[k] for k in ("class", "threshold")}
+        return record
 
     def prediction_row(self, record: dict[str, Any]) -> list[str]:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
@@ -150,14 +155,42 @@ class ClassificationTask(Task):
 
 
 @torch.no_grad()
-def predict_probs(loaded: LoadedModel, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Class probabilities (N, K) for uint8 images (N, C, S, S) preprocessed like training."""
+def predict_logits(loaded: LoadedModel, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """The network's raw scores (N, K) for uint8 images (N, C, S, S) preprocessed like training."""
     model = loaded.model.eval()
     if not images.flags.writeable:  # decoded straight from Pillow: torch.from_numpy wants a writable array
         images = images.copy()
     out = []
     for start in range(0, len(images), batch_size):
         x = normalize(torch.from_numpy(images[start : start + batch_size]), loaded.spec)
-        out.append(torch.softmax(model(x).float(), dim=1).numpy())
+        out.append(model(x).float().numpy())
     k = len(loaded.spec.class_names)
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.float32)
+
+
+def softmax(logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
+    """Class probabilities from scores, divided by ``temperature`` first when given (temperature scaling)."""
+    z = np.asarray(logits, dtype=np.float64) / (temperature or 1.0)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict_probs(
+    loaded: LoadedModel, images: np.ndarray, batch_size: int = 128, calibrated: bool = True
+) -> np.ndarray:
+    """Class probabilities (N, K) for uint8 images (N, C, S, S); temperature-scaled when the run was
+    calibrated (``medlens calibrate``) unless ``calibrated=False``."""
+    return softmax(predict_logits(loaded, images, batch_size), loaded.temperature if calibrated else None)
+
+
+def decide(probs: np.ndarray, class_names: list[str], operating_point: dict | None) -> np.ndarray:
+    """Predicted class index per row: argmax, or, with an operating point ``{"class", "threshold"}``, that
+    class whenever its probability is ≥ the threshold and the most probable other class otherwise."""
+    probs = np.asarray(probs)
+    if operating_point is None or operating_point.get("class") not in class_names:
+        return probs.argmax(axis=1)
+    c = class_names.index(operating_point["class"])
+    others = probs.copy()
+    others[:, c] = -np.inf
+    return np.where(probs[:, c] >= float(operating_point["threshold"]), c, others.argmax(axis=1))

@@ -174,11 +174,13 @@ def predict_masks(
     images: np.ndarray,
     shapes: np.ndarray | list | None = None,
     batch_size: int = 32,
+    on_probs=None,
 ) -> list[np.ndarray]:
     """Label maps for uint8 images (N, C, S, S) preprocessed like training, at each original size.
 
     Class probabilities are resized (bilinear) to the image's original ``(height, width)`` before the
-    argmax, so a model trained at 128 px answers a 256 px image with a smooth 256 px mask.
+    argmax, so a model trained at 128 px answers a 256 px image with a smooth 256 px mask. ``on_probs(i,
+    probs)``, when given, sees each case's (K, H, W) probabilities (e.g. to sample them for calibration).
     """
     model = model.eval()
     out: list[np.ndarray] = []
@@ -190,6 +192,8 @@ def predict_masks(
             shape = None if shapes is None else tuple(int(s) for s in shapes[start + i])
             if shape is not None and shape != tuple(p.shape[-2:]):
                 p = F.interpolate(p, size=shape, mode="bilinear", align_corners=False)
+            if on_probs is not None:
+                on_probs(start + i, p[0].numpy())
             out.append(p[0].argmax(0).to(torch.uint8).numpy())
     return out
 

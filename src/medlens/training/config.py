@@ -182,6 +182,14 @@ class TrainConfig:
             panel="Data",
         ),
     )
+    intended_use: str | None = field(
+        default=None,
+        metadata=_cli(
+            "What the model is for, in a sentence (who, which images, which decision); "
+            "written into the model card.",
+            panel="Model card",
+        ),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.precision, int) and not isinstance(self.precision, bool):
