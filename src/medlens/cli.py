@@ -426,7 +426,9 @@ def evaluate(
         rich_help_panel="Clinical evaluation",
     ),
     min_cell: int = typer.Option(
-        10, help="Censor cohorts with fewer cases than this.", rich_help_panel="Clinical evaluation"
+        10,
+        help="Censor cohorts with fewer patients than this (cases, when each case is its own patient).",
+        rich_help_panel="Clinical evaluation",
     ),
     reference: str | None = typer.Option(
         None,

@@ -17,7 +17,13 @@ import pandas as pd
 from medlens.errors import MedlensError
 from medlens.evaluation.clinical_plots import plot_operating_curves
 from medlens.evaluation.cohort_plots import plot_fairness_heatmap
-from medlens.evaluation.cohorts import attach_metadata, cohort_analysis, load_metadata, parse_cohorts
+from medlens.evaluation.cohorts import (
+    attach_metadata,
+    cohort_analysis,
+    load_metadata,
+    parse_cohorts,
+    resolve_column,
+)
 from medlens.evaluation.metrics import classification_metrics
 from medlens.evaluation.operating_points import (
     curves,
@@ -43,7 +49,7 @@ class ClinicalOptions:
         threshold: store this operating point in the run (then ``predict`` uses it).
         cohorts: ``COL[,COL]`` with optional bins, e.g. ``gender,age:<40,40-60,>60``.
         metadata: a CSV joined on patient_id (kaggle_3m's own data.csv is already in its manifest).
-        min_cell: cohorts with fewer cases are censored.
+        min_cell: cohorts with fewer patients are censored.
         reference: the fairness reference group (default: the largest).
         readers: a CSV of (case_id, reader, label or probability).
         patient_agg: how a patient's case probabilities make the patient's: ``max`` or ``mean``.
@@ -73,6 +79,15 @@ class ClinicalOptions:
                 raise MedlensError(f"{name} file {path} not found; give the path of a CSV file")
         if self.cohorts:
             parse_cohorts(self.cohorts)
+
+    def check_data(self, cases: pd.DataFrame, class_names: list[str] | None) -> None:
+        """Refuse unknown cohort columns and a bad readers file before inference runs (fail fast)."""
+        if self.cohorts:
+            table = attach_metadata(cases, load_metadata(self.metadata) if self.metadata else None)
+            for spec in parse_cohorts(self.cohorts):
+                resolve_column(table, spec.column)
+        if self.readers and class_names:
+            load_readers(self.readers, class_names)
 
 
 # -- classification ----------------------------------------------------------------------------------
@@ -245,9 +260,12 @@ def localisation_cohorts(
     metric: str,
     n_bootstrap: int,
     figures: Path,
+    per_patient: dict[str, float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Cohorts of a segmentation (``metric="dice"``) or detection (``metric="iou"``) evaluation: the mean
-    per-case metric per cohort with an interval resampling the cohort's patients, and the fairness audit."""
+    """Cohorts of a segmentation (``metric="dice"``) or detection (``metric="iou"``) evaluation: per cohort,
+    the mean per-patient metric (``per_patient``, e.g. the Dice of each patient's stacked slices), the mean
+    per-case metric over all cases and over cases with a lesion, each with an interval resampling the
+    cohort's patients, and the fairness audit."""
     if not opts.cohorts:
         return {}, {}
     table = attach_metadata(
@@ -258,13 +276,20 @@ def localisation_cohorts(
     pids = np.array([str(c["patient_id"]) for c in cases])
 
     def score(idx: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if per_patient:
+            who = sorted(set(pids[idx].tolist()) & set(per_patient))
+            pv = np.array([per_patient[p] for p in who], dtype=np.float64)
+            out[f"{metric}_patient"] = {
+                "value": float(pv.mean()) if pv.size else None,
+                "ci95": patient_bootstrap_ci(pv, who, n_bootstrap=n_bootstrap),
+            }
         v = values[idx]
         defined = v[~np.isnan(v)]
-        entry = {
+        out[f"{metric}_case"] = {
             "value": float(defined.mean()) if defined.size else None,
             "ci95": patient_bootstrap_ci(v, pids[idx], n_bootstrap=n_bootstrap),
         }
-        out: dict[str, Any] = {f"{metric}_case": entry}
         fg = idx[has_fg[idx]]
         if fg.size:
             vf = values[fg]

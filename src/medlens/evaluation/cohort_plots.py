@@ -23,7 +23,7 @@ def plot_fairness_heatmap(cohorts: dict[str, Any], path: str | Path) -> Path | N
     Rows are ``column=group (n)`` (the reference marked ``ref``), columns the metrics. A cell's colour is its
     ratio on a log scale centred on 1, clipped to [0.5, 2] (green above the reference, purple below); its text
     the metric value and ``×ratio``. Flagged cells are outlined orange, critical ones red; censored rows are
-    grey with ``n<min_cell``.
+    grey with "censored: < min_cell patients".
 
     Args:
         cohorts: what ``cohort_analysis`` returned (or its ``"columns"`` mapping).
@@ -77,7 +77,13 @@ def plot_fairness_heatmap(cohorts: dict[str, Any], path: str | Path) -> Path | N
         if group.get("censored"):
             ax.add_patch(Rectangle((-0.5, i - 0.5), len(metrics), 1, color=_CENSORED, zorder=2))
             ax.text(
-                (len(metrics) - 1) / 2, i, f"n<{min_cell}", ha="center", va="center", fontsize=8, zorder=3
+                (len(metrics) - 1) / 2,
+                i,
+                f"censored: < {min_cell} patients",
+                ha="center",
+                va="center",
+                fontsize=8,
+                zorder=3,
             )
             continue
         for j, metric in enumerate(metrics):

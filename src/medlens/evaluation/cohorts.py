@@ -9,7 +9,8 @@ epic-open-source/seismometer: ``fairness_table`` and ``FairnessIcons.get_fairnes
 
 - the reference group of a column is its largest group (here: the largest *uncensored* group, preferring a
   real value over ``missing``), and every metric is divided by the reference group's value;
-- groups with fewer than ``min_cell`` cases (seismometer's ``censor_threshold``, 10) are censored: their
+- groups with fewer than ``min_cell`` patients (seismometer's ``censor_threshold``, 10; patients are the
+  independent units: 300 slices of 3 patients are 3 observations, not 300) are censored: their
   metrics and ratios are hidden;
 - a ratio is flagged in both directions, within a band that is multiplicatively symmetric around 1.
 
@@ -428,7 +429,8 @@ def cohort_analysis(
         score: given the integer row positions of one group, returns ``{metric: {"value": float | None,
             "ci95": [lo, hi] | None}, ...}``, optionally with ``"prevalence": float`` and
             ``"n_patients": int``. It is not called for censored groups.
-        min_cell: groups with fewer cases are censored: ``"censored": true``, no metrics, prevalence or
+        min_cell: groups with fewer patients (cases, when every case is its own patient) are censored:
+            ``"censored": true``, no metrics, prevalence or
             ratios, no flags; their ``n`` (and ``n_patients``) are still shown.
         reference: a group name to compare against (e.g. ``"F"``) instead of the largest group. With several
             columns it applies where the group exists and the others fall back to their largest group.
@@ -515,11 +517,12 @@ def _score_group(name, idx, score, min_cell, patients) -> dict[str, Any]:
         "n": n,
         "n_patients": len(np.unique(patients[idx])) if patients is not None else n,
         "prevalence": None,
-        "censored": n < min_cell,
+        "censored": False,
         "metrics": {},
         "ratio": {},
         "flag": {},
     }
+    group["censored"] = group["n_patients"] < min_cell
     if group["censored"]:
         return group
     result = dict(score(idx) or {})
@@ -542,8 +545,8 @@ def _reference(groups: list[dict], wanted: str | None, display: str, min_cell: i
         ref = groups[names.index(wanted)]
         if ref["censored"]:
             raise MedlensError(
-                f"reference group {wanted!r} of cohort {display!r} has {ref['n']} cases, fewer than min_cell "
-                f"({min_cell}); pick another reference or lower min_cell"
+                f"reference group {wanted!r} of cohort {display!r} has {ref['n_patients']} patients, fewer "
+                f"than min_cell ({min_cell}); pick another reference or lower min_cell"
             )
         return ref
     open_groups = [g for g in groups if not g["censored"]]

@@ -74,7 +74,7 @@ def evaluate(
         cohorts: ``COL[,COL]`` of the manifest or ``metadata`` (numeric columns binned, e.g.
             ``age:<40,40-60,>60``, else at tertiles): per-cohort metrics and a fairness audit.
         metadata: a CSV joined on patient_id (``patient_id`` or ``Patient`` column).
-        min_cell: cohorts with fewer cases are censored.
+        min_cell: cohorts with fewer patients are censored.
         reference: the fairness reference group (default: each column's largest).
         readers: classification: a CSV of (case_id, reader, label or probability): readers vs model.
         patient_agg: classification with several cases per patient: ``max`` or ``mean`` of the cases'
@@ -123,6 +123,7 @@ def evaluate(
             f"it has {manifest.splits or ['no split column']}"
         )
     task.check_evaluation_manifest(manifest)
+    clinical.check_data(manifest.df, list(loaded.spec.class_names) if task.name == "classification" else None)
     ctx = EvalContext(
         run=run_name or str(run_dir),
         data=str(manifest.source or manifest.root),

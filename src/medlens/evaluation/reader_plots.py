@@ -115,7 +115,7 @@ def plot_readers_roc(
     title = f"Readers vs model: {cls} (error bars: 95 % CI)"
     missing = int(study.get("cases_without_reader") or 0)
     if missing > 0:
-        title += f"\n{missing} cases had no reader (n/a)"
+        title += f"\n{missing} case{'' if missing == 1 else 's'} had no reader (n/a)"
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)

@@ -84,6 +84,7 @@ def evaluate_segmentation(loaded, sub: Manifest, ctx: EvalContext) -> Evaluation
             metric="dice",
             n_bootstrap=ctx.n_bootstrap,
             figures=ctx.out / "figures",
+            per_patient={p["patient_id"]: p["dice"] for p in extra["per_patient"]},
         )
         extra.update(cohorts)
         figures.update(cohort_figures)
