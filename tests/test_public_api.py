@@ -17,6 +17,8 @@ PUBLIC_FUNCTIONS = (
     "train",
     "evaluate",
     "calibrate",
+    "explain",
+    "triage",
     "predict",
     "compare",
     "summary",

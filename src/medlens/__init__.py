@@ -31,6 +31,8 @@ _LAZY = {
     "evaluate": ("medlens.evaluation.evaluate", "evaluate"),
     "calibrate": ("medlens.evaluation.calibrate", "calibrate"),
     "compare": ("medlens.evaluation.compare", "compare"),
+    "explain": ("medlens.explaining.run", "explain"),
+    "triage": ("medlens.triaging.run", "triage"),
     "predict": ("medlens.inference.predict", "predict"),
     "audit": ("medlens.auditing.run", "audit"),
     "demo": ("medlens.pipeline.demo", "run_demo"),

@@ -583,6 +583,223 @@ def predict(
         raise typer.Exit(2)
 
 
+@app.command()
+def explain(
+    paths: list[Path] = typer.Argument(
+        None,
+        help="RUN_DIR, then the inputs: image files, folders (searched recursively), DICOM files or series "
+        "folders, NIfTI volumes, or a manifest CSV.",
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Folder for <stem>_explain.png and explain.json (default RUN/explanations).",
+    ),
+    method: str = typer.Option(
+        "gradcam",
+        help="Classification: gradcam, gradcampp or occlusion "
+        "(several, comma-separated, with --localisation).",
+    ),
+    target: str | None = typer.Option(
+        None, help="Classification: explain this class instead of the predicted one."
+    ),
+    k: int = typer.Option(5, "-k", help="Similar training cases shown per input."),
+    localisation: Path | None = typer.Option(
+        None,
+        help="Score a classifier's maps against the lesion masks of this segmentation source, on the run's "
+        "validation patients: pointing game, energy in mask, deletion AUC, with baselines.",
+    ),
+    no_index: bool = typer.Option(
+        False, "--no-index", help="Skip similar cases and the out-of-distribution score."
+    ),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples of the localisation intervals."),
+    as_json: bool = typer.Option(False, "--json", help="Print explain.json instead of the rationales."),
+    max_image_mb: float | None = MAX_MB,
+    quiet: bool = QUIET,
+) -> None:
+    """Why the model answered what it did: heat-map or mask with uncertainty, calibrated probabilities, the
+    alternatives, the most similar training cases, an out-of-distribution check, and a one-line rationale."""
+    from medlens.explaining.run import explain as do_explain
+
+    if not paths:
+        raise MedlensError("give a run directory (and the inputs to explain, unless --localisation is given)")
+    run_dir, inputs = paths[0], list(paths[1:])
+    if not inputs and localisation is None:
+        raise MedlensError(f"no inputs to explain; give image files or folders after {run_dir}")
+    if output is not None:
+        check_output_path(output, sources=inputs, what="explanations folder")
+    result = do_explain(
+        run_dir,
+        inputs,
+        output,
+        method=method,
+        target=target,
+        k=k,
+        index=not no_index,
+        localisation=localisation,
+        n_bootstrap=bootstrap,
+        progress=not quiet,
+        max_image_mb=max_image_mb,
+    )
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        for case in result["cases"]:
+            if "error" in case:
+                typer.echo(f"error: cannot read {case['input']}: {case['error']}", err=True)
+            else:
+                _console().print(f"{case['input']}: {case['rationale']}", highlight=False, soft_wrap=True)
+        loc = result.get("localisation")
+        if loc:
+            for m, block in (loc.get("by_method") or {loc["method"]: loc}).items():
+                _console().print(
+                    f"localisation ({m}, {loc['n_slices']} slices of {loc['n_patients']} patients): "
+                    f"pointing game {_entry(block['pointing_game'])}; "
+                    f"centre {_entry(block['baseline_centre'])}; "
+                    f"random point {_entry(block['baseline_random'])}; "
+                    f"energy in mask {_entry(block['energy_in_mask'])}"
+                    + (
+                        f"; deletion AUC {_entry(block['deletion_auc'])}" if block.get("deletion_auc") else ""
+                    ),
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        out = output or run_dir / "explanations"
+        _console().print(f"explain.json and pictures in {out}", highlight=False)
+    if any("error" in c for c in result["cases"]):
+        raise typer.Exit(2)
+
+
+@app.command()
+def triage(
+    paths: list[Path] = typer.Argument(
+        None,
+        help="RUN_DIR, then the day's studies: image files, folders (searched recursively), DICOM files or "
+        "series folders, NIfTI volumes, or a manifest CSV whose columns (patient_id, study_time, "
+        "referral_priority, ...) are study metadata.",
+    ),
+    output: Path = typer.Option(
+        ...,
+        "-o",
+        "--output",
+        help="Worklist folder (worklist.csv/.json/.html; read status kept across runs).",
+    ),
+    history: Path | None = typer.Option(
+        None,
+        help="CSV, one row per patient: patient_id, age, sex, prior_positive (date), referral_priority "
+        "(stat/urgent/routine) and free columns. Without it DICOM headers give age, sex and study date.",
+    ),
+    config: Path | None = typer.Option(
+        None, help="Triage YAML: urgent_classes, weights, referral_levels, thresholds (see docs/triage.md)."
+    ),
+    urgent: str | None = typer.Option(
+        None, help="Classification: comma-separated urgent classes (weight 1 each), replacing the config's."
+    ),
+    split: str | None = typer.Option(None, help="With a manifest input: keep only the rows of this split."),
+    now: str | None = typer.Option(None, help="Measure waits to this ISO 8601 time (default: now)."),
+    no_explain: bool = typer.Option(False, "--no-explain", help="Skip the explanation picture per study."),
+    evaluate: bool = typer.Option(
+        False,
+        "--evaluate",
+        help="Simulate the day from the manifest's ground truth: time to read the urgent studies under the "
+        "worklist order against first-in-first-out, with CIs, and the ranking AUC.",
+    ),
+    read_every: float = typer.Option(5.0, help="Simulation: minutes one read takes."),
+    arrive_every: float = typer.Option(
+        0.0, help="Simulation: minutes between arrivals (0: every study is there at the start)."
+    ),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples of the simulation's intervals."),
+    as_json: bool = typer.Option(False, "--json", help="Print the worklist as JSON instead of a table."),
+    top: int = typer.Option(20, help="Rows shown in the terminal (all are written)."),
+    max_image_mb: float | None = MAX_MB,
+    quiet: bool = QUIET,
+) -> None:
+    """Rank the day's studies by the model's calibrated risk, out-of-distribution review, patient history and
+    waiting time; every study stays on the list, an unreadable one first."""
+    from medlens.triaging.run import triage as do_triage
+
+    if not paths or len(paths) < 2:
+        raise MedlensError(
+            "give a run directory and the studies to triage, e.g. medlens triage RUN scans/ -o wl"
+        )
+    run_dir, inputs = paths[0], list(paths[1:])
+    check_output_path(output, sources=inputs, what="worklist folder")
+    result = do_triage(
+        run_dir,
+        inputs,
+        output,
+        history=history,
+        config=config,
+        urgent=[c.strip() for c in urgent.split(",") if c.strip()] if urgent else None,
+        split=split,
+        now=now,
+        explain=not no_explain,
+        evaluate=evaluate,
+        read_every=read_every,
+        arrive_every=arrive_every,
+        n_bootstrap=bootstrap,
+        progress=not quiet,
+        max_image_mb=max_image_mb,
+    )
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+        return
+    from rich.table import Table
+
+    table = Table("rank", "priority", "input", "reason")
+    for row in result["rows"][: max(0, top)]:
+        priority = row["priority"] if row["unreadable"] else f"{row['priority']:.2f}"
+        table.add_row(str(row["rank"]), priority, row["input"], row["reason"])
+    console = _console()
+    console.print(table)
+    if result["n"] > top:
+        console.print(f"... {result['n'] - top} more rows in {result['files']['csv']}", highlight=False)
+    if result["n_unreadable"]:
+        console.print(
+            f"{result['n_unreadable']} unreadable stud{'y' if result['n_unreadable'] == 1 else 'ies'} kept "
+            "at the top of the list: read them first",
+            highlight=False,
+        )
+    ev = result.get("evaluation")
+    if ev:
+        if ev.get("n_urgent"):
+            console.print(
+                f"simulated day ({ev['n']} studies, {ev['n_urgent']} urgent: {ev['urgent']}; one read every "
+                f"{ev['read_every_minutes']:g} min): urgent median wait "
+                f"{_entry(ev['medlens']['median'])} min with medlens vs "
+                f"{_entry(ev['fifo']['median'])} min first-in-first-out; mean "
+                f"{_entry(ev['medlens']['mean'])} vs {_entry(ev['fifo']['mean'])}; ranking AUC "
+                + (f"{ev['auc']:.3f}" if ev.get("auc") is not None else "n/a"),
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            console.print(
+                "simulated day: no urgent study in the ground truth; nothing to compare", highlight=False
+            )
+    console.print(f"worklist in {output} (worklist.html, worklist.csv, worklist.json)", highlight=False)
+
+
+@app.command("mark-read")
+def mark_read(
+    worklist: Path = typer.Argument(..., help="Worklist folder written by medlens triage."),
+    study: str = typer.Argument(..., help="The study id (column 'study' of worklist.csv)."),
+    reader: str = typer.Option(..., help="Who read it."),
+    finding: str | None = typer.Option(None, help="The reader's finding, kept with the status."),
+) -> None:
+    """Mark one study of a worklist as read (kept when the worklist is rebuilt with new studies)."""
+    from medlens.triaging.worklist import mark_read as do_mark_read
+
+    entry = do_mark_read(worklist, study, reader, finding)
+    _console().print(f"{study}: read by {entry['read_by']} at {entry['read_at']}", highlight=False)
+
+
+def _entry(entry: dict) -> str:
+    ci = entry.get("ci95")
+    return f"{entry['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
 def _prediction_table(results: list, task):
     """The ``medlens predict`` table: the task's columns and rows, unreadable files in red."""
     from rich.table import Table

@@ -147,8 +147,16 @@ def test_registry_refuses_duplicates_and_names_unknown_tasks():
         get_task("segmentaton")
 
 
-def test_later_hooks_say_they_are_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match="explain is not implemented for task 'classification'"):
-        get_task("classification").explain(None, [], None)
+def test_a_task_without_explain_or_triage_hooks_says_so():
+    task = get_task(NAME)
+    assert task.explainer is None
+    with pytest.raises(NotImplementedError, match=f"task '{NAME}' defines neither explain"):
+        task.explain(None, [], None)
     with pytest.raises(NotImplementedError, match="triage_score"):
-        get_task("segmentation").triage_score({})
+        task.triage_score({}, None)
+    # the built-in tasks name the explainers registered above the task layer
+    assert [get_task(n).explainer for n in ("classification", "segmentation", "detection")] == [
+        "classification",
+        "segmentation",
+        "detection",
+    ]

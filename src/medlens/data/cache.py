@@ -44,7 +44,7 @@ class CachedImages:
 
 
 def to_uint8(arr: np.ndarray, channels: int) -> np.ndarray:
-    """Any decoded image (H, W) / (H, W, 3|4), any dtype → uint8 (H, W, channels).
+    """Any decoded image (H, W) / (H, W, 1|2|3|4), any dtype → uint8 (H, W, channels).
 
     8-bit images keep their values; other depths (16-bit, float DICOM) are scaled per image between the 0.5th
     and 99.5th intensity percentiles, which is robust to a few hot pixels. RGB → grayscale uses ITU-R 601
@@ -53,7 +53,7 @@ def to_uint8(arr: np.ndarray, channels: int) -> np.ndarray:
     a = np.asarray(arr)
     if a.ndim == 3 and a.shape[-1] == 4:
         a = a[..., :3]
-    if a.ndim == 3 and a.shape[-1] == 2:  # gray + alpha
+    if a.ndim == 3 and a.shape[-1] in (1, 2):  # gray (+ alpha)
         a = a[..., 0]
     if a.dtype != np.uint8:
         a = a.astype(np.float32)

@@ -102,7 +102,9 @@ def _options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 @register_model(
-    "resnet18", "MONAI ResNet-18 (2D/3D), torchvision stem; weights=PATH loads torchvision/MONAI weights"
+    "resnet18",
+    "MONAI ResNet-18 (2D/3D), torchvision stem; weights=PATH loads torchvision/MONAI weights",
+    cam_layer="backbone.layer4",  # last residual stage (512 channels, 1/32 of the input)
 )
 def resnet18(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
@@ -113,7 +115,9 @@ def resnet18(
 
 
 @register_model(
-    "resnet50", "MONAI ResNet-50 (2D/3D), torchvision stem; weights=PATH loads torchvision/MONAI weights"
+    "resnet50",
+    "MONAI ResNet-50 (2D/3D), torchvision stem; weights=PATH loads torchvision/MONAI weights",
+    cam_layer="backbone.layer4",  # last residual stage (2048 channels, 1/32 of the input)
 )
 def resnet50(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
@@ -125,7 +129,12 @@ def resnet50(
     )
 
 
-@register_model("densenet121", "MONAI DenseNet-121 (2D/3D); weights=PATH loads torchvision/MONAI weights")
+@register_model(
+    "densenet121",
+    "MONAI DenseNet-121 (2D/3D); weights=PATH loads torchvision/MONAI weights",
+    # the ReLU after the last dense block and norm5 (1024 channels, 1/32), the layer global pooling reads
+    cam_layer="backbone.class_layers.relu",
+)
 def densenet121(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
 ) -> Classifier:
@@ -137,7 +146,10 @@ def densenet121(
 
 
 @register_model(
-    "efficientnet-b0", "MONAI EfficientNet-B0 (2D/3D, random init; lukemelas-named weights=PATH load)"
+    "efficientnet-b0",
+    "MONAI EfficientNet-B0 (2D/3D, random init; lukemelas-named weights=PATH load)",
+    # BatchNorm of the 1x1 head conv (1280 channels, 1/32); not ``_swish``: that module also runs on the stem
+    cam_layer="backbone._bn1",
 )
 def efficientnet_b0(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
@@ -152,7 +164,11 @@ def efficientnet_b0(
     return build_classifier(net, 1280, num_classes, opts)
 
 
-@register_model("vgg19", "VGG-19 with BatchNorm (2D/3D) + global average pooling; torchvision vgg19_bn names")
+@register_model(
+    "vgg19",
+    "VGG-19 with BatchNorm (2D/3D) + global average pooling; torchvision vgg19_bn names",
+    cam_layer="backbone.features.51",  # ReLU of the last conv, before the last max-pool (512 channels, 1/16)
+)
 def vgg19(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
 ) -> Classifier:

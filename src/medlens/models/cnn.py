@@ -104,7 +104,10 @@ class SmallCNN(nn.Module):
 
 
 @register_model(
-    "cnn-small", "fast from-scratch residual CNN for CPUs (2D/3D, ~60 M MACs at 128 px)", default_size=128
+    "cnn-small",
+    "fast from-scratch residual CNN for CPUs (2D/3D, ~60 M MACs at 128 px)",
+    default_size=128,
+    cam_layer="backbone.stages.3",  # last residual stage (256 channels, 1/32 of the input)
 )
 def cnn_small(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any

@@ -77,6 +77,7 @@ class BoxNet(nn.Module):
     "single-box regressor: residual CNN, 8x8 feature grid, MLP head (detection, 2D)",
     task="detection",
     default_size=128,
+    cam_layer="stages.2",  # last residual stage (128 channels, 1/16 of the input), before the grid pooling
 )
 def boxnet(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any

@@ -98,6 +98,8 @@ def efficientnet_lite0_imagenet() -> EfficientNet:
     std=IMAGENET_STD,
     default_size=224,
     pretrained=True,
+    # BatchNorm of the 1x1 head conv (1280 channels, 1/32); not ``_swish``: that ReLU6 also runs on the stem
+    cam_layer="backbone._bn1",
 )
 def efficientnet_lite0(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any

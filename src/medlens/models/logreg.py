@@ -55,10 +55,12 @@ class Flatten(nn.Module):
         super().__init__()
         self.expected = expected
         self.shape_hint = shape_hint
+        # Parameter-free, so state dicts are unchanged: the 4D layer Grad-CAM hooks (``cam_layer``).
+        self.pixels = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, *spatial) -> (N, d)."""
-        flat = x.flatten(1)
+        flat = self.pixels(x).flatten(1)
         if flat.shape[1] != self.expected:
             raise MedlensError(
                 f"logreg was built for inputs of {self.shape_hint} ({self.expected} values) but got "
@@ -68,7 +70,10 @@ class Flatten(nn.Module):
 
 
 @register_model(
-    "logreg", "logistic regression on the resized pixels (one weighted sum; a baseline)", default_size=64
+    "logreg",
+    "logistic regression on the resized pixels (one weighted sum; a baseline)",
+    default_size=64,
+    cam_layer="backbone.pixels",  # the only 4D layer: a parameter-free identity on the input pixels
 )
 def logreg(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any

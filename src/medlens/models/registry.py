@@ -30,6 +30,10 @@ class ModelInfo:
         mean, std: input normalisation the model expects (None = medlens default for the data).
         default_size: suggested input size in pixels.
         pretrained: True when real pretrained weights ship offline for it.
+        cam_layer: dotted name (as in ``model.named_modules()``) of the layer whose activations Grad-CAM
+            uses: the last convolutional block of a classifier's or detector's backbone, the deepest
+            encoder (bottleneck) level of a segmentation network; for the model built with its default
+            options. None = no Grad-CAM layer known.
     """
 
     name: str
@@ -41,6 +45,7 @@ class ModelInfo:
     std: tuple[float, ...] | None = None
     default_size: int = 128
     pretrained: bool = False
+    cam_layer: str | None = None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}

@@ -140,6 +140,7 @@ def with_weights(model: nn.Module, name: str, opts: dict[str, Any]) -> nn.Module
     "MONAI UNet, 5 levels (16-256 channels), 2 residual units per level (2D/3D)",
     task="segmentation",
     default_size=128,
+    cam_layer="model.1.submodule.1.submodule.1.submodule.1.submodule",  # bottleneck (default 5 levels)
 )
 def unet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any) -> nn.Module:
     """MONAI ``UNet``, stride-2 downsampling between ``channels`` levels (``num_res_units`` 0 = plain)."""
@@ -164,6 +165,7 @@ def unet(spatial_dims: int, in_channels: int, num_classes: int, image_size: int,
     "residual U-Net: residual blocks in encoder, bottleneck and decoder, 1x1 conv output (2D/3D)",
     task="segmentation",
     default_size=128,
+    cam_layer="encoder.4",  # bottleneck: the deepest encoder level (default 5 levels)
 )
 def resunet(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
@@ -186,6 +188,7 @@ def resunet(
     "MONAI BasicUNet: the classic two-conv U-Net, 5 levels (2D/3D)",
     task="segmentation",
     default_size=128,
+    cam_layer="down_4",  # bottleneck: the deepest encoder level
 )
 def basicunet(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
@@ -208,6 +211,7 @@ def basicunet(
     "MONAI SegResNet: residual encoder, light decoder (BraTS 2018 winner; 2D/3D)",
     task="segmentation",
     default_size=128,
+    cam_layer="down_layers.3",  # deepest encoder level (default blocks_down with 4 levels)
 )
 def segresnet(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any

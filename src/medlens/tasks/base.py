@@ -15,7 +15,10 @@ see :mod:`medlens.tasks.registry`):
   there, named by the task); ``report_section`` (the task's block of report.html);
 - inference: ``write_predictions`` (per file: ``write_prediction``), ``prediction_columns`` and
   ``prediction_row`` (the ``medlens predict`` table);
-- later issues: ``explain`` and ``triage_score`` (NotImplementedError until they land).
+- explanation: ``explain(loaded, studies, ctx) -> records``, or ``explainer``: the name of an explainer
+  registered in :mod:`medlens.explaining.explainers` (Grad-CAM and the embedding index sit above this
+  layer, so the built-in tasks name theirs);
+- triage: ``triage_score(record, urgent) -> (score in [0, 1], detail)``, the finding factor of the worklist.
 
 The loop's defaults are single-label classification with batches ``(images, labels)``.
 """
@@ -124,6 +127,8 @@ class Task:
     needs_labels = False
     #: Name of an evaluator registered in medlens.evaluation.evaluators, or None: the ``evaluate`` hook.
     evaluator: str | None = None
+    #: Name of an explainer registered in medlens.explaining.explainers, or None: the ``explain`` hook.
+    explainer: str | None = None
     #: Column titles of the ``medlens predict`` table (after "file").
     prediction_columns: tuple[str, ...] = ("prediction",)
 
@@ -204,14 +209,15 @@ class Task:
         """One row of the ``medlens predict`` table (after the file), for ``prediction_columns``."""
         return [str(record.get(c, "")) for c in self.prediction_columns]
 
-    # -- later issues ----------------------------------------------------------------------------------
-    def explain(self, loaded, files: list, out: Path) -> list[dict[str, Any]]:
-        """Saliency / rationale per file (the explain issue); not implemented yet for any task."""
-        raise NotImplementedError(f"explain is not implemented for task {self.name!r} yet")
+    # -- explanation and triage ------------------------------------------------------------------------
+    def explain(self, loaded, studies: list, ctx) -> list[dict[str, Any]]:
+        """One explanation record per study (used when ``explainer`` is None)."""
+        raise NotImplementedError(f"task {self.name!r} defines neither explain() nor an explainer")
 
-    def triage_score(self, record: dict[str, Any]) -> float:
-        """The priority of one prediction record for the worklist (the triage issue); not implemented yet."""
-        raise NotImplementedError(f"triage_score is not implemented for task {self.name!r} yet")
+    def triage_score(self, record: dict[str, Any], urgent: dict[str, float] | None) -> tuple[float, str]:
+        """The finding factor of the worklist for one explanation record: a score in [0, 1] and a short
+        detail for the reason line (``urgent``: class name -> weight, classification only)."""
+        raise NotImplementedError(f"task {self.name!r} does not define triage_score()")
 
     # -- loop hooks (defaults: single-label classification) -------------------------------------------
 

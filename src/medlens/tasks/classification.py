@@ -7,6 +7,7 @@ with bootstrap intervals, calibration and their figures come from the evaluation
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ class ClassificationTask(Task):
     model_option_keys = ("freeze_backbone", "head", "dropout", "weights", "pretrained")
     needs_labels = True
     evaluator = "classification"
+    explainer = "classification"
     prediction_columns = ("prediction", "confidence", "probabilities")
 
     def __init__(
@@ -129,6 +131,22 @@ class ClassificationTask(Task):
         probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
         return [record["prediction"], f"{record['confidence']:.3f}", probs]
 
+    def triage_score(self, record: dict[str, Any], urgent: dict[str, float] | None) -> tuple[float, str]:
+        """Σ weight × calibrated probability over the urgent classes (capped at 1); detail names the most
+        probable urgent class, e.g. "p(glioma) 0.93"."""
+        probs = record.get("probabilities") or {}
+        urgent = urgent if urgent is not None else default_urgent(list(probs))
+        unknown = sorted(set(urgent) - set(probs))
+        if unknown and probs:
+            raise MedlensError(
+                f"urgent class(es) {unknown} are not classes of this model: {', '.join(probs)}"
+            )
+        terms = {c: float(w) * float(probs.get(c, 0.0)) for c, w in urgent.items()}
+        if not terms:
+            return 0.0, "no urgent classes configured"
+        top = max(urgent, key=lambda c: float(probs.get(c, 0.0)))
+        return min(1.0, sum(terms.values())), f"p({top}) {float(probs.get(top, 0.0)):.2f}"
+
     # -- loop hooks -----------------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
@@ -152,6 +170,26 @@ class ClassificationTask(Task):
             "val_accuracy": float(tp.sum() / max(1, cm.sum())),
             "val_macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         }
+
+
+#: Class names that mean "nothing found" (case-insensitive, spaces/underscores/hyphens ignored).
+NEGATIVE_NAMES = {
+    "normal",
+    "notumor",
+    "notumour",
+    "negative",
+    "nofinding",
+    "healthy",
+    "benign",
+    "none",
+    "background",
+}
+
+
+def default_urgent(class_names: list[str]) -> dict[str, float]:
+    """Every class whose name does not mean "nothing found", with weight 1 (at least one class)."""
+    urgent = {c: 1.0 for c in class_names if re.sub(r"[\s_-]+", "", c.lower()) not in NEGATIVE_NAMES}
+    return urgent or {class_names[-1]: 1.0}
 
 
 @torch.no_grad()

@@ -79,6 +79,7 @@ class DetectionTask(Task):
     name = "detection"
     monitor = "val_iou"
     evaluator = "detection"
+    explainer = "detection"
     prediction_columns = ("box x0,y0,x1,y1", "overlay")
 
     def __init__(self, giou_weight: float = 1.0, l1_beta: float = 0.02):
@@ -105,6 +106,11 @@ class DetectionTask(Task):
         if gate is not None:
             raise MedlensError("--gate passes positives to a segmentation run, not to a detection run")
         return write_predictions(loaded, files, out)
+
+    def triage_score(self, record: dict[str, Any], urgent: dict[str, float] | None) -> tuple[float, str]:
+        """The box score: how stable the box is under a horizontal flip (IoU of the two boxes), in [0, 1]."""
+        score = float(record.get("box_score") or 0.0)
+        return score, f"box score {score:.2f}"
 
     def prediction_row(self, record: dict[str, Any]) -> list[str]:
         return [", ".join(f"{v:.1f}" for v in record["box"]), record["overlay"]]

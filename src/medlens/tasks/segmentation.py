@@ -33,6 +33,10 @@ from medlens.utils.staging import staged_outputs
 BACKGROUND = "background"
 
 
+#: A lesion covering this share of the image (or volume) gets the full size part of the triage score.
+LESION_FULL_FRACTION = 0.02
+
+
 @register_task("segmentation")
 class SegmentationTask(Task):
     """Semantic segmentation (2D slices or 3D volumes): data, loop hooks, masks out, report section.
@@ -54,6 +58,7 @@ class SegmentationTask(Task):
     val_batch = 32
     needs_labels = False
     evaluator = "segmentation"
+    explainer = "segmentation"
     prediction_columns = ("foreground", "tumour probability", "mask")
 
     def __init__(
@@ -101,6 +106,20 @@ class SegmentationTask(Task):
         """Masks and overlays (see :func:`write_predictions`); ``gate`` is a classification run."""
         gate_obj = None if gate is None else load_gate(gate, negative_class, gate_threshold)
         return write_predictions(loaded, files, out, gate=gate_obj)
+
+    def triage_score(self, record: dict[str, Any], urgent: dict[str, float] | None) -> tuple[float, str]:
+        """0 without a lesion; with one, 0.5 for its presence plus up to 0.5 by its size (full at
+        ``LESION_FULL_FRACTION`` of the image or volume)."""
+        fraction = float(record.get("lesion_fraction") or 0.0)
+        if fraction <= 0:
+            return 0.0, "no lesion segmented"
+        size = min(1.0, fraction / LESION_FULL_FRACTION)
+        detail = (
+            f"lesion {100 * fraction:.2f} % of the {'volume' if record.get('spatial_dims') == 3 else 'image'}"
+        )
+        if record.get("components"):
+            detail += f", {record['components']} component(s)"
+        return 0.5 + 0.5 * size, detail
 
     def prediction_row(self, record: dict[str, Any]) -> list[str]:
         area = record.get("foreground_pixels", record.get("foreground_voxels", 0))

@@ -1,0 +1,1 @@
+"""Reasons behind each result: attribution maps, similar cases, out-of-distribution, faithfulness."""

@@ -1,0 +1,252 @@
+"""Which known cases an image resembles, and whether it is like the training data at all.
+
+Every image is embedded by the network itself: a classifier's penultimate features (``forward_features``),
+or, for segmentation and detection networks, the deepest feature map (the activation with the smallest
+spatial size, global-average-pooled). Embeddings are L2-normalised, so the dot product is the cosine
+similarity.
+
+The index is built once per run (``RUN/explain_index.npz`` + ``explain_index.json``, no pickle) from the
+training split; the validation split calibrates the out-of-distribution score: the mean cosine distance to
+the k nearest training cases. An input is flagged when its score exceeds the 99th percentile of the
+validation cases' scores (those are in-distribution by construction), so about 1 % of typical images are
+flagged by chance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medlens.data.cache import cache_images
+from medlens.data.manifest import Manifest
+from medlens.errors import MedlensError
+from medlens.tasks.base import channels_last, normalize
+from medlens.utils.files import atomic_write_bytes, write_json
+
+INDEX_FILE = "explain_index.npz"
+INDEX_META = "explain_index.json"
+K = 5
+OOD_QUANTILE = 99.0
+INDEX_VERSION = 1
+
+
+@dataclass
+class EmbeddingIndex:
+    """Training embeddings with their cases, and the validation-calibrated out-of-distribution threshold."""
+
+    embeddings: np.ndarray  # (N, D) float32, L2-normalised
+    labels: list[str]
+    paths: list[str]
+    case_ids: list[str]
+    threshold: float  # OOD score above this is flagged
+    val_scores: np.ndarray  # validation cases' OOD scores (for the percentile of a new score)
+    k: int = K
+
+    @classmethod
+    def calibrated(
+        cls,
+        embeddings: np.ndarray,
+        *,
+        labels: list[str],
+        paths: list[str],
+        case_ids: list[str],
+        val: np.ndarray,
+        k: int = K,
+    ) -> EmbeddingIndex:
+        """An index of ``embeddings`` whose OOD threshold is the 99th percentile of the ``val`` embeddings'
+        scores."""
+        index = cls(embeddings, labels, paths, case_ids, threshold=0.0, val_scores=np.zeros(0), k=k)
+        val_scores = index.ood_scores(val)
+        index.val_scores = np.sort(val_scores).astype(np.float32)
+        index.threshold = float(np.percentile(val_scores, OOD_QUANTILE))
+        return index
+
+    def neighbours(self, emb: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, indices) of the k nearest training cases of each row of ``emb``, best first."""
+        k = min(k or self.k, len(self.embeddings))
+        sims = emb @ self.embeddings.T
+        idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(sims, idx, axis=1), idx
+
+    def ood_scores(self, emb: np.ndarray) -> np.ndarray:
+        """Mean cosine distance to the k nearest training cases (0 = identical, up to 2)."""
+        sims, _ = self.neighbours(emb)
+        return (1.0 - sims).mean(axis=1)
+
+    def ood(self, emb: np.ndarray) -> list[dict[str, Any]]:
+        """``{"score", "flag", "percentile", "threshold", "reason"}`` per row of ``emb``."""
+        scores = self.ood_scores(emb)
+        out = []
+        for s in scores:
+            pct = float((self.val_scores < s).mean() * 100)
+            flag = bool(s > self.threshold)
+            reason = (
+                f"unlike the training data: distance to the {self.k} nearest training images {s:.3f} is "
+                f"above the {OOD_QUANTILE:g}th percentile of validation images ({self.threshold:.3f})"
+                if flag
+                else f"typical of the training data (distance {s:.3f}, {ordinal(pct)} percentile of "
+                "validation)"
+            )
+            out.append(
+                {
+                    "score": round(float(s), 6),
+                    "flag": flag,
+                    "percentile": round(pct, 1),
+                    "threshold": round(self.threshold, 6),
+                    "reason": reason,
+                }
+            )
+        return out
+
+    def similar(self, emb: np.ndarray, k: int = K) -> list[list[dict[str, Any]]]:
+        """The k most similar training cases of each row: path, label, case id, cosine similarity."""
+        sims, idx = self.neighbours(emb, k)
+        return [
+            [
+                {
+                    "case_id": self.case_ids[j],
+                    "label": self.labels[j],
+                    "path": self.paths[j],
+                    "similarity": round(float(s), 4),
+                }
+                for s, j in zip(srow, irow)
+            ]
+            for srow, irow in zip(sims, idx)
+        ]
+
+
+def ordinal(value: float) -> str:
+    """ "1st", "62nd", "75th", "13th" for a rounded number."""
+    n = round(value)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+@torch.no_grad()
+def embed(loaded, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised embeddings (N, D) of uint8 images (N, C, S, S) preprocessed like training."""
+    model = loaded.model.eval()
+    if not images.flags.writeable:
+        images = images.copy()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = channels_last(normalize(torch.from_numpy(images[start : start + batch_size]), loaded.spec))
+        feats = (
+            model.forward_features(x) if hasattr(model, "forward_features") else deepest_features(model, x)
+        )
+        out.append(feats.float().reshape(len(x), -1).numpy())
+    if not out:
+        return np.zeros((0, 1), dtype=np.float32)
+    emb = np.concatenate(out).astype(np.float32)
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def deepest_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Global-average-pooled activation of the module whose output has the smallest spatial size (the
+    bottleneck of a U-Net, the last stage of a detector's backbone); the last such module on ties."""
+    found: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.dim() == x.dim() and output.shape[0] == x.shape[0]:
+            found.append(output)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if not found:
+        raise MedlensError("cannot embed with this network: no layer gives a spatial feature map")
+    sizes = [int(np.prod(t.shape[2:])) for t in found]
+    smallest = min(sizes)
+    deepest = [t for t, s in zip(found, sizes) if s == smallest][-1]
+    return deepest.mean(dim=tuple(range(2, deepest.dim())))
+
+
+def load_or_build_index(run_dir: str | Path, loaded, *, progress: bool = True) -> EmbeddingIndex:
+    """The run's index (built from its training split and calibrated on validation the first time)."""
+    run_dir = Path(run_dir)
+    npz, meta = run_dir / INDEX_FILE, run_dir / INDEX_META
+    if npz.is_file() and meta.is_file():
+        info = json.loads(meta.read_text())
+        if info.get("version") == INDEX_VERSION and info.get("model_mtime") == _model_mtime(run_dir):
+            with np.load(npz, allow_pickle=False) as arrays:
+                return EmbeddingIndex(
+                    embeddings=arrays["train"].astype(np.float32),
+                    labels=info["labels"],
+                    paths=info["paths"],
+                    case_ids=info["case_ids"],
+                    threshold=float(info["threshold"]),
+                    val_scores=arrays["val_scores"],
+                    k=int(info["k"]),
+                )
+    return build_index(run_dir, loaded, progress=progress)
+
+
+def build_index(run_dir: str | Path, loaded, *, progress: bool = True) -> EmbeddingIndex:
+    """Embed the run's training and validation images and write the index into the run (atomically)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "manifest.csv"
+    if not path.is_file():
+        raise MedlensError(
+            f"{run_dir} has no manifest.csv; similar cases and OOD need the run's training data"
+        )
+    manifest = Manifest.load(path)
+    if loaded.spec.spatial_dims != 2:
+        raise MedlensError("the similar-case index covers 2D runs; 3D runs get no index")
+    size, channels = loaded.spec.image_size, loaded.spec.channels
+    parts = {}
+    for split in ("train", "val"):
+        if split not in manifest.splits:
+            raise MedlensError(f"{path} has no {split} split; the index needs both train and val cases")
+        sub = manifest.subset(split)
+        cached = cache_images(sub, size, channels, progress=progress, description=f"Indexing {split} images")
+        kept = sub.with_df(sub.df.iloc[cached.kept])
+        parts[split] = (kept, embed(loaded, cached.images))
+    train, train_emb = parts["train"]
+    labels = train.df["label"].astype(str).tolist() if "label" in train.df.columns else [""] * len(train_emb)
+    if "mask" in train.df.columns and "label" not in train.df.columns:
+        labels = ["(segmentation case)"] * len(train_emb)
+    index = EmbeddingIndex.calibrated(
+        train_emb,
+        labels=labels,
+        paths=[str(p) for p in train.paths()],
+        case_ids=train.df["case_id"].astype(str).tolist(),
+        val=parts["val"][1],
+    )
+    buf = _npz_bytes(train=train_emb.astype(np.float16), val_scores=index.val_scores)
+    atomic_write_bytes(run_dir / INDEX_FILE, buf)
+    write_json(
+        run_dir / INDEX_META,
+        {
+            "version": INDEX_VERSION,
+            "model_mtime": _model_mtime(run_dir),
+            "k": index.k,
+            "threshold": index.threshold,
+            "ood_rule": f"mean cosine distance to the {index.k} nearest training images > the "
+            f"{OOD_QUANTILE:g}th percentile of the validation images' ({len(index.val_scores)})",
+            "labels": index.labels,
+            "paths": index.paths,
+            "case_ids": index.case_ids,
+        },
+    )
+    return index
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _model_mtime(run_dir: Path) -> float:
+    model = run_dir / "model.pt"
+    return round(model.stat().st_mtime, 3) if model.is_file() else 0.0

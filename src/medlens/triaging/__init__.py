@@ -1,0 +1,1 @@
+"""The worklist: studies ranked by calibrated risk, history and waiting time; never dropped."""
