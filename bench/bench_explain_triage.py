@@ -1,10 +1,11 @@
 """Explanations and the worklist (issue 11). Not a test: run by hand, paste into docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_explain_triage.py cam ood triage simulate pointing
+    .venv/bin/python bench/bench_explain_triage.py prepare-lgg cam ood triage simulate pointing
 
 Needs the runs of bench/bench_calibration.py (``bench/out/cal-brain``: cnn-small on brain MRI, 128 px,
 calibrated on val, with a held-out test split) and, for ``pointing``, ``bench/out/lgg-tumour-cls`` (cnn-small
-tumour / no tumour on LGG slices from ``medlens convert masks-to-labels``, validation split by patient).
+tumour / no tumour on LGG slices from ``medlens convert masks-to-labels``, validation split by patient),
+which ``prepare-lgg`` trains (about 4 minutes) when it is missing.
 
 - ``cam``: Grad-CAM of one 128 px image after the model is loaded (median of 30), next to one plain forward
   pass of the same image in the same run.
@@ -12,9 +13,9 @@ tumour / no tumour on LGG slices from ``medlens convert masks-to-labels``, valid
   next to the share of the brain test split (never trained or selected on) flagged (false alarms).
 - ``triage``: ``medlens.triage`` of 1 000 brain test images end to end (explanation PNGs included; the
   embedding index already built), next to ``medlens.predict`` of the same images in the same run.
-- ``simulate``: the brain validation split as the day's list in a seeded random arrival order, urgent = any
-  tumour class and glioma alone; one read every 5 min, all studies there at the start, and arrivals every
-  4 min.
+- ``simulate``: the brain validation split (which chose the checkpoint and fitted the temperature) and the
+  held-out test split as the day's list in a seeded random arrival order, urgent = any tumour class and
+  glioma alone; one read every 5 min, all studies there at the start, and arrivals every 4 min.
 - ``pointing``: pointing game, energy in mask and deletion AUC on the LGG validation patients for Grad-CAM,
   Grad-CAM++ and occlusion, with the centre and random-foreground-point baselines.
 """
@@ -135,13 +136,20 @@ def triage() -> dict:
 
 
 def simulate() -> list[dict]:
+    rows = []
+    for split in ("val", "test"):
+        rows += _simulate_split(split)
+    return rows
+
+
+def _simulate_split(split: str) -> list[dict]:
     import medlens
 
-    val = _split("val").sample(frac=1.0, random_state=0)  # a seeded random arrival order
+    day = _split(split).sample(frac=1.0, random_state=0)  # a seeded random arrival order
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        csv = Path(tmp) / "val.csv"
-        val.to_csv(csv, index=False)
+        csv = Path(tmp) / f"{split}.csv"
+        day.to_csv(csv, index=False)
         for urgent in (None, ["glioma"]):
             for arrive in (0.0, 4.0):
                 r = medlens.triage(
@@ -158,6 +166,7 @@ def simulate() -> list[dict]:
                 ev = r["evaluation"]
                 rows.append(
                     {
+                        "split": split,
                         "urgent": ev["urgent"],
                         "arrive_every": arrive,
                         "n": ev["n"],
@@ -170,6 +179,36 @@ def simulate() -> list[dict]:
                     }
                 )
     return rows
+
+
+def prepare_lgg() -> dict:
+    """The LGG tumour / no-tumour classifier ``pointing`` explains (skipped when it exists)."""
+    import subprocess
+
+    if (LGG_RUN / "model.pt").is_file():
+        return {"run": str(LGG_RUN), "built": False}
+    medlens = [sys.executable, "-m", "medlens"]
+    labels = OUT / "lgg-labels.csv"
+    subprocess.run([*medlens, "convert", "masks-to-labels", str(LGG), str(labels)], check=True)
+    subprocess.run(
+        [
+            *medlens,
+            "train",
+            str(labels),
+            "-o",
+            str(LGG_RUN),
+            "--model",
+            "cnn-small",
+            "--channels",
+            "3",
+            "--intensity",
+            "image",
+            "--overwrite",
+            "--quiet",
+        ],
+        check=True,
+    )
+    return {"run": str(LGG_RUN), "built": True}
 
 
 def pointing() -> dict:
@@ -189,8 +228,16 @@ def pointing() -> dict:
 
 
 def main(parts: list[str]) -> None:
-    known = {"cam": cam, "ood": ood, "triage": triage, "simulate": simulate, "pointing": pointing}
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()} {platform.processor() or platform.machine()}")
+    known = {
+        "prepare-lgg": prepare_lgg,
+        "cam": cam,
+        "ood": ood,
+        "triage": triage,
+        "simulate": simulate,
+        "pointing": pointing,
+    }
+    machine = platform.processor() or platform.machine()
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()} {machine}")
     for part in parts or list(known):
         t0 = time.perf_counter()
         result = known[part]()

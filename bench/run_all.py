@@ -22,6 +22,7 @@ BENCHES = [
     (["bench_audit.py"], 1),
     (["bench_badinput.py"], 3),
     (["bench_calibration.py", "prepare", "train", "calibrate"], 6),
+    (["bench_explain_triage.py", "prepare-lgg", "cam", "ood", "triage", "simulate", "pointing"], 10),
     (["bench_classification.py", "brain-cnn", "brain-logreg", "pneumonia-cnn", "pneumonia-logreg"], 15),
     (["bench_segmentation.py"], 60),
 ]

@@ -219,8 +219,11 @@ def test_a_nifti_volume_is_explained_by_a_3d_run(tmp_path):
         progress=False,
     )
     volume = data / "imagesTr" / "case0.nii.gz"
-    result = medlens.explain(run, [volume], tmp_path / "o", progress=False)
-    [case] = result["cases"]
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(flat)
+    result = medlens.explain(run, [volume, flat], tmp_path / "o", progress=False)
+    case, wrong = result["cases"]
+    assert wrong["input"] == str(flat) and "3D model needs a NIfTI volume" in wrong["error"]
     assert case["input"] == str(volume) and case["spatial_dims"] == 3
     assert case["lesion_ml"] >= 0 and "mean_uncertainty_in_mask" in case
     assert (tmp_path / "o" / case["png"]).is_file()

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from medlens.data.cache import load_image
-from medlens.errors import MedlensError, UnreadableImageError
+from medlens.errors import MedlensError
 from medlens.explaining.cam import attribution_maps, cam_layer, peak
 from medlens.explaining.embedding import embed
-from medlens.explaining.explainers import ExplainContext, register_explainer
+from medlens.explaining.explainers import ExplainContext, register_explainer, study_error
 from medlens.explaining.foreground import foreground_mask, heat_inside
 from medlens.explaining.render import blend, compose
 from medlens.tasks.base import channels_last, normalize
@@ -39,8 +39,8 @@ def explain_classification(loaded, studies: list, ctx: ExplainContext) -> list[d
     for i, study in enumerate(studies):
         try:
             readable.append((i, load_image(study.path, loaded.spec.image_size, loaded.spec.channels)))
-        except UnreadableImageError as err:
-            records[i] = {"input": study.input, "error": err.reason}
+        except MedlensError as err:
+            records[i] = {"input": study.input, "error": study_error(err)}
     for start in range(0, len(readable), BATCH):
         chunk = readable[start : start + BATCH]
         images = np.stack([img for _, img in chunk])

@@ -51,6 +51,12 @@ class ExplainContext:
         return name
 
 
+def study_error(err: MedlensError) -> str:
+    """The one-line reason a study could not be explained (it stays in the output with this reason)."""
+    reason = getattr(err, "reason", None) or str(err)
+    return reason.strip().splitlines()[0] if reason.strip() else type(err).__name__
+
+
 def register_explainer(name: str) -> Callable[[Explainer], Explainer]:
     """Decorator registering ``explain(loaded, studies, ctx) -> records`` under ``name`` (once)."""
 

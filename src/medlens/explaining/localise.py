@@ -20,10 +20,10 @@ from PIL import Image
 from scipy import ndimage
 
 from medlens.data.cache import resize_image
-from medlens.errors import MedlensError, UnreadableImageError
+from medlens.errors import MedlensError
 from medlens.explaining.cam import box_attribution, cam_layer, peak
 from medlens.explaining.embedding import embed
-from medlens.explaining.explainers import ExplainContext, register_explainer
+from medlens.explaining.explainers import ExplainContext, register_explainer, study_error
 from medlens.explaining.render import blend, compose
 from medlens.io import read_image
 from medlens.io.volumes import is_nifti_file
@@ -47,8 +47,8 @@ def explain_segmentation(loaded, studies: list, ctx: ExplainContext) -> list[dic
                 records.append({"input": study.input, **_explain_volume(loaded, study, ctx)})
             else:
                 records.append({"input": study.input, **_explain_slice(loaded, study, ctx)})
-        except UnreadableImageError as err:
-            records.append({"input": study.input, "error": err.reason})
+        except MedlensError as err:  # unreadable, or not what this model reads: reported, never dropped
+            records.append({"input": study.input, "error": study_error(err)})
     return records
 
 
@@ -217,8 +217,8 @@ def explain_detection(loaded, studies: list, ctx: ExplainContext) -> list[dict[s
     for study in studies:
         try:
             image = read_image(study.path)
-        except UnreadableImageError as err:
-            records.append({"input": study.input, "error": err.reason})
+        except MedlensError as err:
+            records.append({"input": study.input, "error": study_error(err)})
             continue
         h, w = image.shape[:2]
         small = resize_image(image, spec.image_size, spec.channels)[None]
