@@ -81,7 +81,7 @@ def evaluate(
             probabilities makes the patient's (patient-level metrics).
 
     Returns:
-        The summary dict (also written as summary.json).
+        The summary dict (also written as summary.json), plus ``output_dir``: the folder it was written to.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -137,7 +137,9 @@ def evaluate(
         clinical=clinical,
     )
     sub = manifest.subset(split) if split else manifest
-    return write_evaluation(task.name, evaluator_of(task)(loaded, sub, ctx), ctx)
+    summary = write_evaluation(task.name, evaluator_of(task)(loaded, sub, ctx), ctx)
+    summary["output_dir"] = str(ctx.out)  # where it was written (returned only; not a summary.json key)
+    return summary
 
 
 def set_operating_point(

@@ -251,6 +251,35 @@ def reader_study(
     }
 
 
+def model_agreement(reads: Sequence[tuple[str, str, str]], class_names: Sequence[str]) -> dict[str, Any]:
+    """Agreement of readers with the model on cases without ground truth (a live worklist): the share of
+    reads that match the model's call and Cohen's kappa, over all reads and per reader.
+
+    Args:
+        reads: ``(reader, model_label, reader_label)`` per read.
+        class_names: the model's classes (kappa is over all of them).
+
+    Returns:
+        ``{"n", "agreement", "kappa", "by_reader": {reader: {"n", "agreement", "kappa"}}}``; kappa is None
+        where undefined (fewer than 2 reads, or chance agreement 1).
+    """
+    names = [str(c) for c in class_names]
+    index = {c: i for i, c in enumerate(names)}
+    rows = [(r, index[m], index[x]) for r, m, x in reads if m in index and x in index]
+
+    def block(items: list[tuple[str, int, int]]) -> dict[str, Any]:
+        a = np.array([m for _, m, _ in items], dtype=int)
+        b = np.array([x for _, _, x in items], dtype=int)
+        return {
+            "n": len(items),
+            "agreement": round(float((a == b).mean()), 4) if len(items) else None,
+            "kappa": None if not names else _kappa(a, b, len(names)),
+        }
+
+    readers = sorted({r for r, _, _ in rows})
+    return {**block(rows), "by_reader": {r: block([x for x in rows if x[0] == r]) for r in readers}}
+
+
 def simulate_readers(
     y_true: Sequence[int] | np.ndarray,
     class_names: Sequence[str],

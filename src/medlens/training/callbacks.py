@@ -10,6 +10,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from medlens.utils.progress import report
+
 
 class HistoryCallback(L.Callback):
     """Collects one row per epoch: train/val metrics, learning rate and epoch seconds (→ history.csv)."""
@@ -30,6 +32,7 @@ class HistoryCallback(L.Callback):
         if opt is not None:
             row["lr"] = float(opt.param_groups[0]["lr"])
         self.rows.append(row)
+        report("train", epochs=trainer.max_epochs, **row)
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint: ``--resume`` continues history.csv where the interrupted run stopped."""

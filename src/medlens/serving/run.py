@@ -1,0 +1,83 @@
+"""``medlens serve``: start the database, the job worker and the web server, and print the token once."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from medlens.errors import MedlensError
+from medlens.serving.service import ServeSettings, Service
+
+DEMO_RUN = Path("medlens-demo")
+
+
+def serve(settings: ServeSettings, *, import_runs: list[Path] | None = None, echo=print) -> None:
+    """Run the service until interrupted (Ctrl+C stops the worker too)."""
+    import uvicorn
+
+    from medlens.serving.app import create_app
+    from medlens.serving.auth import TOKEN_ENV
+
+    _cap_malloc_arenas()
+    service = Service(settings)
+    runs = list(import_runs or [])
+    if not runs and (DEMO_RUN / "model.pt").is_file():
+        runs.append(DEMO_RUN)  # `make demo` then `medlens serve` shows the demo run
+    for run in runs:
+        copy_run(run, service.data / "runs")
+    token = service.first_token
+    if token and not settings.no_auth:
+        echo(f"API token (shown once; set {TOKEN_ENV} to choose your own): {token}")
+    recovered = service.recover()
+    if recovered:
+        echo(f"jobs left running by a stopped worker, now resumed or marked failed: {recovered}")
+    worker = None
+    if settings.workers > 0:
+        cmd = [sys.executable, "-m", "medlens.serving.worker", "--data-dir", str(service.data)]
+        cmd += ["--workers", str(settings.workers)]
+        if settings.db_url:
+            cmd += ["--db", settings.db_url]
+        if settings.queue_url:
+            cmd += ["--queue", settings.queue_url]
+        worker = subprocess.Popen(cmd)
+    echo(f"medlens serving {service.data} at http://{settings.host}:{settings.port}/ (API docs at /docs)")
+    try:
+        uvicorn.run(create_app(settings, service), host=settings.host, port=settings.port, log_level="info")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def _cap_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas: the server answers from a pool of threads, and by default each thread
+    gets its own arena that keeps freed image buffers, so the resident size grows with concurrency without
+    any leak. Nothing happens off glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).mallopt(-8, arenas)  # M_ARENA_MAX
+
+
+def copy_run(run: Path, runs_dir: Path) -> Path:
+    """Copy a CLI run folder into the service's runs (without its epoch checkpoints); once."""
+    run = Path(run)
+    if not (run / "model.pt").is_file():
+        raise MedlensError(f"{run} is not a run folder (no model.pt); give a folder made by medlens train")
+    target = runs_dir / run.resolve().name
+    if not target.exists():
+        tmp = runs_dir / f".{target.name}.copying"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(run, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.partial"))
+        tmp.rename(target)
+    return target

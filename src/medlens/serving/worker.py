@@ -1,0 +1,39 @@
+"""The job worker: ``python -m medlens.serving.worker --data-dir DIR [--db URL] [--queue URL] [--workers N]``.
+
+``medlens serve`` starts it beside the web server; it can also run alone (another terminal or machine sharing
+the database and the queue). At start it resolves jobs a killed worker left marked running
+(:func:`medlens.serving.jobs.recover`), then consumes the Huey queue with N worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from medlens.serving.db import database_url, make_engine, session_factory, upgrade
+from medlens.serving.jobs import QueueConfig, make_huey, recover
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m medlens.serving.worker", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--db", default=None, help="SQLAlchemy URL (default SQLite in the data folder)")
+    parser.add_argument("--queue", default=None, help="redis://... (default Huey's SQLite queue)")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    data_dir = args.data_dir.resolve()
+    url = database_url(data_dir, args.db)
+    upgrade(url)
+    huey = make_huey(QueueConfig(data_dir, url, args.queue))
+    with session_factory(make_engine(url))() as db:
+        touched = recover(db, huey)
+    if touched:
+        logging.info("recovered jobs left running by a stopped worker: %s", touched)
+    consumer = huey.create_consumer(workers=max(1, args.workers), worker_type="process")
+    consumer.run()
+
+
+if __name__ == "__main__":
+    main()
