@@ -244,3 +244,22 @@ def test_overlay_blends_with_jet_and_resizes_the_heat():
     assert small[10, 0, 2] > small[10, 0, 0] and small[10, 29, 0] > small[10, 29, 2]
     with pytest.raises(MedlensError, match="RGB uint8"):
         overlay(image[..., 0], heat)
+
+
+def test_repeated_maps_leave_no_autograd_graph_alive():
+    """A server explains one image after another: nothing of a map may outlive it (MONAI keeps the score and
+    activations on its hook object, in a cycle through autograd nodes the collector cannot free)."""
+    import gc
+
+    from torch.utils.hooks import BackwardHook
+
+    model, channels = _build("cnn-small")
+    x = torch.randn(2, channels, SIZE, SIZE)
+    for method in ("gradcam", "gradcampp"):
+        for _ in range(3):
+            attribution_maps(model, x, layer=cam_layer("cnn-small", model), method=method, target=[0, 1])
+    box, _ = _build("boxnet")
+    box_attribution(box, torch.randn(1, 1, SIZE, SIZE), layer=cam_layer("boxnet", box))
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, BackwardHook)]
+    assert not [o for o in gc.get_objects() if torch.is_tensor(o) and o.grad_fn is not None]

@@ -169,9 +169,30 @@ def deepest_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return deepest.mean(dim=tuple(range(2, deepest.dim())))
 
 
+_LOADED: dict[str, tuple[tuple, EmbeddingIndex]] = {}  # run folder -> (file stamps, index): a server's cache
+
+
 def load_or_build_index(run_dir: str | Path, loaded, *, progress: bool = True) -> EmbeddingIndex:
-    """The run's index (built from its training split and calibrated on validation the first time)."""
+    """The run's index (built from its training split and calibrated on validation the first time); kept in
+    memory while its files do not change, so a server explaining one study at a time reads it once."""
     run_dir = Path(run_dir)
+    npz, meta = run_dir / INDEX_FILE, run_dir / INDEX_META
+    stamp = _stamp(npz, meta, run_dir / "model.pt")
+    cached = _LOADED.get(str(run_dir.resolve()))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    index = _load_or_build(run_dir, loaded, progress=progress)
+    if len(_LOADED) >= 8:
+        _LOADED.pop(next(iter(_LOADED)))
+    _LOADED[str(run_dir.resolve())] = (_stamp(npz, meta, run_dir / "model.pt"), index)
+    return index
+
+
+def _stamp(*paths: Path) -> tuple:
+    return tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None for p in paths)
+
+
+def _load_or_build(run_dir: Path, loaded, *, progress: bool) -> EmbeddingIndex:
     npz, meta = run_dir / INDEX_FILE, run_dir / INDEX_META
     if npz.is_file() and meta.is_file():
         info = json.loads(meta.read_text())
