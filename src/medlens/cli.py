@@ -872,7 +872,11 @@ def serve(
         max_image_mb=max_image_mb,
         no_auth=no_auth,
     )
-    do_serve(settings, import_runs=list(run), echo=lambda line: _console().print(line, highlight=False))
+    do_serve(
+        settings,
+        import_runs=list(run),
+        echo=lambda line: _console().print(line, highlight=False, soft_wrap=True),
+    )
 
 
 @app.command()

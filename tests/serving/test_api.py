@@ -272,3 +272,15 @@ def test_a_token_is_made_at_first_start_and_stored_hashed(tmp_path, monkeypatch)
     assert again.first_token is None  # printed once
     c = TestClient(create_app(again.settings, again))
     assert c.get("/api/runs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_a_100_mb_study_over_the_64_mb_image_cap_is_413_and_leaves_nothing(client):
+    before = _leftovers(client)
+    big = b"\0" * (100 * 2**20)
+    r = client.post(
+        f"/api/runs/{client.started['run']}/predict",
+        headers=AUTH,
+        files={"file": ("huge.dcm", big, "application/dicom")},
+    )
+    assert r.status_code == 413 and "huge.dcm" in r.json()["error"]
+    assert _leftovers(client) == before

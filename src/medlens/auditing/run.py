@@ -36,6 +36,7 @@ from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 from medlens.io.guard import accepts_image_limit
 from medlens.io.volumes import is_nifti_file
+from medlens.utils.progress import report
 
 SCHEMA = "medlens.audit/1"
 _FEATURES = {
@@ -135,8 +136,10 @@ def audit(
     if len(manifest) == 0:
         raise MedlensError(f"nothing to audit: {manifest.source or manifest.root} has no cases")
     start = time.perf_counter()
+    report("audit", step="reading images", images=len(manifest))
     table, thumbs = scan_manifest(manifest, workers=workers, progress=progress, mask_classes=classes)
     elapsed = time.perf_counter() - start
+    report("audit", step="duplicates, leakage, outliers and clusters", images=len(manifest))
     summary = build_summary(
         table, manifest, threshold=threshold, k_range=k_range, source_dir=source_dir, mask_classes=classes
     )
@@ -152,6 +155,7 @@ def audit(
         saved = result.fixed.save(fix)
         summary["fix"] = fix_record(result.changes, prefer, saved, len(manifest), len(result.fixed))
     if out_dir is not None:
+        report("audit", step="writing the report", images=len(manifest))
         result.out_dir = write_report(result, Path(out_dir))
     return result
 

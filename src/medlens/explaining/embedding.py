@@ -228,6 +228,11 @@ def build_index(run_dir: str | Path, loaded, *, progress: bool = True) -> Embedd
             raise MedlensError(f"{path} has no {split} split; the index needs both train and val cases")
         sub = manifest.subset(split)
         cached = cache_images(sub, size, channels, progress=progress, description=f"Indexing {split} images")
+        if len(cached.kept) == 0:
+            raise MedlensError(
+                f"none of the run's {len(sub)} {split} images can be read (first: {sub.paths()[0]}); similar "
+                "cases and the OOD score need the training data where the run's manifest.csv points"
+            )
         kept = sub.with_df(sub.df.iloc[cached.kept])
         parts[split] = (kept, embed(loaded, cached.images))
     train, train_emb = parts["train"]

@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 from medlens.serving.service import ServeSettings, Service
 
-DEMO_RUN = Path("medlens-demo")
+DEMO_RUN = Path("medlens-demo") / "run"  # where `make demo` (medlens demo) writes its run
 
 
 def serve(settings: ServeSettings, *, import_runs: list[Path] | None = None, echo=print) -> None:
@@ -28,6 +29,7 @@ def serve(settings: ServeSettings, *, import_runs: list[Path] | None = None, ech
         runs.append(DEMO_RUN)  # `make demo` then `medlens serve` shows the demo run
     for run in runs:
         copy_run(run, service.data / "runs")
+    service.scan_runs()
     token = service.first_token
     if token and not settings.no_auth:
         echo(f"API token (shown once; set {TOKEN_ENV} to choose your own): {token}")
@@ -74,10 +76,15 @@ def copy_run(run: Path, runs_dir: Path) -> Path:
     run = Path(run)
     if not (run / "model.pt").is_file():
         raise MedlensError(f"{run} is not a run folder (no model.pt); give a folder made by medlens train")
-    target = runs_dir / run.resolve().name
+    name = run.resolve().name
+    if name == "run" and run.resolve().parent.name:  # medlens-demo/run -> medlens-demo
+        name = run.resolve().parent.name
+    target = runs_dir / name
     if not target.exists():
         tmp = runs_dir / f".{target.name}.copying"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(run, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.partial"))
+        if (run / "manifest.csv").is_file():  # its paths are relative to the run: re-anchor them at the copy
+            Manifest.load(run / "manifest.csv").save(tmp / "manifest.csv")
         tmp.rename(target)
     return target

@@ -269,7 +269,9 @@ class Service:
                 status=415,
             )
         limits = self.settings.limits
-        tmp = save_upload(stream, self.data / "uploads", suffix=".zip", limit=limits.max_upload_bytes)
+        tmp = save_upload(
+            stream, self.data / "uploads", suffix=".zip", limit=limits.max_upload_bytes, name=filename
+        )
         with self.Session() as db:
             dataset = Dataset(name=Path(filename.replace("\\", "/")).name[:200], path="", source="upload")
             db.add(dataset)
@@ -368,7 +370,9 @@ class Service:
         folder = self.data / "studies" / str(run.id)
         folder.mkdir(parents=True, exist_ok=True)
         suffix = suffix_of(filename)
-        path = save_upload(stream, folder, suffix=suffix, limit=self.settings.limits.max_image_bytes)
+        path = save_upload(
+            stream, folder, suffix=suffix, limit=self.settings.limits.max_image_bytes, name=filename
+        )
         with self.Session() as db:
             study = Study(
                 run_id=run.id,
@@ -542,6 +546,10 @@ class Service:
         run_id = _id(run_id, "run")
         with self.Session() as db:
             run = db.get(Run, run_id)
+        if run is None:  # a run folder copied in since the last look
+            self.scan_runs()
+            with self.Session() as db:
+                run = db.get(Run, run_id)
         if run is None:
             raise NotFound(f"run {run_id} does not exist; GET /api/runs lists the runs")
         return run
