@@ -370,9 +370,19 @@ class Service:
         folder = self.data / "studies" / str(run.id)
         folder.mkdir(parents=True, exist_ok=True)
         suffix = suffix_of(filename)
-        path = save_upload(
-            stream, folder, suffix=suffix, limit=self.settings.limits.max_image_bytes, name=filename
-        )
+        limits = self.settings.limits
+        if suffix == ".zip":  # a DICOM series: its files, zipped
+            archive = save_upload(stream, folder, suffix=".zip", limit=limits.max_upload_bytes, name=filename)
+            try:
+                if not safe_extract(archive, archive.with_suffix(""), limits, name=filename):
+                    raise UploadRejected(
+                        f"{filename!r} holds no files; zip the series' DICOM files", status=422
+                    )
+            finally:
+                archive.unlink(missing_ok=True)
+            path = _data_root(archive.with_suffix(""))
+        else:
+            path = save_upload(stream, folder, suffix=suffix, limit=limits.max_image_bytes, name=filename)
         with self.Session() as db:
             study = Study(
                 run_id=run.id,
