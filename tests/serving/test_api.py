@@ -153,6 +153,9 @@ def test_predict_worklist_read_and_kappa(client):
     assert after[cyst_id]["status"] == "read" and after[normal_id]["status"] == "read"
     kappa = client.get(f"/api/runs/{run}/agreement", headers=AUTH).json()
     assert kappa["n"] == 2 and kappa["agreement"] == 0.5 and kappa["by_reader"]["dr-a"]["n"] == 2
+    log = client.get("/api/audit-log", headers=AUTH).json()
+    assert log[0]["action"] == "read" and f"study {normal_id} by dr-a: disagree" in log[0]["target"]
+    assert {"dataset", "train", "predict"} <= {e["action"] for e in log}
     r = client.post(
         f"/api/worklist/{cyst_id}/read", headers=AUTH, json={"reader": "dr-a", "finding": "maybe"}
     )
@@ -284,3 +287,20 @@ def test_a_100_mb_study_over_the_64_mb_image_cap_is_413_and_leaves_nothing(clien
     )
     assert r.status_code == 413 and "huge.dcm" in r.json()["error"]
     assert _leftovers(client) == before
+
+
+def test_a_browser_session_expires_after_a_working_day(tmp_path):
+    from datetime import timedelta
+
+    from medlens.serving.auth import SESSION_HOURS, get_session, new_session
+    from medlens.serving.db import SessionRow
+    from medlens.serving.service import Service
+
+    service = Service(ServeSettings(data_dir=tmp_path, immediate_jobs=True))
+    with service.Session() as db:
+        row = new_session(db)
+        assert get_session(db, row.id) is not None
+        db.get(SessionRow, row.id).created -= timedelta(hours=SESSION_HOURS, minutes=1)
+        db.commit()
+        assert get_session(db, row.id) is None
+        assert db.get(SessionRow, row.id) is None  # ended, not just refused

@@ -217,6 +217,14 @@ def job(job_id: ID, request: Request, actor: str = Depends(api_actor)) -> dict[s
     return _svc(request).job(job_id)
 
 
+@router.get("/audit-log", responses=ERRORS)
+def audit_log(
+    request: Request, limit: int = Query(200, ge=1, le=5000), actor: str = Depends(api_actor)
+) -> list[dict[str, Any]]:
+    """Who did what, when (uploads, training, predictions, reads, cancels), newest first."""
+    return _svc(request).audit_log(limit)
+
+
 @router.post("/jobs/{job_id}/cancel", responses=ERRORS)
 def cancel(job_id: ID, request: Request, actor: str = Depends(api_actor)) -> dict[str, Any]:
     return _svc(request).cancel(job_id, actor)

@@ -17,16 +17,18 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from medlens.serving.db import SessionRow, Setting
+from medlens.serving.db import SessionRow, Setting, utcnow
 
 TOKEN_ENV = "MEDLENS_API_TOKEN"
 COOKIE = "medlens_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf"
+SESSION_HOURS = 12  # a browser session lasts a working day; then log in again
 MAX_FAILED_LOGINS = 5
 FAILED_LOGIN_WINDOW_S = 60.0
 
@@ -76,7 +78,11 @@ def new_session(db: Session) -> SessionRow:
 def get_session(db: Session, session_id: str | None) -> SessionRow | None:
     if not session_id or len(session_id) > 64:
         return None
-    return db.execute(select(SessionRow).where(SessionRow.id == session_id)).scalar_one_or_none()
+    row = db.execute(select(SessionRow).where(SessionRow.id == session_id)).scalar_one_or_none()
+    if row is not None and utcnow() - row.created > timedelta(hours=SESSION_HOURS):
+        end_session(db, session_id)
+        return None
+    return row
 
 
 def end_session(db: Session, session_id: str | None) -> None:

@@ -256,6 +256,21 @@ class Service:
             db.commit()
         return self.job(job_id)
 
+    def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Who did what, when: the newest entries first."""
+        with self.Session() as db:
+            rows = db.execute(select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)).scalars().all()
+            return [
+                {
+                    "id": r.id,
+                    "actor": r.actor,
+                    "action": r.action,
+                    "target": r.target,
+                    "at": r.created.isoformat(),
+                }
+                for r in rows
+            ]
+
     def recover(self) -> list[int]:
         with self.Session() as db:
             return recover(db, self.huey)
