@@ -91,15 +91,18 @@ def train(
     if out_dir.name in ("", ".."):  # "-o ." has no name to put .partial after
         out_dir = out_dir.resolve()
     partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists() and not resume:
+    # DDP: the other processes run this same call to train alongside rank 0, which alone owns the folder
+    child = launch_rank() > 0
+    if partial.exists() and not resume and not child:
         check_output_path(partial, overwrite=True, what="unfinished run folder")  # only a medlens .partial
         shutil.rmtree(partial)
     if resume and not (partial / "checkpoints" / "last.ckpt").is_file():
         raise MedlensError(f"nothing to resume: {partial}/checkpoints/last.ckpt does not exist")
     partial.mkdir(parents=True, exist_ok=True)
-    if read_marker(partial) is None:
-        write_marker(partial, "run")  # travels with the rename: the run is known as medlens's for --overwrite
-    record_or_check(partial, cfg, info, resume=resume, run=out_dir)  # a resumed run must keep its options
+    if not child:
+        if read_marker(partial) is None:
+            write_marker(partial, "run")  # travels with the rename: known as medlens's for --overwrite
+        record_or_check(partial, cfg, info, resume=resume, run=out_dir)  # a resumed run keeps its options
     started = False
     try:
         data, spec, audit_changes = _prepare(source, cfg, info, progress, fix)
@@ -109,13 +112,27 @@ def train(
         if finish is not None:
             finish(partial, data, str(out_dir), progress)
     except BaseException:
-        if not started:  # bad input: nothing worth keeping
+        if not started and not child:  # bad input: nothing worth keeping
             shutil.rmtree(partial, ignore_errors=True)
         raise
     if out_dir.exists():
         shutil.rmtree(out_dir)
     partial.rename(out_dir)
     return out_dir
+
+
+def launch_rank() -> int:
+    """This process's global rank when a launcher started it (Lightning's DDP subprocesses set LOCAL_RANK and
+    NODE_RANK, torchrun RANK, SLURM SLURM_PROCID), else 0."""
+    import os
+
+    def number(key: str) -> int:
+        try:
+            return int(os.environ.get(key, "0") or 0)
+        except ValueError:
+            return 0
+
+    return max(number("RANK"), number("SLURM_PROCID"), number("LOCAL_RANK"), number("NODE_RANK"))
 
 
 def _prepare(source, cfg: TrainConfig, info, progress: bool, fix: FixHook | None):
@@ -139,6 +156,7 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
         "ignore", message=".*module\\(s\\) in eval mode.*"
     )  # frozen backbones, on purpose
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # --resume continues there
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # val metrics: gathered, then logged
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -194,7 +212,16 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
         ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None,
     )
     wall = time.perf_counter() - t0
+    if trainer.global_rank != 0:
+        # DDP: every process ran the same command to train together; only rank 0 writes and evaluates the run
+        raise SystemExit(0)
     best = ckpt.best_model_path or str(run / "checkpoints" / "last.ckpt")
+    if not Path(best).is_file():
+        per_process = len(data.indices("train")) // max(1, trainer.world_size)
+        raise MedlensError(
+            f"training saved no checkpoint: no epoch completed ({per_process} training images per process, "
+            f"batch size {cfg.batch_size}); lower --batch-size or use fewer --devices"
+        )
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     lit.load_state_dict(state)
     n_seen = history.train_images(len(data.indices("train")))

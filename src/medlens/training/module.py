@@ -30,7 +30,10 @@ class LitModel(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int):
         loss, n = self.task.training_loss(self.model, batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        # sync_dist: under DDP the epoch's loss is the mean over every process's batches (a no-op on one)
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True
+        )
         return loss
 
     def validation_step(self, batch, batch_idx: int):
@@ -45,8 +48,10 @@ class LitModel(L.LightningModule):
             gathered = self.all_gather(local)
             merged[key] = gathered.reshape(-1, *local.shape[1:]) if self.trainer.world_size > 1 else gathered
         self._val_outputs.clear()
+        # every process gathered the same outputs, so every process logs the same metrics: checkpointing and
+        # early stopping decide alike on all of them
         for name, value in self.task.validation_metrics(merged).items():
-            self.log(name, value, prog_bar=name != "val_loss", sync_dist=False, rank_zero_only=True)
+            self.log(name, value, prog_bar=name != "val_loss", sync_dist=False)
 
     def configure_optimizers(self):
         cfg = self.config
