@@ -482,6 +482,17 @@ def evaluate(
     out = Path(s["output_dir"])  # the folder evaluate chose, never rebuilt here
     _print_skipped(s.get("skipped") or [], int(s.get("n_cases") or 0), Path(out) / "summary.json")
     _print_summary(Path(out) / "summary.json")
+    dd = s.get("metrics_deduplicated")
+    if dd:
+        shown = "; ".join(
+            f"{k} {_entry(v)}" for k, v in list(dd["metrics"].items())[:3] if v.get("value") is not None
+        )
+        _console().print(
+            f"  without copies of the training data ({dd['n_cases']} of {s.get('n_cases')} cases; "
+            f"{dd['n_exact']} exact and {dd['n_near']} near copies left out): {shown or dd.get('note', '')}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if s.get("calibrated"):
         c, b, a = s["calibrated"], s["calibration_change"]["before"], s["calibration_change"]["after"]
         _console().print(

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from medlens.auditing.duplicates import duplicate_components
-from medlens.auditing.hashing import (
+from medlens.auditing.mih import HammingIndex, brute_force_pairs
+from medlens.data.hashing import (
     canonical_pixels,
     correlation,
     fingerprint,
@@ -17,7 +18,6 @@ from medlens.auditing.hashing import (
     pixel_hash,
     to_gray01,
 )
-from medlens.auditing.mih import HammingIndex, brute_force_pairs
 
 
 def planted_hashes(n: int, n_copies: int, max_flips: int, seed: int = 0) -> np.ndarray:

@@ -60,8 +60,9 @@ def test_a_worker_killed_during_training_resumes_the_job(tmp_path, make_folders)
         assert job["state"] == "running" and job["progress"]["epochs"] == 40 and "eta_s" in job["progress"]
     finally:
         _kill_group(worker)
-    # the worker is gone: looking at the job resolves it (queued again, to resume)
-    job = service.job(started["job"])
+    # the worker is gone (its Huey process dies a moment after the signal): looking at the job resolves it,
+    # queued again to resume
+    job = _wait(service, started["job"], lambda j: j["state"] != "running", timeout=30)
     assert job["state"] == "queued" and "resume" in job["progress"]["stage"], job
     worker = _worker(service.data)
     try:

@@ -2,13 +2,13 @@
 labels or patients.
 
 **Exact layer.** Every set of ≥ 2 readable images with the same decoded-pixel hash (``pixel_hash``, see
-:func:`medlens.auditing.hashing.pixel_hash`) is one group of ``kind: "exact"``, whatever near links exist.
+:func:`medlens.data.hashing.pixel_hash`) is one group of ``kind: "exact"``, whatever near links exist.
 Exact copies are always findings (never tagged ``same-patient``).
 
 **Near layer.** The near-duplicate linkage runs over *units*: one representative per pixel set (an exact
 group or a single image). Candidate pairs come from the multi-index hash (pHash distance ≤ threshold). A
 candidate is kept when the two images' structure signatures (32 × 32 high-pass, see
-:func:`medlens.auditing.hashing.fingerprint`) also correlate ≥ 0.7: the 64-bit pHash mostly encodes the head's
+:func:`medlens.data.hashing.fingerprint`) also correlate ≥ 0.7: the 64-bit pHash mostly encodes the head's
 outline, so on the brain-MRI set at distance ≤ 6 it pairs some plainly different slices (an axial glioma
 and a meningioma); the check removes most of them without losing re-encoded, resized or 2 % cropped
 copies. Pairs are merged with a union-find in order of increasing distance, and two groups are joined only
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medlens.auditing.hashing import phash_hex
 from medlens.auditing.mih import HammingIndex
+from medlens.data.hashing import phash_hex
 
 # Chosen by tests/test_audit_threshold.py (numbers in its docstring): every JPEG (q75) and 0.8x resize
 # matches, 2-3 % crops >= 93 %, distinct slices of different patients 0 of 64 620 pairs; at 8 the

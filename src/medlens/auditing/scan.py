@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from medlens.auditing.hashing import fingerprint, pixel_hash, to_gray01
+from medlens.data.hashing import fingerprint, pixel_hash, to_gray01
 from medlens.errors import UnreadableImageError
 from medlens.io.guard import first_line
 from medlens.io.images import NPZ_REF, decode_image, is_image_file

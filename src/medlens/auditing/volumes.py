@@ -5,7 +5,7 @@ A volume ``(C, X, Y, Z)`` is measured as follows: ``width``/``height`` are the i
 The perceptual hash, structure signature and thumbnail come from the central axial slice of the first
 channel, windowed to its 1st-99th percentiles and shown with anterior up, so near-duplicate search, clusters
 and the report's thumbnails work as for 2D images. Mean and standard deviation are taken over the whole
-first channel after the same [0, 1] scaling :func:`~medlens.auditing.hashing.to_gray01` applies to images.
+first channel after the same [0, 1] scaling :func:`~medlens.data.hashing.to_gray01` applies to images.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from medlens.auditing.geometry import MAD_K, rule_bounds
-from medlens.auditing.hashing import fingerprint, pixel_hash, to_gray01
 from medlens.auditing.scan import thumbnail
+from medlens.data.hashing import fingerprint, pixel_hash, to_gray01
 from medlens.errors import MedlensError, UnreadableImageError
 from medlens.io.volumes import read_volume
 

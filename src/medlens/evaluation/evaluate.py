@@ -18,6 +18,7 @@ from medlens.errors import MedlensError
 from medlens.evaluation import cls_evaluate, det_evaluate, seg_evaluate  # noqa: F401  (register evaluators)
 from medlens.evaluation.clinical import ClinicalOptions
 from medlens.evaluation.evaluators import evaluator_of
+from medlens.evaluation.leakage import deduplicated_metrics, near_duplicate_flags
 from medlens.evaluation.operating_points import positive_classes
 from medlens.evaluation.writer import write_evaluation
 from medlens.io.guard import accepts_image_limit
@@ -137,9 +138,28 @@ def evaluate(
         clinical=clinical,
     )
     sub = manifest.subset(split) if split else manifest
-    summary = write_evaluation(task.name, evaluator_of(task)(loaded, sub, ctx), ctx)
+    evaluation = evaluator_of(task)(loaded, sub, ctx)
+    if not own and loaded.spec.spatial_dims == 2:  # other data: also score it without copies of training
+        flags, info = near_duplicate_flags(
+            _case_paths(sub, evaluation.cases), Manifest.load(run_dir / "manifest.csv"), progress=progress
+        )
+        evaluation.after["metrics_deduplicated"] = deduplicated_metrics(
+            task.name,
+            evaluation.cases,
+            flags,
+            info,
+            class_names=list(loaded.spec.class_names) if task.name == "classification" else None,
+            n_bootstrap=n_bootstrap,
+        )
+    summary = write_evaluation(task.name, evaluation, ctx)
     summary["output_dir"] = str(ctx.out)  # where it was written (returned only; not a summary.json key)
     return summary
+
+
+def _case_paths(manifest: Manifest, cases: list[dict[str, Any]]) -> list[str]:
+    """The image path of each evaluated case (cases carry their case_id; unreadable ones were skipped)."""
+    by_id = dict(zip(manifest.df["case_id"].astype(str), manifest.paths()))
+    return [by_id.get(str(c.get("case_id")), "") for c in cases]
 
 
 def set_operating_point(

@@ -19,7 +19,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from medlens.auditing.duplicates import DEFAULT_THRESHOLD, MIN_CORRELATION
-from medlens.auditing.hashing import fingerprint, to_gray01
+from medlens.data.hashing import fingerprint, to_gray01
 from medlens.io.images import read_image
 
 DATA = SHARED_DATA / "brain-tumor-mri" / "Training"

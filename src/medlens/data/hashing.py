@@ -126,3 +126,20 @@ def hamming(a: int, b: int) -> int:
 
 def phash_hex(value: int) -> str:
     return f"{int(value):016x}"
+
+
+def nearest_distance(queries: np.ndarray, reference: np.ndarray, block: int = 512) -> np.ndarray:
+    """For each query pHash, the smallest Hamming distance to any reference pHash (65 with no reference).
+
+    Brute force in blocks (``N × M`` XOR + popcount): a few million pairs take well under a second; the
+    audit's multi-index hashing (:mod:`medlens.auditing.mih`) is for all pairs within one large collection.
+    """
+    q = np.asarray(queries, dtype=np.uint64).reshape(-1)
+    r = np.asarray(reference, dtype=np.uint64).reshape(-1)
+    out = np.full(len(q), PHASH_BITS + 1, dtype=np.int64)
+    if len(r) == 0:
+        return out
+    for start in range(0, len(q), block):
+        d = np.bitwise_count(q[start : start + block, None] ^ r[None, :])
+        out[start : start + block] = d.min(axis=1)
+    return out
