@@ -111,6 +111,14 @@ class TrainConfig:
         default=None,
         metadata=_cli("Stop training after this many minutes (default: no limit).", panel="Training"),
     )
+    budget: str | None = field(
+        default=None,
+        metadata=_cli(
+            "Wall-clock training budget, e.g. 5m, 90s, 1h: a short throughput probe on this machine fits "
+            "the number of epochs (replacing --epochs) so that the one-cycle schedule ends with the budget.",
+            panel="Training",
+        ),
+    )
     seed: int = field(default=0, metadata=_cli("Random seed; runs are deterministic.", panel="Training"))
     workers: int = field(default=2, metadata=_cli("Threads that decode and cache the images.", panel="Data"))
     accelerator: str = field(
@@ -214,6 +222,8 @@ class TrainConfig:
             raise MedlensError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.image_size is not None and not 8 <= self.image_size <= 1024:
             raise MedlensError(f"--image-size must be between 8 and 1024 pixels, got {self.image_size}")
+        if self.budget is not None:
+            parse_duration(self.budget, "--budget")
         if self.epochs < 1 or self.batch_size < 1:
             raise MedlensError(
                 f"--epochs and --batch-size must be at least 1, got {self.epochs}, {self.batch_size}"
@@ -469,3 +479,17 @@ def _cpu_has_native_bf16() -> bool:
 def _choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise MedlensError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def parse_duration(text: Any, option: str = "--budget") -> float:
+    """ "5m" / "90s" / "1.5h" / "2" (minutes) → seconds; one clear line for anything else."""
+    raw = str(text).strip().lower()
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (raw[:-1], raw[-1]) if raw and raw[-1] in units else (raw, "m")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value != value or value == float("inf"):
+        raise MedlensError(f"{option} must be a duration like 90s, 5m or 1.5h, got {text!r}")
+    return value

@@ -181,6 +181,18 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     )
     history = HistoryCallback()
     train_loader = data.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val_loader = data.loader("val", max(cfg.batch_size, task.val_batch), shuffle=False)
+    budget = fit_budget(lit, train_loader, val_loader, cfg, run, resume=resume) if cfg.budget else None
+    max_epochs = budget["epochs_planned"] if budget else cfg.epochs
+    if budget and progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"budget {cfg.budget}: {max_epochs} epoch(s) of about {budget['probe_epoch_s']:.1f} s on this "
+            "machine (a short probe); the one-cycle schedule ends with the budget",
+            highlight=False,
+        )
+    limits = [m for m in (cfg.max_minutes, budget["budget_s"] / 60 if budget else None) if m]
     # history rows and every random stream go into each checkpoint, so --resume continues bit-identically
     callbacks = [
         ckpt,
@@ -189,7 +201,7 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
         EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience),
     ]
     trainer = L.Trainer(
-        max_epochs=cfg.epochs,
+        max_epochs=max_epochs,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
@@ -199,7 +211,7 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
         enable_progress_bar=progress,
         enable_model_summary=False,
         deterministic=True,
-        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+        max_time={"minutes": min(limits)} if limits else None,  # the budget's safety net
         default_root_dir=run,
         num_sanity_val_steps=0,
         precision=cfg.resolved_precision(),
@@ -208,7 +220,7 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
     trainer.fit(
         lit,
         train_loader,
-        data.loader("val", max(cfg.batch_size, task.val_batch), shuffle=False),
+        val_loader,
         ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None,
     )
     wall = time.perf_counter() - t0
@@ -235,7 +247,78 @@ def _fit(data, spec: PreprocessingSpec, cfg: TrainConfig, run: Path, *, resume: 
         "best_score": _best(history.rows, monitor),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         **({"resumed_after_epoch": history.restored} if resume else {}),
+        **(
+            {"budget": {**budget, "used_s": round(wall, 1), "epochs_run": len(history.rows)}}
+            if budget
+            else {}
+        ),
     }
+
+
+BUDGET_FILE = "budget.json"
+BUDGET_SHARE = 0.92  # of the budget planned for epochs: the rest absorbs slow epochs and the last checkpoint
+
+
+def fit_budget(lit, train_loader, val_loader, cfg: TrainConfig, run: Path, *, resume: bool) -> dict:
+    """Fit the number of epochs to ``cfg.budget`` on this machine: time a few training steps and one
+    validation batch on a copy of the model, extrapolate one epoch, and plan as many as fit.
+
+    The plan is written to ``RUN.partial/budget.json`` and reused by ``--resume`` (a resumed run keeps its
+    schedule). It replaces ``--epochs``; the one-cycle schedule then ends with the budget, and the Trainer's
+    ``max_time`` stops a run that still overruns.
+    """
+    import copy
+    import json
+
+    import torch
+
+    from medlens.training.config import parse_duration
+    from medlens.utils.progress import report
+
+    path = run / BUDGET_FILE
+    if resume and path.is_file():
+        return json.loads(path.read_text())
+    budget_s = parse_duration(cfg.budget)
+    model = copy.deepcopy(lit.model).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.0) if params else None
+    gen = torch.Generator().manual_seed(cfg.seed)  # the run's own generators stay untouched
+    dataset, batch = train_loader.dataset, train_loader.batch_size or 1
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.resolved_precision() == "bf16-mixed")
+    steps, times = min(6, max(2, len(train_loader))), []
+    with autocast:
+        for i in range(steps):
+            start = (i * batch) % max(1, len(dataset) - batch + 1)
+            t0 = time.perf_counter()
+            prepared = lit.task.prepare_batch(dataset[start : start + batch], lit.spec, lit.augment, gen)
+            loss, _ = lit.task.training_loss(model, prepared)
+            loss.backward()
+            if opt is not None:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t0)
+        vset = val_loader.dataset
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model.eval()
+            lit.task.validation_outputs(
+                model, lit.task.prepare_batch(vset[: val_loader.batch_size], lit.spec)
+            )
+        val_batch_s = time.perf_counter() - t0
+    step_s = sum(times[1:]) / max(1, len(times) - 1)  # the first step warms caches up
+    epoch_s = step_s * len(train_loader) + val_batch_s * len(val_loader)
+    epochs = max(1, min(500, int(BUDGET_SHARE * budget_s / max(epoch_s, 1e-6))))
+    plan = {
+        "budget": cfg.budget,
+        "budget_s": budget_s,
+        "probe_step_s": round(step_s, 4),
+        "probe_epoch_s": round(epoch_s, 2),
+        "epochs_planned": epochs,
+        "rule": f"epochs = {BUDGET_SHARE:g} x budget / probed epoch time (1 to 500); --epochs is replaced",
+    }
+    write_json(path, plan)
+    report("budget", **{k: v for k, v in plan.items() if k != "rule"})
+    return plan
 
 
 def make_task(cfg: TrainConfig, data, spec: PreprocessingSpec):
