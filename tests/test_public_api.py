@@ -28,6 +28,7 @@ PUBLIC_FUNCTIONS = (
     "learning_curve",
     "list_models",
     "create_model",
+    "search",
 )
 
 

@@ -36,6 +36,7 @@ _LAZY = {
     "predict": ("medlens.inference.predict", "predict"),
     "audit": ("medlens.auditing.run", "audit"),
     "demo": ("medlens.pipeline.demo", "run_demo"),
+    "search": ("medlens.searching.run", "search"),
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]

@@ -891,6 +891,82 @@ def serve(
 
 
 @app.command()
+def search(
+    src: Path = typer.Argument(..., help=SRC_HELP),
+    output: Path = typer.Option(
+        ..., "-o", "--output", help="New folder for the trials, results and best.yaml."
+    ),
+    grid: str | None = typer.Option(
+        None,
+        help='Every combination of these values, e.g. "dropout=0,0.1 lr=1e-4,1e-3" (training options).',
+    ),
+    trials: int | None = typer.Option(
+        None, help="Instead of --grid: N TPE trials over lr, weight_decay, dropout (+ momentum with sgd)."
+    ),
+    jobs: int = typer.Option(1, help="Worker processes training trials side by side."),
+    budget: str | None = typer.Option(
+        None, help="Total wall-clock budget, e.g. 90s, 30m, 2h (default: none); caps each trial too."
+    ),
+    storage: str | None = typer.Option(
+        None, help="Optuna database URL (default sqlite:///OUTPUT/study.db), e.g. postgresql://u@host/db."
+    ),
+    test: Path | None = typer.Option(
+        None, help="Labelled data the search never sees: the best trial's run is evaluated on it."
+    ),
+    seed: int = typer.Option(0, help="Seed of the sampler, the validation split and training."),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        metavar="KEY=VALUE",
+        help="A training option for every trial, e.g. epochs=2 (repeatable).",
+    ),
+    config: Path | None = typer.Option(None, help="Training YAML config every trial starts from."),
+    prune: bool = typer.Option(
+        True, help="Stop unpromising trials early (median of earlier trials per epoch)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per finished trial."),
+) -> None:
+    """Search training options with Optuna (grid or TPE); write results.csv, best.yaml and plots."""
+    import pandas as pd
+    from rich.table import Table
+
+    from medlens.searching.run import search as do_search
+    from medlens.searching.space import parse_sets
+
+    result = do_search(
+        src,
+        output,
+        grid=grid,
+        trials=trials,
+        jobs=jobs,
+        budget=budget,
+        storage=storage,
+        test=test,
+        seed=seed,
+        overrides=parse_sets(set_),
+        config=config,
+        prune=prune,
+        progress=not quiet,
+    )
+    table = Table(title=f"{result['n_trials']} trials ({result['sampler']}), {result['monitor']}")
+    df = pd.read_csv(output / "results.csv").drop(columns=["run", "error"])
+    for column in df.columns:
+        table.add_column(column, justify="right")
+    for row in df.itertuples(index=False):
+        table.add_row(*("" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    c = _console()
+    c.print(table)
+    best = result["best"]
+    c.print(f"best: trial {best['number']}, {result['monitor']} {best['value']:.4f}, params {best['params']}")
+    if result.get("test"):
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in result["test"]["metrics"].items() if v is not None)
+        c.print(f"test ({result['test']['n_cases']} cases): {metrics}")
+    c.print(f"wrote {output / 'results.csv'}, {output / 'best.yaml'}, {output / 'search.json'}")
+    c.print("reproduce:")
+    c.print(result["reproduce"], highlight=False, soft_wrap=True)
+
+
+@app.command()
 def demo(
     output: Path = typer.Option(Path("medlens-demo"), "-o", "--output", help="Folder for the demo run."),
     quiet: bool = QUIET,
