@@ -285,7 +285,7 @@ def test_a_100_mb_study_over_the_64_mb_image_cap_is_413_and_leaves_nothing(clien
         headers=AUTH,
         files={"file": ("huge.dcm", big, "application/dicom")},
     )
-    assert r.status_code == 413 and "huge.dcm" in r.json()["error"]
+    assert r.status_code == 413 and "limit" in r.json()["error"]  # (here the 5 MB request cap answers first)
     assert _leftovers(client) == before
 
 
@@ -304,3 +304,25 @@ def test_a_browser_session_expires_after_a_working_day(tmp_path):
         db.commit()
         assert get_session(db, row.id) is None
         assert db.get(SessionRow, row.id) is None  # ended, not just refused
+
+
+def test_a_request_declaring_more_than_the_upload_cap_is_refused_before_it_is_read(client):
+    r = client.post(
+        "/api/datasets",
+        headers={**AUTH, "Content-Length": str(50 * 2**20), "Content-Type": "application/zip"},
+        content=b"x" * 10,
+    )
+    assert r.status_code == 413 and "upload limit" in r.json()["error"]
+
+
+def test_a_study_over_the_image_cap_is_413_naming_it(client, monkeypatch):
+    """Under the request cap but over the per-image cap: save_upload stops reading and names the file."""
+    monkeypatch.setattr(client.app.state.settings, "max_image_mb", 1.0)
+    before = _leftovers(client)
+    r = client.post(
+        f"/api/runs/{client.started['run']}/predict",
+        headers=AUTH,
+        files={"file": ("big.dcm", b"\0" * (3 * 2**20), "application/dicom")},
+    )
+    assert r.status_code == 413 and "big.dcm" in r.json()["error"]
+    assert _leftovers(client) == before

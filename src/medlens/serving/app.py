@@ -60,8 +60,25 @@ def create_app(settings: ServeSettings, service: Service | None = None) -> FastA
     app.state.settings = settings
     app.state.limiter = LoginLimiter()
 
+    max_body = int(settings.max_upload_mb * 2**20) + 2**20  # the largest upload plus its multipart framing
+
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
+        try:
+            length = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            length = 0
+        if length > max_body:  # refused before a byte is read or spooled to disk
+            response = JSONResponse(
+                {
+                    "error": f"request of {length / 2**20:.0f} MB is over the {settings.max_upload_mb:g} MB "
+                    "upload limit; upload less (or start the server with a larger --max-upload-mb)"
+                },
+                413,
+            )
+            response.headers["Content-Security-Policy"] = CSP
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            return response
         try:
             response = await call_next(request)
         except Exception:  # a bug below every handler: never a traceback to the client
