@@ -106,3 +106,40 @@ def test_a_queued_job_is_cancelled_and_never_runs(tmp_path, make_folders):
     run_job(dataset["audit_job"], service.data, service.db_url)  # a worker taking it later does nothing
     assert service.job(dataset["audit_job"])["state"] == "cancelled"
     assert not (service.data / "audits" / str(dataset["id"])).exists()
+
+
+@pytest.mark.slow
+def test_workers_stop_when_the_server_is_killed(tmp_path):
+    """`medlens serve` killed outright (no cleanup runs) must not leave its job worker running."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MEDLENS_API_TOKEN": "kill-token"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "medlens", "serve", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+
+    def workers() -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-f", f"medlens.serving.worker --data-dir {tmp_path / 'd'}"],
+            capture_output=True,
+            text=True,
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    t0 = time.monotonic()
+    while not workers() and time.monotonic() - t0 < 60:
+        time.sleep(0.3)
+    assert workers(), "the server started no worker"
+    server.kill()
+    server.wait(timeout=30)
+    t0 = time.monotonic()
+    while workers() and time.monotonic() - t0 < 30:
+        time.sleep(0.5)
+    assert not workers()

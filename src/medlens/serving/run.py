@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,22 +41,24 @@ def serve(settings: ServeSettings, *, import_runs: list[Path] | None = None, ech
     worker = None
     if settings.workers > 0:
         cmd = [sys.executable, "-m", "medlens.serving.worker", "--data-dir", str(service.data)]
-        cmd += ["--workers", str(settings.workers)]
+        cmd += ["--workers", str(settings.workers), "--parent-pid", str(os.getpid())]
         if settings.db_url:
             cmd += ["--db", settings.db_url]
         if settings.queue_url:
             cmd += ["--queue", settings.queue_url]
-        worker = subprocess.Popen(cmd)
+        worker = subprocess.Popen(cmd, start_new_session=True)  # its own group: stopped as one
     echo(f"medlens serving {service.data} at http://{settings.host}:{settings.port}/ (API docs at /docs)")
     try:
         uvicorn.run(create_app(settings, service), host=settings.host, port=settings.port, log_level="info")
     finally:
-        if worker is not None:
-            worker.terminate()
+        if worker is not None:  # (a server killed outright: the worker sees it and stops by itself)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGTERM)
             try:
                 worker.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.pid, signal.SIGKILL)
 
 
 def _cap_malloc_arenas(arenas: int = 2) -> None:

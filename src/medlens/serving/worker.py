@@ -21,7 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", default=None, help="SQLAlchemy URL (default SQLite in the data folder)")
     parser.add_argument("--queue", default=None, help="redis://... (default Huey's SQLite queue)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--parent-pid", type=int, default=None, help="stop when this process (medlens serve) is gone"
+    )
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        _follow(args.parent_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     data_dir = args.data_dir.resolve()
@@ -34,6 +39,27 @@ def main(argv: list[str] | None = None) -> None:
         logging.info("recovered jobs left running by a stopped worker: %s", touched)
     consumer = huey.create_consumer(workers=max(1, args.workers), worker_type="process")
     consumer.run()
+
+
+def _follow(parent: int, every_s: float = 2.0) -> None:
+    """Stop this worker and its Huey processes (its own process group) once ``parent`` is gone: a server
+    killed outright (or stopped by a signal that skips its cleanup) must not leave workers behind."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from medlens.serving.jobs import pid_alive
+
+    def watch() -> None:
+        while pid_alive(parent) and os.getppid() == parent:
+            time.sleep(every_s)
+        logging.info("medlens serve (pid %s) is gone; stopping the worker", parent)
+        os.killpg(os.getpgid(0), signal.SIGTERM)
+        time.sleep(10)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="follow-server", daemon=True).start()
 
 
 if __name__ == "__main__":
