@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens.errors import MedlensError, did_you_mean
+from medlens.io.guard import first_line
 
 Explainer = Callable[..., list[dict[str, Any]]]
 _EXPLAINERS: dict[str, Explainer] = {}
@@ -53,8 +54,8 @@ class ExplainContext:
 
 def study_error(err: MedlensError) -> str:
     """The one-line reason a study could not be explained (it stays in the output with this reason)."""
-    reason = getattr(err, "reason", None) or str(err)
-    return reason.strip().splitlines()[0] if reason.strip() else type(err).__name__
+    reason = getattr(err, "reason", None)  # an unreadable image's own reason, without its path
+    return str(reason).strip().splitlines()[0] if reason and str(reason).strip() else first_line(err)
 
 
 def register_explainer(name: str) -> Callable[[Explainer], Explainer]:

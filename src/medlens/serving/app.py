@@ -76,14 +76,12 @@ def create_app(settings: ServeSettings, service: Service | None = None) -> FastA
                 },
                 413,
             )
-            response.headers["Content-Security-Policy"] = CSP
-            response.headers["X-Content-Type-Options"] = "nosniff"
-            return response
-        try:
-            response = await call_next(request)
-        except Exception:  # a bug below every handler: never a traceback to the client
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
-            response = JSONResponse({"error": "internal error; the server log has the details"}, 500)
+        else:
+            try:
+                response = await call_next(request)
+            except Exception:  # a bug below every handler: never a traceback to the client
+                log.exception("unhandled error on %s %s", request.method, request.url.path)
+                response = JSONResponse({"error": "internal error; the server log has the details"}, 500)
         response.headers.setdefault("Content-Security-Policy", CSP)  # a report sets its own, sandboxed
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "SAMEORIGIN"

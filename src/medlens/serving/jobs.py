@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from medlens.errors import MedlensError
+from medlens.io.guard import first_line
 from medlens.serving.db import Dataset, Job, Run, make_engine, session_factory, utcnow
 from medlens.utils.progress import listening
 
@@ -98,7 +99,7 @@ def run_job(job_id: int, data_dir: Path, db_url: str, factory: sessionmaker | No
             _finish(db, db.get(Job, job_id), "cancelled")
         except MedlensError as err:
             db.rollback()
-            _finish(db, db.get(Job, job_id), "failed", _one_line(str(err)))
+            _finish(db, db.get(Job, job_id), "failed", first_line(err))
         except Exception as err:
             db.rollback()
             log = Path(data_dir) / "logs" / f"job-{job_id}.log"
@@ -207,11 +208,6 @@ def _finish(db: Session, job: Job, state: str, error: str | None = None) -> None
     if state != "done":
         job.progress = {**(job.progress or {}), "stage": state}
     db.commit()
-
-
-def _one_line(text: str) -> str:
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else "failed"
 
 
 # -- recovery ----------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ Files live under the data folder with server-chosen names:
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -469,7 +468,8 @@ class Service:
                 .where(Study.run_id == run.id)
                 .order_by(Study.id)
             ).all()
-            read = {r.study_id: r for r in db.execute(select(Read).order_by(Read.id)).scalars()}
+            reads = select(Read).join(Study, Study.id == Read.study_id).where(Study.run_id == run.id)
+            read = {r.study_id: r for r in db.execute(reads.order_by(Read.id)).scalars()}  # the last read
         records, state = [], {}
         for study, pred in rows:
             record = {
@@ -631,7 +631,3 @@ def _count_images(files: list[Path]) -> int:
     from medlens.io.images import is_image_file
 
     return sum(1 for f in files if is_image_file(f) or f.name.endswith((".nii", ".nii.gz", ".npz")))
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

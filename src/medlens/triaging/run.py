@@ -152,8 +152,7 @@ def _record(study: Study, case: Mapping[str, Any]) -> dict[str, Any]:
     header = dicom_header(study.path)
     if header:
         record["dicom"] = header
-        record.setdefault("patient_id", header.get("PatientID"))
-        if record.get("patient_id") is None:
+        if record.get("patient_id") is None:  # the manifest's patient wins over the header's
             record["patient_id"] = header.get("PatientID")
         if header.get("StudyInstanceUID") and record["study"] == study.input:
             record["study"] = header["StudyInstanceUID"]
