@@ -167,9 +167,9 @@ def test_precision_spellings_are_mapped():
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"epochs": "one"}, "config key epochs must be an integer, got 'one'"),
-        ({"epochs": True}, "config key epochs must be an integer, got True"),
-        ({"epochs": 2.5}, "config key epochs must be an integer, got 2.5"),
+        ({"epochs": "one"}, "config key epochs must be an integer or null, got 'one'"),
+        ({"epochs": True}, "config key epochs must be an integer or null, got True"),
+        ({"epochs": 2.5}, "config key epochs must be an integer or null, got 2.5"),
         ({"lr": "fast"}, "config key lr must be a number or null, got 'fast'"),
         ({"weight_decay": None}, "config key weight_decay must be a number, got None"),
         ({"augment": "yes"}, "config key augment must be true or false, got 'yes'"),
@@ -197,7 +197,7 @@ def test_config_file_with_bad_type(monkeypatch, capsys, tmp_path, tiny_dataset):
     config = tmp_path / "cfg.yaml"
     config.write_text("epochs: one\n")
     line = fails(monkeypatch, capsys, "train", tiny_dataset, "-o", tmp_path / "run", "--config", config)
-    assert line == "error: config key epochs must be an integer, got 'one'"
+    assert line == "error: config key epochs must be an integer or null, got 'one'"
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
 
 

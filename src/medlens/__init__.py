@@ -1,10 +1,10 @@
 """medlens: medical image analysis on any dataset.
 
-The public API mirrors the CLI: ``ingest``, ``audit``, ``train``, ``evaluate``, ``predict``, ``compare``,
-``summary``, ``convert``, ``demo``, ``load_run``, and ``list_models``/``create_model``. Each is always a
-function: no subpackage shares its name (``medlens.training``, ``medlens.evaluation``, ``medlens.auditing``,
-``medlens.inference``), so importing a submodule never replaces one. Heavy modules (torch, MONAI, Lightning)
-load on first use.
+The public API mirrors the CLI: ``ingest``, ``audit``, ``plan``, ``train``, ``evaluate``, ``predict``,
+``compare``, ``summary``, ``convert``, ``demo``, ``load_run``, and ``list_models``/``create_model``. Each is
+always a function: no subpackage shares its name (``medlens.training``, ``medlens.evaluation``,
+``medlens.auditing``, ``medlens.inference``), so importing a submodule never replaces one. Heavy modules
+(torch, MONAI, Lightning) load on first use.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ _LAZY = {
     "summary": ("medlens.models.summary", "summarize"),
     "TrainConfig": ("medlens.training.config", "TrainConfig"),
     "train": ("medlens.pipeline.steps", "train"),
+    "plan": ("medlens.training.plans", "plan"),
     "learning_curve": ("medlens.pipeline.curve", "learning_curve"),
     "load_run": ("medlens.models.checkpoint", "load_model"),
     "evaluate": ("medlens.evaluation.evaluate", "evaluate"),

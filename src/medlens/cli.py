@@ -294,6 +294,48 @@ def train(
     _print_summary(run / "summary.json")
 
 
+@app.command()
+@_with_config_options(TrainConfig)
+def plan(
+    src: Path = typer.Argument(..., help=SRC_HELP),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Also write the plan to this JSON file."),
+    config: Path | None = typer.Option(None, help="YAML config; the options given below override it."),
+    probe: bool = typer.Option(
+        True, help="Time the model on this machine (input-size cap and default budget); --no-probe skips it."
+    ),
+    changes: dict | None = None,
+) -> None:
+    """Show what `medlens train SRC` would choose (input size, channels, batch, epochs, budget, augmentation,
+    validation scheme) and why, from the dataset's fingerprint and a short probe on this machine. Options
+    given here are kept as given, exactly as in train."""
+    from rich.markup import escape
+
+    from medlens.training.plans import plan as make
+
+    changes = changes or {}
+    cfg = TrainConfig.load(config, **changes) if config is not None else TrainConfig(**changes)
+    result = make(src, cfg, output=output, probe=probe)
+    fp, c = result["fingerprint"], _console()
+    size = fp.get("shape_median")
+    c.print(
+        f"[bold]{src}[/]: {fp['n_cases']} cases {fp['n_by_split']}, {fp.get('dims', 2)}D"
+        + (f", median size {size}" if size else "")
+        + (f", classes {fp['classes']} (imbalance {fp['imbalance']}x)" if fp.get("classes") else "")
+        + (", grouped by patient" if fp.get("grouped_by_patient") else ""),
+        highlight=False,
+    )
+    for name, choice in result["choices"].items():
+        value = "-" if choice["value"] is None else str(choice["value"])
+        c.print(
+            f"  [bold]--{name.replace('_', '-')} {escape(value)}[/] ({choice['source']}): "
+            f"{escape(choice['reason'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if output is not None:
+        c.print(f"plan: {output}")
+
+
 def _numbers(text: str | None, kind, option: str) -> list | None:
     """ "96,96,32" → [96, 96, 32]."""
     if text is None:
@@ -338,7 +380,15 @@ def _print_skipped(skipped: list, n_read: int, where: Path, notes: list | None =
 def _print_summary(path: Path) -> None:
     s = json.loads(path.read_text())
     c = _console()
-    c.print(f"[bold]{s['split']}[/] split, {s['n_cases']} cases:")
+    final = s.get("final")
+    if final and s.get("evaluated_model") == "selection":
+        c.print(
+            f"[bold]{s['split']}[/] split, {s['n_cases']} cases, scored with the selection model (trained "
+            f"on train only); the run's model was then refit on train + val for {final['epochs']} epochs and "
+            "has no held-out score here:"
+        )
+    else:
+        c.print(f"[bold]{s['split']}[/] split, {s['n_cases']} cases:")
     for name, m in s["metrics"].items():
         if m.get("value") is not None:
             ci = m.get("ci95") or [None, None]

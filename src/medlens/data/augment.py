@@ -24,6 +24,13 @@ class AugmentSpec:
     brightness: float = 0.10
     contrast: float = 0.15
 
+    def scaled(self, strength: float) -> AugmentSpec:
+        """Every range times ``strength`` (the flip probability stays): the plan's augmentation strength."""
+        from dataclasses import replace
+
+        ranges = ("rotate_deg", "scale", "translate", "brightness", "contrast")
+        return replace(self, **{k: getattr(self, k) * strength for k in ranges})
+
 
 def draw_params(n: int, spec: AugmentSpec, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Draw per-sample parameters for a batch of ``n`` images."""

@@ -118,6 +118,12 @@ def evaluate(
     else:
         manifest = task.resolve(data)
     split = split or ("test" if "test" in manifest.splits else "val" if own else None)
+    if own and split is not None and split not in manifest.splits and _refit(run_dir):
+        raise MedlensError(
+            f"{run_dir}'s model was refit on train + val (--final), so it has no held-out {split!r} split; "
+            f"evaluate it on other held-out data with --data SRC, or the selection model with "
+            f"`medlens evaluate {run_dir / 'selection'}`"
+        )
     if split is not None and split not in manifest.splits:
         raise MedlensError(
             f"split {split!r} not found in {manifest.source or manifest.root}; "
@@ -178,6 +184,16 @@ def set_operating_point(
     }
     write_json(run_dir / OPERATING_POINT_FILE, point)
     return point
+
+
+def _refit(run_dir: Path) -> bool:
+    """Whether the run's model was refit on train + val (``--final``)."""
+    import json
+
+    try:
+        return bool(json.loads((run_dir / "train.json").read_text()).get("final"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _slug(manifest: Manifest) -> str:

@@ -61,6 +61,7 @@ def audit_fix(manifest: Manifest, progress: bool) -> tuple[Manifest, list[dict]]
     return fixed, changes
 
 
-def evaluate_run(run_dir: Path, data: Any, run_name: str, progress: bool) -> None:
-    """Evaluate a just-trained run on its own held-out split, reusing the decoded data; write the report."""
-    evaluate(run_dir, out=run_dir, progress=progress, run_name=run_name, prepared=data)
+def evaluate_run(run_dir: Path, data: Any, run_name: str, progress: bool, split: str | None = None) -> None:
+    """Evaluate a just-trained run on its own held-out split (default: test if it has one, else val),
+    reusing the decoded data; write the report."""
+    evaluate(run_dir, out=run_dir, progress=progress, run_name=run_name, prepared=data, split=split)

@@ -98,7 +98,7 @@ def search(
 
     started = time.time()
     deadline = started + budget_s if budget_s else None
-    manifest = carve_validation(ingest(source), base.val_fraction, seed=base.seed)
+    manifest = carve_validation(ingest(source), base.val_fraction or 0.2, seed=base.seed)
     out.mkdir(parents=True)
     manifest_csv = manifest.save(out / "manifest.csv")
     name = f"medlens-search-{uuid.uuid4().hex[:12]}"
@@ -159,7 +159,8 @@ def _base_config(config, overrides: dict[str, Any], seed: int, space: dict | Non
     clash = sorted(set(overrides) & set(space or {}))
     if clash:
         raise MedlensError(f"{clash[0]!r} is both searched (--grid) and fixed (--set); keep one")
-    values = {"seed": seed, **overrides}
+    # every trial is scored on the one validation split the search carved: no refit on it
+    values = {"seed": seed, **overrides, "final": False}
     cfg = TrainConfig.load(config, **values) if config else TrainConfig.from_dict(values)
     try:
         cfg.replace(**{name: values[0] for name, values in (space or {}).items()}).validate()

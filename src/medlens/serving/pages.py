@@ -382,7 +382,7 @@ def _runs_page(
         "dataset": selected or (str(datasets[-1]["id"]) if datasets else ""),
         "task": "classification",
         "model": "cnn-small",
-        "epochs": "16",
+        "epochs": "",
         "image_size": "",
         "name": "",
     }

@@ -120,3 +120,64 @@ def rng_sources(pl_module, train_loader) -> dict[str, Any]:
     for name, obj in (("patches", crop), ("patches.cropper", getattr(crop, "cropper", None))):
         sources[name] = getattr(obj, "R", None)
     return sources
+
+
+class BudgetCallback(L.Callback):
+    """Keeps a time-budgeted schedule on time: from the third epoch on, the measured epoch time (training
+    and validation) re-fits the number of epochs to the budget left, and the one-cycle (or cosine) schedule
+    is stretched or compressed to end with them. The probe before training only gives the first guess: it
+    cannot see the loop's own overhead, and a shared machine's speed changes while a run trains.
+
+    Args:
+        budget_s: the training budget in seconds.
+        most: the epoch cap (the plan's, or ``--epochs``).
+        share: the part of the budget planned for epochs (the rest absorbs the last checkpoint).
+    """
+
+    def __init__(self, budget_s: float, most: int, share: float) -> None:
+        self.budget_s, self.most, self.share = budget_s, most, share
+        self.changes: list[dict] = []
+        self._start = self._epoch_start = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.monotonic()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        now, epoch = time.monotonic(), trainer.current_epoch
+        last, self._epoch_start = now - self._epoch_start, now
+        if epoch < 2 or not trainer.max_epochs:  # the first epoch also builds the kernels
+            return
+        left = self.budget_s * self.share - (now - self._start)
+        target = int(min(self.most, max(epoch + 1, epoch + left // max(last, 1e-6))))
+        if target == trainer.max_epochs:
+            return
+        steps = trainer.num_training_batches
+        if not _retarget(trainer, target * steps if steps != float("inf") else None):
+            return
+        self.changes.append({"at_epoch": epoch, "epoch_s": round(last, 2), "epochs": target})
+        trainer.fit_loop.max_epochs = target
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"changes": list(self.changes)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.changes = list(state.get("changes", []))
+
+
+def _retarget(trainer, total: int | None) -> bool:
+    """Re-plan the step scheduler for ``total`` steps; False when there is none it can re-plan."""
+    if total is None:
+        return False
+    for config in trainer.lr_scheduler_configs:
+        sched = config.scheduler
+        if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
+            if sched.last_epoch >= total - 1:
+                return False
+            old = sched.total_steps
+            sched.total_steps = total
+            for phase in sched._schedule_phases:  # end steps scale with the cycle's length
+                phase["end_step"] = (phase["end_step"] + 1) * total / old - 1
+            sched._schedule_phases[-1]["end_step"] = total - 1
+        elif isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+            sched.T_max = total
+    return True

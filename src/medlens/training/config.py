@@ -26,6 +26,8 @@ TASKS = ("classification", "segmentation", "detection")
 #: The metric early stopping and the best checkpoint follow when ``monitor`` is left at its default.
 #: (Each task names its own: ``Task.monitor``, e.g. val_dice for segmentation.)
 DEFAULT_MONITOR = "val_accuracy"
+#: What ``--no-plan`` (or a field the plan leaves open) falls back to.
+FIXED_EPOCHS, FIXED_BATCH = 16, 32
 
 
 def _cli(help: str, **cli: Any) -> dict[str, Any]:
@@ -45,8 +47,26 @@ class TrainConfig:
         metadata=_cli("Model name (see `medlens models`).", option=("--model", "-m")),
     )
     task: str = field(default="classification", metadata=_cli("classification, segmentation or detection."))
-    epochs: int = field(default=16, metadata=_cli("Maximum epochs.", panel="Training"))
-    batch_size: int = field(default=32, metadata=_cli("Batch size.", panel="Training"))
+    plan: bool = field(
+        default=True,
+        metadata=_cli(
+            "Fit input size, channels, batch, epochs, time budget, augmentation and validation scheme to the "
+            "dataset's fingerprint and this machine (written to plans.json with a reason per choice); an "
+            "option given explicitly always wins. --no-plan keeps fixed defaults (the model's size, batch "
+            f"{FIXED_BATCH}, {FIXED_EPOCHS} epochs, no budget).",
+            panel="Plan",
+        ),
+    )
+    epochs: int | None = field(
+        default=None,
+        metadata=_cli(
+            "Maximum epochs (default: as many as the time budget allows, up to the plan's cap).",
+            panel="Training",
+        ),
+    )
+    batch_size: int | None = field(
+        default=None, metadata=_cli("Batch size (default: the plan's, usually 32).", panel="Training")
+    )
     lr: float | None = field(
         default=None,
         metadata=_cli("Peak learning rate (default: 3e-3 with adamw, 5e-2 with sgd).", panel="Training"),
@@ -64,8 +84,9 @@ class TrainConfig:
     fraction: float = field(
         default=1.0, metadata=_cli("Train on a stratified fraction (0,1] of train.", panel="Data")
     )
-    val_fraction: float = field(
-        default=0.2, metadata=_cli("Validation share carved when SRC has no val split.", panel="Data")
+    val_fraction: float | None = field(
+        default=None,
+        metadata=_cli("Validation share carved when SRC has no val split (default: 0.2).", panel="Data"),
     )
     class_weights: str = field(
         default="none",
@@ -81,6 +102,48 @@ class TrainConfig:
     )
     augment: bool = field(
         default=True, metadata=_cli("Random flips, rotations, shifts, brightness.", panel="Training")
+    )
+    augment_strength: float | None = field(
+        default=None,
+        metadata=_cli(
+            "Scale of the random transforms' ranges, 1 = standard (default: the plan's, by dataset size).",
+            panel="Training",
+        ),
+    )
+    mixup: float = field(
+        default=0.0,
+        metadata=_cli(
+            "Classification: mixup with this Beta(alpha, alpha) (0: off; e.g. 0.2).", panel="Training"
+        ),
+    )
+    ema: bool = field(
+        default=False,
+        metadata=_cli(
+            "Validate, checkpoint and export an exponential moving average of the weights (from a quarter "
+            "of the steps on, time constant an eighth of them).",
+            panel="Training",
+        ),
+    )
+    progressive: bool = field(
+        default=False,
+        metadata=_cli(
+            "Classification: progressive resizing, the first half of the epochs at 3/4 of the input size.",
+            panel="Training",
+        ),
+    )
+    compile: bool = field(
+        default=False,
+        metadata=_cli("Compile the network with torch.compile for training.", panel="Hardware (Lightning)"),
+    )
+    final: bool | None = field(
+        default=None,
+        metadata=_cli(
+            "After training with validation, refit on train + val for the epoch count chosen on val; the "
+            "refit model is the run's model (default: the plan's, on for small datasets). Its metrics on "
+            "val are never reported: the run reports the selection model's val metrics and the final "
+            "model's test metrics when SRC has a test split.",
+            panel="Plan",
+        ),
     )
     freeze_backbone: bool = field(default=False, metadata=_cli("Train only the head.", panel="Model"))
     head: str = field(
@@ -115,7 +178,8 @@ class TrainConfig:
         default=None,
         metadata=_cli(
             "Wall-clock training budget, e.g. 5m, 90s, 1h: a short throughput probe on this machine fits "
-            "the number of epochs (replacing --epochs) so that the one-cycle schedule ends with the budget.",
+            "the number of epochs (at most --epochs) so that the one-cycle schedule ends with the budget "
+            "(default: the plan's, printed at the start).",
             panel="Training",
         ),
     )
@@ -218,15 +282,23 @@ class TrainConfig:
         self._validate_localisation()
         if not 0 < self.fraction <= 1:
             raise MedlensError(f"--fraction must be in (0, 1], got {self.fraction}")
-        if not 0 < self.val_fraction < 1:
+        if self.val_fraction is not None and not 0 < self.val_fraction < 1:
             raise MedlensError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.image_size is not None and not 8 <= self.image_size <= 1024:
             raise MedlensError(f"--image-size must be between 8 and 1024 pixels, got {self.image_size}")
         if self.budget is not None:
             parse_duration(self.budget, "--budget")
-        if self.epochs < 1 or self.batch_size < 1:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise MedlensError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.augment_strength is not None and not 0 <= self.augment_strength <= 3:
+            raise MedlensError(f"--augment-strength must be between 0 and 3, got {self.augment_strength}")
+        if not 0 <= self.mixup <= 10:
+            raise MedlensError(f"--mixup must be an alpha between 0 (off) and 10, got {self.mixup}")
+        if (self.mixup or self.progressive) and self.task != "classification":
             raise MedlensError(
-                f"--epochs and --batch-size must be at least 1, got {self.epochs}, {self.batch_size}"
+                f"--mixup and --progressive apply to classification; leave them off for {self.task}"
             )
         if self.lr is not None and not 0 < self.lr < 10:
             raise MedlensError(f"--lr must be positive and below 10, got {self.lr}")

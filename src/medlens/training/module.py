@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from medlens.data.augment import AugmentSpec
 from medlens.data.spec import PreprocessingSpec
@@ -17,8 +19,10 @@ class LitModel(L.LightningModule):
     def __init__(self, model: torch.nn.Module, task, spec: PreprocessingSpec, config: TrainConfig):
         super().__init__()
         self.model, self.task, self.spec, self.config = model, task, spec, config
-        self.augment = AugmentSpec() if config.augment else None
+        strength = 1.0 if config.augment_strength is None else config.augment_strength
+        self.augment = AugmentSpec().scaled(strength) if config.augment and strength > 0 else None
         self._gen = torch.Generator().manual_seed(config.seed)
+        self._mix_rng = np.random.default_rng(config.seed)  # mixup's Beta draws
         self._val_outputs: list[dict[str, torch.Tensor]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -26,15 +30,35 @@ class LitModel(L.LightningModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         augment = self.augment if self.trainer.training else None
-        return self.task.prepare_batch(batch, self.spec, augment, self._gen)
+        batch = self.task.prepare_batch(batch, self.spec, augment, self._gen)
+        if self.trainer.training and self.config.progressive and self._early_half():
+            x, *rest = batch  # progressive resizing: the first half of the epochs at 3/4 of the input size
+            side = max(16, int(x.shape[-1] * 0.75) // 8 * 8)
+            x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+            batch = (x.contiguous(memory_format=torch.channels_last), *rest)
+        return batch
+
+    def _early_half(self) -> bool:
+        return self.current_epoch < (self.trainer.max_epochs or 0) // 2
 
     def training_step(self, batch, batch_idx: int):
-        loss, n = self.task.training_loss(self.model, batch)
+        if self.config.mixup > 0:
+            loss, n = self._mixup_loss(batch)
+        else:
+            loss, n = self.task.training_loss(self.model, batch)
         # sync_dist: under DDP the epoch's loss is the mean over every process's batches (a no-op on one)
         self.log(
             "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True
         )
         return loss
+
+    def _mixup_loss(self, batch) -> tuple[torch.Tensor, int]:
+        """Mixup (Zhang et al. 2018): a convex mix of the batch with a shuffled copy, and of their losses."""
+        x, y = batch[0], batch[1]
+        lam = float(self._mix_rng.beta(self.config.mixup, self.config.mixup))
+        perm = torch.randperm(len(y), generator=self._gen).to(x.device)
+        out = self.model(lam * x + (1 - lam) * x[perm])
+        return lam * self.task.loss(out, y) + (1 - lam) * self.task.loss(out, y[perm]), len(y)
 
     def validation_step(self, batch, batch_idx: int):
         self._val_outputs.append(self.task.validation_outputs(self.model, batch))

@@ -73,7 +73,12 @@ def check_resume(partial: Path, cfg, info, *, run: Path | str) -> None:
             "resume with the same options or start a new run (-o)"
         )
     planned = stored.get("epochs")
-    if isinstance(planned, int) and cfg.epochs > planned and _one_cycle(Path(partial)):
+    if (
+        isinstance(planned, int)
+        and isinstance(cfg.epochs, int)
+        and cfg.epochs > planned
+        and _one_cycle(Path(partial))
+    ):
         raise MedlensError(
             f"cannot resume {run} with --epochs {cfg.epochs}: its one-cycle learning-rate "
             f"schedule was planned for {planned} epochs; resume with --epochs {planned} or "
