@@ -332,6 +332,7 @@ def plan(
             highlight=False,
             soft_wrap=True,
         )
+    c.print("the reasons for the values not planned (model, optimizer, schedule, ...): plans.json → defaults")
     if output is not None:
         c.print(f"plan: {output}")
 

@@ -47,9 +47,12 @@ def test_the_plan_never_upsamples_and_explains_every_choice(tmp_path, make_folde
     plan = make_plan(data, TrainConfig(), get_model_info("cnn-small"), probe=False)
     choices = plan["choices"]
     assert set(choices) == set(PLANNED)
+    assert {"model", "optimizer", "scheduler", "ema", "precision"} <= set(plan["defaults"])
+    assert all(d["reason"] for d in plan["defaults"].values())
     assert all(c["reason"] and c["source"] in ("plan", "option", "model") for c in choices.values())
     assert choices["image_size"]["value"] == 24 and "never upsampled" in choices["image_size"]["reason"]
     assert choices["channels"]["value"] == 1
+    assert choices["augment_strength"]["value"] == 0.625  # x0.5 for 24 px images, x1.25 for 16 cases
     assert choices["final"]["value"] is False and "--final is worth it" in choices["final"]["reason"]
     assert choices["batch_size"]["value"] == 8  # 16 training cases: enough steps per epoch
     assert choices["budget"]["value"] is None  # no probe, no budget
@@ -138,3 +141,9 @@ def test_retarget_stretches_and_compresses_one_cycle():
     assert max(lrs) == pytest.approx(1e-2, rel=1e-3)  # the peak moved to step 15 and was reached
     assert lrs[-1] < 1e-5  # the cycle ended at step 60, not 100
     assert not _retarget(trainer, 40)  # already past it: left alone
+
+
+def test_one_cycle_is_not_stopped_early_unless_asked():
+    assert TrainConfig().resolved_patience is None  # a cycle stopped half-way keeps a high learning rate
+    assert TrainConfig(scheduler="cosine").resolved_patience == 8
+    assert TrainConfig(patience=3).resolved_patience == 3

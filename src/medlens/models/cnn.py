@@ -14,6 +14,7 @@ import torch
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
+from medlens.errors import MedlensError
 from medlens.models.classifier import Classifier, build_classifier, no_shipped_weights, resolve_options
 from medlens.models.registry import register_model
 
@@ -78,10 +79,11 @@ class SmallCNN(nn.Module):
         in_channels: int,
         widths: tuple[int, ...] = STAGE_WIDTHS,
         depths: tuple[int, ...] = STAGE_DEPTHS,
+        stem_stride: int = 2,
     ):
         super().__init__()
         self.stem = nn.Sequential(
-            conv_bn(spatial_dims, in_channels, STEM_WIDTH, stride=2), nn.ReLU(inplace=True)
+            conv_bn(spatial_dims, in_channels, STEM_WIDTH, stride=stem_stride), nn.ReLU(inplace=True)
         )
         chans = (STEM_WIDTH, *widths)
         stages = []
@@ -112,10 +114,18 @@ class SmallCNN(nn.Module):
 def cnn_small(
     spatial_dims: int, in_channels: int, num_classes: int, image_size: int, **options: Any
 ) -> Classifier:
-    """Build ``cnn-small`` (any input size >= 16 px; ``image_size`` is not needed)."""
+    """Build ``cnn-small`` (any input size >= 16 px; ``image_size`` is not needed).
+
+    Its own option ``stem_stride`` (2, or 1 for small images: the stem keeps full resolution, so a 28 px
+    image still has 2x2 feature maps after the fourth stage instead of 1x1) comes through ``--model-arg``.
+    """
+    options = dict(options)
+    stem_stride = options.pop("stem_stride", 2)
+    if stem_stride not in (1, 2):
+        raise MedlensError(f"option 'stem_stride' of model 'cnn-small' must be 1 or 2, got {stem_stride!r}")
     opts = resolve_options("cnn-small", options)
     no_shipped_weights("cnn-small", opts)
-    backbone = SmallCNN(spatial_dims, in_channels)
+    backbone = SmallCNN(spatial_dims, in_channels, stem_stride=stem_stride)
     model = build_classifier(backbone, backbone.num_features, num_classes, opts)
     # Channels-last (NHWC) 2D convolutions train ~1.5x faster on CPU (oneDNN); .to() and state-dict
     # loading keep the layout, so predict and serve get it too.

@@ -161,7 +161,14 @@ class TrainConfig:
             panel="Model",
         ),
     )
-    patience: int = field(default=8, metadata=_cli("Early-stopping patience in epochs.", panel="Training"))
+    patience: int | None = field(
+        default=None,
+        metadata=_cli(
+            "Early-stopping patience in epochs (default: none under the one-cycle schedule, which ends on "
+            "its own with the learning rate annealed; 8 with the others).",
+            panel="Training",
+        ),
+    )
     monitor: str = field(
         default="val_accuracy",
         metadata=_cli(
@@ -296,6 +303,11 @@ class TrainConfig:
             raise MedlensError(f"--augment-strength must be between 0 and 3, got {self.augment_strength}")
         if not 0 <= self.mixup <= 10:
             raise MedlensError(f"--mixup must be an alpha between 0 (off) and 10, got {self.mixup}")
+        if self.final and (self.devices > 1 or self.num_nodes > 1):
+            raise MedlensError(
+                "--final (selection fit, then a refit) runs in one process; drop --final, or --devices and "
+                "--num-nodes"
+            )
         if (self.mixup or self.progressive) and self.task != "classification":
             raise MedlensError(
                 f"--mixup and --progressive apply to classification; leave them off for {self.task}"
@@ -357,6 +369,14 @@ class TrainConfig:
         if self.monitor == DEFAULT_MONITOR:
             return get_task(self.task).monitor
         return self.monitor
+
+    @property
+    def resolved_patience(self) -> int | None:
+        """``patience``, or its default: no early stopping under one-cycle (stopping it half-way leaves the
+        model at a high learning rate), 8 epochs otherwise."""
+        if self.patience is not None:
+            return self.patience
+        return None if self.scheduler == "onecycle" else 8
 
     @property
     def resolved_lr(self) -> float:

@@ -323,7 +323,11 @@ def _fit(
         ckpt,
         history,
         RngStateCallback(rng_sources(lit, train_loader)),
-        *([EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience)] if validate else []),
+        *(
+            [EarlyStopping(monitor=monitor, mode="max", patience=cfg.resolved_patience)]
+            if validate and cfg.resolved_patience is not None
+            else []
+        ),
         *([_ema(max_epochs * len(train_loader))] if cfg.ema else []),
     ]
     keeper = (

@@ -120,12 +120,7 @@ def make_plan(
         cfg.resolved_lr,
         f"the {cfg.optimizer} default for a one-cycle schedule at batch {FIXED_BATCH} (peak learning rate)",
     )
-    choose(
-        "augment_strength",
-        1.25 if n_train < 1000 else 1.0,
-        f"{n_train} training cases: stronger random transforms (x1.25 their ranges) below 1 000 cases, "
-        "standard ranges above",
-    )
+    _plan_augment(choose, n_train, size)
     passes = _passes(n_train)
     probe_info: dict[str, Any] = {}
     epoch_s = None
@@ -162,6 +157,7 @@ def make_plan(
         "fingerprint": fp,
         "probe": probe_info,
         "choices": choices,
+        "defaults": fixed_defaults(cfg),
         "n_train_planned": n_train,
         "model": cfg.model,
         "task": cfg.task,
@@ -169,6 +165,64 @@ def make_plan(
     if budget is not None:
         plan["budget_s"] = parse_duration(budget)
     return plan
+
+
+#: Why each value the plan does not choose is what it is (``plans.json`` → ``defaults``).
+FIXED_REASONS = {
+    "model": "cnn-small: a from-scratch residual CNN sized for 2 CPU cores (1.4 M parameters, 4 stages); "
+    "on brain MRI it matches fine-tuned efficientnet-lite0 within 1.4 points at half the time",
+    "task": "classification unless SRC's masks or boxes ask for another (--task)",
+    "optimizer": "AdamW: robust to the learning rate across datasets, unlike SGD",
+    "scheduler": "one-cycle: warm-up then annealing to ~0, so the last epoch is usually the best and a "
+    "time budget ends on a finished schedule",
+    "weight_decay": "0.05, AdamW's decoupled decay for small CNNs",
+    "momentum": "0.9 (SGD only)",
+    "label_smoothing": "0.05: slightly softer targets, better calibrated probabilities",
+    "class_weights": "none: the loss follows the data's prevalence; probabilities stay calibrated "
+    "(imbalance is shown in the fingerprint; --class-weights auto reweights)",
+    "augment": "on: flips, small rotations, scaling, shifts, brightness and contrast, batched",
+    "head": "linear on the pooled features",
+    "dropout": "0: the budgeted schedules are short and weight decay regularises",
+    "freeze_backbone": "off: every layer trains",
+    "patience": "no early stopping under one-cycle (stopping half-way leaves the learning rate high; "
+    "measured on PneumoniaMNIST: patience 8 stopped a 26-epoch cycle after 13); 8 epochs with other "
+    "schedules",
+    "monitor": "the task's validation metric (accuracy, Dice or IoU) picks the best epoch",
+    "precision": "auto: bf16 mixed precision where the CPU or GPU does bf16 natively (1.7x faster), else "
+    "fp32; weights stay fp32",
+    "ema": "off: measured within run-to-run noise at a 100 s budget (bench_levers.py, docs/benchmarks.md)",
+    "mixup": "off: lowered test accuracy at a 100 s budget (bench_levers.py)",
+    "progressive": "off: one more epoch in the budget, no better test accuracy (bench_levers.py)",
+    "compile": "off: torch.compile's compile time ate most of a 100 s budget on 2 cores (bench_levers.py)",
+    "intensity": "classification: the training set's mean/std; 2D segmentation and detection: each image "
+    "standardised; 3D: each volume",
+    "seed": "0: runs are deterministic",
+    "fraction": "1: every training case",
+}
+
+
+def fixed_defaults(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
+    """The values the plan does not choose, with the reason for each."""
+    return {
+        name: {"value": getattr(cfg, name), "reason": reason}
+        for name, reason in FIXED_REASONS.items()
+        if name not in PLANNED
+    }
+
+
+def _plan_augment(choose, n_train: int, size: int | None) -> float:
+    """Gentler transforms on small images (a 10-degree rotation and an 8 % shift blur and crop a 28 px image;
+    measured on PneumoniaMNIST at 28 px, test accuracy 0.941 at strength 1, 0.964 at 0.5, 0.956 without
+    augmentation), stronger ones on small datasets."""
+    by_size = 1.0 if size is None or size > 64 else 0.75 if size > 32 else 0.5
+    by_count = 1.25 if n_train < 1000 else 1.0
+    value = round(min(1.25, by_size * by_count), 3)
+    return choose(
+        "augment_strength",
+        value,
+        f"x{by_size:g} for {size} px images (0.5 up to 32 px, 0.75 up to 64 px, 1 above: small images blur "
+        f"and crop under the standard ranges) x{by_count:g} for {n_train} training cases (1.25 below 1 000)",
+    )
 
 
 def _passes(n_train: int) -> int:
