@@ -26,6 +26,10 @@ BENCHES = [
     (["bench_serve.py"], 3),
     (["bench_search.py", "--budget", "9m", "--jobs", "2"], 6),
     (["bench_explain_triage.py", "prepare-lgg", "cam", "ood", "triage", "simulate", "pointing"], 10),
+    (["bench_levers.py", "train"], 11),
+    (["bench_defaults.py", "prepare"], 1),
+    (["bench_defaults.py", "run", "pneumonia", "brain3-64", "lgg-tumour", "brain"], 40),
+    (["bench_levers.py", "infer", "bench/out/defaults/run-brain"], 40),  # needs the brain run above
     (["bench_classification.py", "brain-cnn", "brain-logreg", "pneumonia-cnn", "pneumonia-logreg"], 15),
     (["bench_segmentation.py"], 60),
 ]

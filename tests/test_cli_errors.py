@@ -173,7 +173,7 @@ def test_precision_spellings_are_mapped():
         ({"lr": "fast"}, "config key lr must be a number or null, got 'fast'"),
         ({"weight_decay": None}, "config key weight_decay must be a number, got None"),
         ({"augment": "yes"}, "config key augment must be true or false, got 'yes'"),
-        ({"model": 5}, "config key model must be a string, got 5"),
+        ({"model": 5}, "config key model must be a string or null, got 5"),
         ({"image_size": "big"}, "config key image_size must be an integer or null, got 'big'"),
         ({"patch_size": [96, "a", 32]}, "config key patch_size must be a list of integers or null"),
         ({"spacing": "1,1,1"}, "config key spacing must be a list of numbers or null, got '1,1,1'"),

@@ -50,7 +50,8 @@ def test_help_shows_the_dataclass_defaults(monkeypatch, capsys):
     for f in dataclasses.fields(TrainConfig):
         if f.metadata.get("cli", True) is False:
             continue
-        row, value = rows[_option_name(f)], getattr(defaults, f.name)
+        # the field's own default (None = "planned" or "the task's", said in the help text)
+        row, value = rows[_option_name(f)], f.default if f.default is None else getattr(defaults, f.name)
         shown = re.search(r"\[default: (.*?)\]", row)
         if value is None:  # "the model's", "no limit": said in the help text, not as a value
             assert shown is None, f"{f.name}: {row}"

@@ -381,7 +381,7 @@ def _runs_page(
     form = {
         "dataset": selected or (str(datasets[-1]["id"]) if datasets else ""),
         "task": "classification",
-        "model": "cnn-small",
+        "model": "",
         "epochs": "",
         "image_size": "",
         "name": "",
@@ -424,7 +424,9 @@ async def start_run(request: Request, actor: str = Depends(page_actor)) -> Respo
         task = values["task"] or "classification"
         if task not in TASKS:
             raise MedlensError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
-        options: dict[str, Any] = {"task": task, "model": values["model"] or "cnn-small"}
+        options: dict[str, Any] = {"task": task}
+        if values["model"]:
+            options["model"] = values["model"]
         for key, what in (("epochs", "epochs"), ("image_size", "image size")):
             number = _int(form, key, what)
             if number is not None:

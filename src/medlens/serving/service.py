@@ -181,12 +181,12 @@ class Service:
                 raise MedlensError(f"a run named {name!r} exists already; choose another name")
             from medlens.training.config import TrainConfig
 
-            TrainConfig(**{k: v for k, v in options.items()})  # refuse bad values before queueing
+            checked = TrainConfig(**{k: v for k, v in options.items()})  # refuse bad values before queueing
             run = Run(
                 name=name,
                 path=str(self.data / "runs" / name),
-                task=options.get("task", "classification"),
-                model=options.get("model"),
+                task=checked.task,
+                model=checked.model,  # the task's default when none was given
                 dataset_id=dataset_id,
             )
             db.add(run)

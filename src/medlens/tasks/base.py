@@ -117,6 +117,8 @@ class Task:
     """Base of every task: the whole path's hooks; classification-shaped defaults for the loop's hooks."""
 
     name = "task"
+    #: The model ``medlens train --task NAME`` uses when no ``--model`` is given.
+    default_model = "cnn-small"
     #: The validation metric early stopping and the best checkpoint follow (``monitor`` left at default).
     monitor = "val_accuracy"
     #: Validation batch size (at least the training batch size).

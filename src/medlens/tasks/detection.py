@@ -77,6 +77,7 @@ class DetectionTask(Task):
     """
 
     name = "detection"
+    default_model = "boxnet"
     monitor = "val_iou"
     evaluator = "detection"
     explainer = "detection"

@@ -53,6 +53,7 @@ class SegmentationTask(Task):
     """
 
     name = "segmentation"
+    default_model = "unet"
     monitor = "val_dice"
     #: 2D masks cost activations at full resolution; 3D validation runs one whole volume at a time.
     val_batch = 32

@@ -137,6 +137,7 @@ class BudgetCallback(L.Callback):
     def __init__(self, budget_s: float, most: int, share: float) -> None:
         self.budget_s, self.most, self.share = budget_s, most, share
         self.changes: list[dict] = []
+        self._times: list[float] = []
         self._start = self._epoch_start = 0.0
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -144,9 +145,13 @@ class BudgetCallback(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         now, epoch = time.monotonic(), trainer.current_epoch
-        last, self._epoch_start = now - self._epoch_start, now
-        if epoch < 2 or not trainer.max_epochs:  # the first epoch also builds the kernels
+        if epoch >= 2:  # the first epoch also builds the kernels: not typical
+            self._times.append(now - self._epoch_start)
+        self._epoch_start = now
+        if epoch < 2 or not trainer.max_epochs:
             return
+        recent = sorted(self._times[-3:])
+        last = recent[len(recent) // 2]  # the median of the last three: one slow epoch does not re-plan
         left = self.budget_s * self.share - (now - self._start)
         target = int(min(self.most, max(epoch + 1, epoch + left // max(last, 1e-6))))
         if target == trainer.max_epochs:

@@ -42,9 +42,13 @@ def _cli(help: str, **cli: Any) -> dict[str, Any]:
 class TrainConfig:
     """Everything that decides a training run. ``None`` means "the model's default"."""
 
-    model: str = field(
-        default="cnn-small",
-        metadata=_cli("Model name (see `medlens models`).", option=("--model", "-m")),
+    model: str | None = field(
+        default=None,
+        metadata=_cli(
+            "Model name (see `medlens models`; default: the task's, cnn-small for classification, unet for "
+            "segmentation, boxnet for detection).",
+            option=("--model", "-m"),
+        ),
     )
     task: str = field(default="classification", metadata=_cli("classification, segmentation or detection."))
     plan: bool = field(
@@ -275,6 +279,8 @@ class TrainConfig:
             self.precision = str(self.precision)  # YAML reads `precision: 32` as a number
         _check_types(self)
         self.precision = PRECISION_ALIASES.get(self.precision, self.precision)
+        if self.model is None and self.task in list_tasks():
+            self.model = get_task(self.task).default_model
         self.validate()
 
     def validate(self) -> None:
@@ -428,6 +434,14 @@ class TrainConfig:
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> TrainConfig:
+        task = changes.get("task", self.task)
+        if (
+            task != self.task
+            and "model" not in changes
+            and self.task in list_tasks()
+            and self.model == get_task(self.task).default_model
+        ):
+            changes["model"] = None  # the old task's default model follows the task
         return dataclasses.replace(self, **changes)
 
 
