@@ -321,7 +321,13 @@ def plan(
         f"[bold]{src}[/]: {fp['n_cases']} cases {fp['n_by_split']}, {fp.get('dims', 2)}D"
         + (f", median size {size}" if size else "")
         + (f", classes {fp['classes']} (imbalance {fp['imbalance']}x)" if fp.get("classes") else "")
-        + (", grouped by patient" if fp.get("grouped_by_patient") else ""),
+        + (", grouped by patient" if fp.get("grouped_by_patient") else "")
+        + (
+            f"; {fp['unreadable_in_sample']} of {fp['sampled']} sampled files unreadable "
+            "(training skips them)"
+            if fp.get("unreadable_in_sample")
+            else ""
+        ),
         highlight=False,
     )
     for name, choice in result["choices"].items():

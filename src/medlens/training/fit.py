@@ -246,9 +246,9 @@ def _fit_final(data, spec, cfg: TrainConfig, partial: Path, audit_changes, resum
         summary["final"] = {
             **final["final"],
             "note": "The run's model was refit on train + val, so it has no held-out score here. The metrics "
-            "above are the selection model's on val (trained on train only, the same recipe with "
-            f"{epochs} epochs); evaluate the run's model on other held-out data with `medlens evaluate "
-            "RUN --data SRC`.",
+            "are the selection model's on val (trained on train only; its best epoch, "
+            f"{epochs}, set the refit's length); evaluate the run's model on other held-out data with "
+            "`medlens evaluate RUN --data SRC`.",
         }
         write_json(partial / "summary.json", summary)
         for extra in ("report.html", "predictions.csv"):

@@ -88,7 +88,7 @@ def make_plan(
     val_fraction = choose(
         "val_fraction",
         fraction,
-        "SRC has its own val split, which is used as given"
+        "SRC has its own val split, which is used as given (no share is carved)"
         if has_val
         else f"{fraction:.0%} of {pool} cases, stratified"
         + (" and grouped by patient so no patient is on both sides" if fp["grouped_by_patient"] else "")
