@@ -107,6 +107,7 @@ def train(
         record_or_check(partial, cfg, info, resume=resume, run=out_dir)
     started = False
     try:
+        source = get_task(cfg.task).resolve(source)  # ingested once: the plan and the data share it
         cfg = _planned(source, cfg, info, partial, resume=resume, child=child, progress=progress)
         data, spec, audit_changes = _prepare(source, cfg, info, progress, fix)
         started = True
@@ -210,8 +211,7 @@ def _fit_final(data, spec, cfg: TrainConfig, partial: Path, audit_changes, resum
     rows = stats["history"]
     best = max(range(len(rows)), key=lambda i: (rows[i].get(monitor) is not None, rows[i].get(monitor) or 0))
     epochs = best + 1
-    sel_stats = {k: v for k, v in stats.items() if k != "history"}
-    _write_run_files(selection, data, spec, sel_cfg, stats, audit_changes)
+    _write_run_files(selection, data, spec, sel_cfg, stats, audit_changes)  # pops "model" and "history"
     if finish is not None:
         finish(selection, data, f"{name} (selection fit)", progress, split="val")
     df = data.manifest.df.copy()
@@ -230,10 +230,10 @@ def _fit_final(data, spec, cfg: TrainConfig, partial: Path, audit_changes, resum
         "chosen_on": f"val ({monitor} peaked at epoch {epochs} of {len(rows)} in the selection fit)",
         "n_images": n_train + n_val,
         "selection": "selection/",
-        "selection_train_seconds": sel_stats["train_seconds"],
-        "selection_best_score": sel_stats["best_score"],
+        "selection_train_seconds": stats["train_seconds"],
+        "selection_best_score": stats["best_score"],
     }
-    final["train_seconds_total"] = round(sel_stats["train_seconds"] + final["train_seconds"], 2)
+    final["train_seconds_total"] = round(stats["train_seconds"] + final["train_seconds"], 2)
     if budget:
         final["budget"] = {"budget": cfg.budget, "budget_s": budget, "selection": stats.get("budget")}
     _write_run_files(partial, refit_data, spec, refit_cfg, final, audit_changes)

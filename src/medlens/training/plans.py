@@ -308,7 +308,7 @@ def probe_throughput(cfg: TrainConfig, info: ModelInfo, task, size: int, channel
     """
     import torch
 
-    options = get_task(cfg.task).model_options(cfg)
+    options = task.model_options(cfg)
     model = create_model(
         cfg.model,
         num_classes=2,
