@@ -313,7 +313,7 @@ def _fit(
         from rich.console import Console
 
         Console(stderr=True).print(
-            f"budget {cfg.budget}: {max_epochs} epoch(s) of about {budget['probe_epoch_s']:.1f} s on this "
+            f"budget {cfg.budget}: {max_epochs} epoch(s) of about {budget['probe_epoch_s']:.2g} s on this "
             "machine (a short probe); the one-cycle schedule ends with the budget",
             highlight=False,
         )
