@@ -889,3 +889,18 @@ case("audit-nifti-label-missing", 2, "case x: no label file for x.nii.gz in")(
         "--quiet",
     ]
 )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Later probes: each area's cases live in badinput/cases_<area>.py and register through `case` above.
+# ---------------------------------------------------------------------------------------------------------
+def _load_area_modules() -> None:
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
+        if info.name.startswith("cases_"):
+            importlib.import_module(f"badinput.{info.name}")
+
+
+_load_area_modules()
