@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,10 @@ from medlens.serving.db import (
     upgrade,
 )
 from medlens.serving.jobs import QueueConfig, enqueue, make_huey, recover, register_run
-from medlens.serving.uploads import Limits, UploadRejected, safe_extract, save_upload, suffix_of
+from medlens.serving.params import MAX_ID, PATH_FIELDS, allowed_path, check_fields
+from medlens.serving.settings import ServeSettings
+from medlens.serving.stored import check_referral, check_study_time, usable_record
+from medlens.serving.uploads import UploadRejected, safe_extract, save_upload, suffix_of
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 #: TrainConfig fields a user may set through the service (paths and device options stay server-side).
@@ -67,9 +69,6 @@ class NotFound(MedlensError):
     """A row the caller named does not exist (HTTP 404)."""
 
 
-MAX_ID = 2**31 - 1
-
-
 def _id(value: int, what: str) -> int:
     """A row id from a caller (a page's form or path): a database integer, or NotFound."""
     try:
@@ -81,33 +80,11 @@ def _id(value: int, what: str) -> int:
     return value
 
 
-@dataclass
-class ServeSettings:
-    """Options of ``medlens serve``."""
-
-    data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 8000
-    db_url: str | None = None
-    queue_url: str | None = None
-    workers: int = 1
-    allow_paths: list[Path] = field(default_factory=list)
-    max_upload_mb: float = 2048.0
-    max_image_mb: float = 64.0
-    no_auth: bool = False
-    immediate_jobs: bool = False  # tests: jobs run inside the request
-
-    @property
-    def limits(self) -> Limits:
-        return Limits(
-            max_upload_bytes=int(self.max_upload_mb * 2**20), max_image_bytes=int(self.max_image_mb * 2**20)
-        )
-
-
 class Service:
     """The state of one server: database, job queue, loaded models (cached per run)."""
 
     def __init__(self, settings: ServeSettings) -> None:
+        settings.check()  # a bad option is one line before anything is written
         self.settings = settings
         self.data = Path(settings.data_dir).resolve()
         for sub in ("datasets", "runs", "studies", "audits", "explanations", "worklists", "logs", "uploads"):
@@ -200,10 +177,20 @@ class Service:
         return {"job": job_id, "run": run_id}
 
     def start_job(self, kind: str, run_id: int, params: dict[str, Any], actor: str) -> int:
-        """Queue evaluate / calibrate / triage on a run (triage takes ``dataset``)."""
+        """Queue evaluate / calibrate / triage on a run (triage takes ``dataset``; evaluate may).
+
+        Every field is checked before anything is queued (:mod:`medlens.serving.params`): against the
+        kind's schema, and each path against the allowed folders (``--allow-path`` and uploaded datasets).
+        """
         self._run(run_id)
-        dataset_id = params.pop("dataset", None) if kind == "triage" else None
+        params = check_fields(kind, dict(params))
+        for name, what in PATH_FIELDS[kind].items():
+            if name in params:
+                params[name] = str(allowed_path(params[name], name, self.allowed_roots(), what))
+        dataset_id = params.pop("dataset", None)
         with self.Session() as db:
+            if dataset_id is not None and db.get(Dataset, dataset_id) is None:
+                raise NotFound(f"dataset {dataset_id} does not exist; GET /api/datasets lists the datasets")
             job = Job(kind=kind, params=params, run_id=run_id, dataset_id=dataset_id)
             db.add(job)
             db.add(AuditLog(actor=actor, action=kind, target=f"run {run_id}"))
@@ -211,6 +198,10 @@ class Service:
             job_id = job.id
         enqueue(self.huey, job_id)
         return job_id
+
+    def allowed_roots(self) -> list[Path]:
+        """The folders a caller may name: the ``--allow-path`` folders and the uploaded datasets."""
+        return [*(Path(r).resolve() for r in self.settings.allow_paths), self.data / "datasets"]
 
     # -- jobs ---------------------------------------------------------------------------------------------
     def job(self, job_id: int) -> dict[str, Any]:
@@ -375,11 +366,11 @@ class Service:
         """Save one uploaded study, explain it with the run, add it to the run's worklist."""
         from medlens.explaining.inputs import Study as InputStudy
         from medlens.explaining.run import explain_studies
-        from medlens.triaging.history import parse_time
 
         run = self._run(run_id)
-        if study_time:
-            parse_time(study_time, what="study_time")  # a clear 4xx before any work
+        # what the worklist will weigh is checked before any work, so that nothing it cannot use is stored
+        study_time = check_study_time(study_time)
+        referral_priority = check_referral(referral_priority)
         loaded = self._model(run)
         folder = self.data / "studies" / str(run.id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -470,7 +461,7 @@ class Service:
             ).all()
             reads = select(Read).join(Study, Study.id == Read.study_id).where(Study.run_id == run.id)
             read = {r.study_id: r for r in db.execute(reads.order_by(Read.id)).scalars()}  # the last read
-        records, state = [], {}
+        records, state, notes = [], {}, {}
         for study, pred in rows:
             record = {
                 **pred.record,
@@ -478,8 +469,10 @@ class Service:
                 "study": str(study.id),
                 "patient_id": study.patient_id,
                 "referral_priority": study.referral_priority,
-                "study_time": study.study_time or study.created.isoformat(),  # arrival: the upload
+                "study_time": study.study_time,
             }
+            record, notes[str(study.id)] = usable_record(record, cfg)  # a bad stored field: shown, not fatal
+            record["study_time"] = record["study_time"] or study.created.isoformat()  # arrival: the upload
             if pred.record.get("png"):
                 record["explain_png"] = f"/api/explanations/{run.id}/{pred.record['png']}"
             records.append(record)
@@ -494,6 +487,8 @@ class Service:
         ranked = build_worklist(
             records, cfg, lambda rec, c: task.triage_score(dict(rec), c.urgent_classes), state=state
         )
+        for r in ranked:
+            r["reason"] = "; ".join([r["reason"], *notes.get(str(r["study"]), [])])
         return [
             {
                 "study": int(r["study"]),

@@ -1,0 +1,80 @@
+"""What a study stores beside its image (referral priority, study time), checked twice: when it is uploaded,
+so that nothing the worklist cannot use is stored, and when the worklist is built, so that a row stored
+before the check (or written into the database by hand) is shown with the reason and never breaks the list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from medlens.errors import MedlensError
+from medlens.serving.params import Refused
+from medlens.triaging.config import TriageConfig
+from medlens.triaging.history import parse_time
+
+
+def referral_levels(cfg: TriageConfig | None = None) -> list[str]:
+    """The referral priorities the worklist weighs (stat, urgent, routine by default)."""
+    return list((cfg or TriageConfig()).referral_levels)
+
+
+def check_referral(value: str | None, cfg: TriageConfig | None = None) -> str | None:
+    """``value`` in lower case when it is a referral level of the worklist's config; None when empty.
+
+    Raises:
+        Refused: (400) any other value, listing the allowed ones.
+    """
+    text = (value or "").strip().lower()
+    if not text:
+        return None
+    levels = referral_levels(cfg)
+    if text not in levels:
+        raise Refused(f"referral_priority must be one of {', '.join(levels)}; got {value!r}")
+    return text
+
+
+def check_study_time(value: str | None) -> str | None:
+    """``value`` when it is an ISO 8601 time; None when empty.
+
+    Raises:
+        Refused: (400) a value that is not ISO 8601, naming the field.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        parse_time(text, what="study_time")
+    except MedlensError as err:
+        raise Refused(str(err)) from None
+    return text
+
+
+def usable_record(record: Mapping[str, Any], cfg: TriageConfig) -> tuple[dict[str, Any], list[str]]:
+    """A worklist record without the stored fields the worklist cannot use, and a note per field dropped.
+
+    Args:
+        record: the study's record (``referral_priority``, ``study_time``, ...) as stored.
+        cfg: the worklist's triage config (its referral levels).
+
+    Returns:
+        ``(record, notes)``: the record with each unusable field emptied, and one short note for each, e.g.
+        "stored referral 'asap!!' ignored (not stat, urgent, routine)".
+    """
+    out, notes = dict(record), []
+    referral = out.get("referral_priority")
+    if referral not in (None, ""):
+        try:
+            out["referral_priority"] = check_referral(str(referral), cfg)
+        except Refused:
+            out["referral_priority"] = None
+            levels = ", ".join(referral_levels(cfg))
+            notes.append(f"stored referral {str(referral)[:40]!r} ignored (not {levels})")
+    when = out.get("study_time")
+    if when not in (None, ""):
+        try:
+            parse_time(when, what="study_time")
+        except MedlensError:
+            out["study_time"] = None
+            notes.append(f"stored study_time {str(when)[:40]!r} ignored (not an ISO 8601 time)")
+    return out, notes
