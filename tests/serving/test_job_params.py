@@ -6,6 +6,8 @@ break."""
 from __future__ import annotations
 
 import io
+import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -204,3 +206,91 @@ def test_one_bad_stored_row_never_breaks_the_worklist(client):
     assert len(bad) == 2
     assert any("asap!!" in row["reason"] and "referral" in row["reason"] for row in bad), bad
     assert any("last tuesday" in row["reason"] and "study_time" in row["reason"] for row in bad), bad
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"model": "nosuchnet"}, "nosuchnet"),
+        ({"task": "segmentation", "model": "logreg"}, "model"),
+        ({"label_smoothing": 5}, "label_smoothing"),
+        ({"batch_size": 10**12}, "batch_size"),
+        ({"patience": -1}, "patience"),
+        ({"max_minutes": -5}, "max_minutes"),
+        ({"spacing": [0.0001, 0.0001, 0.0001]}, "spacing"),
+        ({"patch_size": "4096,4096,4096"}, "patch_size"),
+    ],
+)
+def test_training_options_are_checked_before_a_run_is_made(client, options, field):
+    before = client.get("/api/runs", headers=AUTH).json()
+    r = client.post("/api/runs", headers=AUTH, json={"dataset": client.dataset, "name": "never", **options})
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"] and "\n" not in r.json()["error"]
+    assert client.get("/api/runs", headers=AUTH).json() == before
+
+
+def test_two_runs_started_in_one_second_get_two_default_names(client, monkeypatch):
+    from medlens.serving import service as service_module
+
+    monkeypatch.setattr(service_module, "enqueue", lambda *_: None)  # queued, never run here
+    first = client.post("/api/runs", headers=AUTH, json={"dataset": client.dataset, "model": "logreg"})
+    second = client.post("/api/runs", headers=AUTH, json={"dataset": client.dataset, "model": "logreg"})
+    assert first.status_code == second.status_code == 202, (first.text, second.text)
+    names = {r["id"]: r["name"] for r in client.get("/api/runs", headers=AUTH).json()}
+    assert names[first.json()["run"]] != names[second.json()["run"]]
+
+
+def test_a_dataset_path_outside_the_allowed_folders_is_403(client):
+    r = client.post("/api/datasets", headers=AUTH, json={"path": str(client.outside)})
+    assert r.status_code == 403 and "allowed root" in r.json()["error"]
+
+
+def test_an_empty_dataset_zip_is_refused_and_leaves_nothing(client):
+    buf = io.BytesIO()
+    zipfile.ZipFile(buf, "w").close()
+    before = sorted((client.root / "data" / "datasets").iterdir())
+    r = client.post(
+        "/api/datasets", headers=AUTH, files={"file": ("empty.zip", buf.getvalue(), "application/zip")}
+    )
+    assert r.status_code == 422 and "holds no files" in r.json()["error"]
+    assert sorted((client.root / "data" / "datasets").iterdir()) == before
+
+
+def test_one_broken_image_in_a_dataset_zip_is_reported_and_the_others_audited(client):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(client.images.rglob("*.png")):
+            zf.write(f, f"toy/{f.relative_to(client.images)}")
+        zf.writestr("toy/normal/broken.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    r = client.post(
+        "/api/datasets", headers=AUTH, files={"file": ("toy.zip", buf.getvalue(), "application/zip")}
+    )
+    assert r.status_code == 201, r.text
+    audit = client.get(f"/api/jobs/{r.json()['audit_job']}", headers=AUTH).json()
+    assert audit["state"] == "done", audit
+    report = json.loads((client.root / "data" / "audits" / str(r.json()["id"]) / "audit.json").read_text())
+    assert "broken.png" in json.dumps(report) and report["n_images"] >= 12, report.get("n_images")
+
+
+def test_one_broken_study_among_several_is_its_own_row_and_the_others_complete(client):
+    run = client.run_id
+    answers = []
+    for name, payload in (
+        ("a.png", _png()),
+        ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40),
+        ("c.png", _png()),
+    ):
+        r = client.post(
+            f"/api/runs/{run}/predict",
+            headers=AUTH,
+            files={"file": (name, payload, "image/png")},
+            params={"explain": "false"},
+        )
+        answers.append(r)
+    assert [r.status_code for r in answers] == [200, 422, 200], [r.text for r in answers]
+    assert "broken.png" in answers[1].json()["error"]
+    rows = client.get(f"/api/worklist?run={run}", headers=AUTH).json()
+    broken = [row for row in rows if row["input"] == "broken.png"]
+    assert len(broken) == 1 and "unreadable" in broken[0]["reason"] and broken[0]["rank"] == 1
+    done = {row["study"] for row in rows if row["prediction"] is not None}
+    assert {answers[0].json()["study"], answers[2].json()["study"]} <= done

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -171,3 +171,73 @@ def allowed_path(value: str, field: str, roots: Iterable[Path], kind: str = "fil
     if kind == "file" and not target.is_file():
         raise Refused(f"job field {field!r}: {value} is a folder; name a file")
     return target
+
+
+Side = Annotated[int, Field(ge=8, le=512)]  # a 3D patch side in voxels
+Millimetres = Annotated[float, Field(ge=0.1, le=50)]  # a voxel size
+
+
+class TrainFields(_Fields):
+    """The training options a caller may set (TrainConfig fields; paths and hardware stay server-side),
+    with the ranges a shared server accepts."""
+
+    task: str | None = Field(default=None, min_length=1, max_length=40)
+    model: str | None = Field(default=None, min_length=1, max_length=80)
+    epochs: int | None = Field(default=None, ge=1, le=10_000)
+    batch_size: int | None = Field(default=None, ge=1, le=4096)
+    lr: float | None = Field(default=None, gt=0, lt=10)
+    image_size: int | None = Field(default=None, ge=8, le=1024)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    val_fraction: float | None = Field(default=None, gt=0, lt=1)
+    augment: bool | None = None
+    patience: int | None = Field(default=None, ge=1, le=10_000)
+    max_minutes: float | None = Field(default=None, gt=0, le=60 * 24 * 30)
+    optimizer: str | None = Field(default=None, min_length=1, max_length=40)
+    weight_decay: float | None = Field(default=None, ge=0, le=1)
+    label_smoothing: float | None = Field(default=None, ge=0, lt=1)
+    dropout: float | None = Field(default=None, ge=0, lt=1)
+    head: str | None = Field(default=None, min_length=1, max_length=40)
+    freeze_backbone: bool | None = None
+    channels: Literal[1, 3] | None = None
+    boxes_from_masks: bool | None = None
+    patch_size: list[Annotated[int, Field(ge=8, le=512)]] | None = Field(
+        default=None, min_length=3, max_length=3
+    )
+    spacing: list[Annotated[float, Field(ge=0.1, le=50)]] | None = Field(
+        default=None, min_length=3, max_length=3
+    )
+
+
+def check_training(options: dict[str, Any]):
+    """The training options checked as the training itself would check them, before anything is queued.
+
+    Returns:
+        ``(options, config)``: the options without the ones left out, and the TrainConfig they make.
+
+    Raises:
+        Refused: (400) an unknown option, a value of the wrong type or out of range, or a model that does
+            not exist or does not serve the task, naming the option.
+    """
+    from medlens.models.registry import get_model_info
+    from medlens.tasks.registry import get_task
+    from medlens.training.config import TrainConfig
+
+    try:
+        options = TrainFields.model_validate(options).model_dump(exclude_none=True)
+    except ValidationError as err:
+        first = err.errors()[0]
+        if first.get("type") == "extra_forbidden":
+            unknown = sorted(set(options) - set(TrainFields.model_fields))
+            allowed = ", ".join(sorted(TrainFields.model_fields))
+            raise Refused(f"unknown training option(s) {', '.join(unknown)}; allowed: {allowed}") from None
+        raise Refused(
+            _first_error("training", TrainFields, err).replace("job field", "training option")
+        ) from None
+    config = TrainConfig(**options)  # the library's own checks (choices, combinations)
+    info = get_model_info(config.model)
+    if not get_task(config.task).accepts_model(info):
+        raise Refused(
+            f"training option 'model': {config.model!r} is a {info.task} model and cannot be trained for "
+            f"{config.task}; pick one from `medlens models` with task {config.task}"
+        )
+    return options, config

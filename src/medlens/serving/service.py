@@ -10,6 +10,7 @@ Files live under the data folder with server-chosen names:
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -33,36 +34,19 @@ from medlens.serving.db import (
     upgrade,
 )
 from medlens.serving.jobs import QueueConfig, enqueue, make_huey, recover, register_run
-from medlens.serving.params import MAX_ID, PATH_FIELDS, allowed_path, check_fields
+from medlens.serving.params import (
+    MAX_ID,
+    PATH_FIELDS,
+    Refused,
+    allowed_path,
+    check_fields,
+    check_training,
+)
 from medlens.serving.settings import ServeSettings
 from medlens.serving.stored import check_referral, check_study_time, usable_record
 from medlens.serving.uploads import UploadRejected, safe_extract, save_upload, suffix_of
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
-#: TrainConfig fields a user may set through the service (paths and device options stay server-side).
-TRAIN_FIELDS = {
-    "task",
-    "model",
-    "epochs",
-    "batch_size",
-    "lr",
-    "image_size",
-    "seed",
-    "val_fraction",
-    "augment",
-    "patience",
-    "max_minutes",
-    "optimizer",
-    "weight_decay",
-    "label_smoothing",
-    "dropout",
-    "head",
-    "freeze_backbone",
-    "channels",
-    "boxes_from_masks",
-    "patch_size",
-    "spacing",
-}
 
 
 class NotFound(MedlensError):
@@ -134,31 +118,27 @@ class Service:
 
     def start_training(self, dataset_id: int, options: dict[str, Any], actor: str) -> dict[str, int]:
         dataset_id = _id(dataset_id, "dataset")
-        unknown = sorted(set(options) - TRAIN_FIELDS - {"name"})
-        if unknown:
-            raise MedlensError(
-                f"unknown training option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(TRAIN_FIELDS))}"
-            )
+        options = dict(options)
         name = str(options.pop("name", "") or "")
+        options, checked = check_training(options)  # refuse bad values before anything is stored
         with self.Session() as db:
             dataset = db.get(Dataset, dataset_id)
             if dataset is None:
                 raise NotFound(f"dataset {dataset_id} does not exist; upload one first (POST /api/datasets)")
-            if not name:
-                name = f"run-{datetime.now():%Y%m%d-%H%M%S}-{dataset_id}"
+            taken = self._run_name_taken
+            if not name:  # a default name is never taken (two runs started in one second)
+                stem = name = f"run-{datetime.now():%Y%m%d-%H%M%S}-{dataset_id}"
+                count = 1
+                while taken(db, name):
+                    count += 1
+                    name = f"{stem}-{count}"
             if not RUN_NAME.match(name):
                 raise MedlensError(
                     f"run name {name!r} must be 1-80 letters, digits, '_', '.' or '-' (starting with a "
                     "letter or digit)"
                 )
-            if (
-                db.execute(select(Run).where(Run.name == name)).scalar_one_or_none()
-                or (self.data / "runs" / name).exists()
-            ):
+            if taken(db, name):
                 raise MedlensError(f"a run named {name!r} exists already; choose another name")
-            from medlens.training.config import TrainConfig
-
-            checked = TrainConfig(**{k: v for k, v in options.items()})  # refuse bad values before queueing
             run = Run(
                 name=name,
                 path=str(self.data / "runs" / name),
@@ -175,6 +155,10 @@ class Service:
             job_id, run_id = job.id, run.id
         enqueue(self.huey, job_id)
         return {"job": job_id, "run": run_id}
+
+    def _run_name_taken(self, db, name: str) -> bool:
+        found = db.execute(select(Run).where(Run.name == name)).scalar_one_or_none()
+        return found is not None or (self.data / "runs" / name).exists()
 
     def start_job(self, kind: str, run_id: int, params: dict[str, Any], actor: str) -> int:
         """Queue evaluate / calibrate / triage on a run (triage takes ``dataset``; evaluate may).
@@ -284,6 +268,11 @@ class Service:
             folder = self.data / "datasets" / str(dataset.id)
             try:
                 files = safe_extract(tmp, folder, limits, name=filename)
+                if not files:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise UploadRejected(
+                        f"dataset upload {filename!r} holds no files; zip the dataset's folder", status=422
+                    )
             except Exception:
                 db.rollback()
                 raise
@@ -300,9 +289,10 @@ class Service:
         roots = [Path(r).resolve() for r in self.settings.allow_paths]
         resolved = folder.resolve()
         if not roots or not any(resolved.is_relative_to(r) for r in roots):
-            raise MedlensError(
+            raise Refused(
                 f"{path} is not under an allowed root; start the server with --allow-path DIR to register "
-                "folders from DIR"
+                "folders from DIR",
+                status=403,
             )
         if not resolved.exists():
             raise NotFound(f"{path} does not exist")
