@@ -294,3 +294,11 @@ def test_one_broken_study_among_several_is_its_own_row_and_the_others_complete(c
     assert len(broken) == 1 and "unreadable" in broken[0]["reason"] and broken[0]["rank"] == 1
     done = {row["study"] for row in rows if row["prediction"] is not None}
     assert {answers[0].json()["study"], answers[2].json()["study"]} <= done
+
+
+@pytest.mark.parametrize("path", ["a\x00b", "~nosuchuser-medlens/x", "/" + "a" * 300])
+def test_a_path_the_system_cannot_take_is_4xx_never_500(client, path):
+    r = client.post("/api/datasets", headers=AUTH, json={"path": path})
+    assert 400 <= r.status_code < 500 and list(r.json()) == ["error"], r.text
+    r = _post(client, {"kind": "evaluate", "metadata": path})
+    assert 400 <= r.status_code < 500 and "metadata" in r.json()["error"], r.text

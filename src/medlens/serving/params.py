@@ -145,6 +145,29 @@ def _first_error(kind: str, schema: type[_Fields], err: ValidationError) -> str:
     return f"job field {field!r}: {message}{shown}"
 
 
+def user_path(value: str, label: str) -> Path:
+    """A path a caller sent, resolved (``~`` expanded, links followed), or one line naming ``label``.
+
+    Raises:
+        Refused: (400) a NUL or control character, an unknown ``~user``, or a path the system cannot resolve.
+    """
+    text = str(value)
+    if not text or any(ord(ch) < 32 for ch in text):
+        raise Refused(f"{label}: the path is empty or holds a control character; give a plain path")
+    try:
+        return Path(text).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # ~nosuchuser, a loop of links, a name too long
+        raise Refused(f"{label}: {text[:200]} cannot be resolved ({err}); give a plain path") from None
+
+
+def path_exists(path: Path) -> bool:
+    """Whether ``path`` exists; False, not an error, for a name the system refuses (too long, ...)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def allowed_path(value: str, field: str, roots: Iterable[Path], kind: str = "file") -> Path:
     """``value`` resolved (links followed) when it lies inside one of ``roots`` and exists.
 
@@ -159,14 +182,15 @@ def allowed_path(value: str, field: str, roots: Iterable[Path], kind: str = "fil
             learns nothing about the rest of the server), 404 when it does not exist, 400 when a file is a
             folder.
     """
-    target = Path(value).expanduser().resolve()
+    target = user_path(value, f"job field {field!r}")
+    value = value if len(value) <= 200 else value[:200] + "..."  # (quoted back: kept short)
     if not any(target.is_relative_to(Path(root).resolve()) for root in roots):
         raise Refused(
             f"job field {field!r}: {value} is not inside a folder the server allows; name a file under a "
             "folder given to medlens serve --allow-path, or upload it in a dataset",
             status=403,
         )
-    if not target.exists():
+    if not path_exists(target):
         raise Refused(f"job field {field!r}: {value} does not exist", status=404)
     if kind == "file" and not target.is_file():
         raise Refused(f"job field {field!r}: {value} is a folder; name a file")

@@ -41,6 +41,8 @@ from medlens.serving.params import (
     allowed_path,
     check_fields,
     check_training,
+    path_exists,
+    user_path,
 )
 from medlens.serving.settings import ServeSettings
 from medlens.serving.stored import check_referral, check_study_time, usable_record
@@ -285,16 +287,15 @@ class Service:
         return self._after_dataset(dataset_id, actor)
 
     def add_dataset_path(self, path: str, actor: str) -> dict[str, Any]:
-        folder = Path(path).expanduser()
         roots = [Path(r).resolve() for r in self.settings.allow_paths]
-        resolved = folder.resolve()
+        resolved = user_path(path, "path")
         if not roots or not any(resolved.is_relative_to(r) for r in roots):
             raise Refused(
                 f"{path} is not under an allowed root; start the server with --allow-path DIR to register "
                 "folders from DIR",
                 status=403,
             )
-        if not resolved.exists():
+        if not path_exists(resolved):
             raise NotFound(f"{path} does not exist")
         files = [f for f in resolved.rglob("*") if f.is_file()] if resolved.is_dir() else [resolved]
         with self.Session() as db:
