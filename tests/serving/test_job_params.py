@@ -188,13 +188,18 @@ def test_one_bad_stored_row_never_breaks_the_worklist(client):
     service = client.app.state.service
     with service.Session() as db:  # rows stored before the upload check existed
         record = db.get(Prediction, db.query(Prediction).filter_by(study_id=good).one().id).record
-        for priority, when in (("asap!!", None), (None, "last tuesday")):
+        garbled = {**record, "probabilities": {k: "x" for k in record["probabilities"]}}
+        for priority, when, stored in (
+            ("asap!!", None, record),
+            (None, "last tuesday", record),
+            (None, None, garbled),
+        ):
             study = Study(run_id=run, path="x.png", original_name="old.png", referral_priority=priority)
             study.study_time = when
             db.add(study)
             db.flush()
-            label = record.get("prediction")
-            db.add(Prediction(study_id=study.id, run_id=run, prediction=label, record=record))
+            label = stored.get("prediction")
+            db.add(Prediction(study_id=study.id, run_id=run, prediction=label, record=stored))
         db.commit()
     for _ in range(2):
         r = client.get(f"/api/worklist?run={run}", headers=AUTH)
@@ -203,7 +208,9 @@ def test_one_bad_stored_row_never_breaks_the_worklist(client):
     reasons = {row["study"]: row["reason"] for row in rows}
     assert good in reasons
     bad = [row for row in rows if row["input"] == "old.png"]
-    assert len(bad) == 2
+    assert len(bad) == 3
+    garbled = [row for row in bad if "stored prediction unusable" in row["reason"]]
+    assert len(garbled) == 1 and "unreadable" in garbled[0]["reason"], bad
     assert any("asap!!" in row["reason"] and "referral" in row["reason"] for row in bad), bad
     assert any("last tuesday" in row["reason"] and "study_time" in row["reason"] for row in bad), bad
 
@@ -291,7 +298,9 @@ def test_one_broken_study_among_several_is_its_own_row_and_the_others_complete(c
     assert "broken.png" in answers[1].json()["error"]
     rows = client.get(f"/api/worklist?run={run}", headers=AUTH).json()
     broken = [row for row in rows if row["input"] == "broken.png"]
-    assert len(broken) == 1 and "unreadable" in broken[0]["reason"] and broken[0]["rank"] == 1
+    assert len(broken) == 1 and "unreadable" in broken[0]["reason"]
+    scored = [row["rank"] for row in rows if not isinstance(row["priority"], str)]
+    assert broken[0]["priority"] == "read first, unreadable" and broken[0]["rank"] < min(scored)
     done = {row["study"] for row in rows if row["prediction"] is not None}
     assert {answers[0].json()["study"], answers[2].json()["study"]} <= done
 

@@ -9,6 +9,7 @@ Files live under the data folder with server-chosen names:
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from medlens.errors import MedlensError
+from medlens.io.guard import first_line
 from medlens.serving.auth import ensure_token
 from medlens.serving.db import (
     AuditLog,
@@ -475,9 +477,15 @@ class Service:
                     "read_at": r.created.isoformat(),
                     "finding": r.finding,
                 }
-        ranked = build_worklist(
-            records, cfg, lambda rec, c: task.triage_score(dict(rec), c.urgent_classes), state=state
-        )
+
+        def finding(rec, c):  # a stored prediction the task cannot score is flagged for review, not fatal
+            try:
+                return task.triage_score(dict(rec), c.urgent_classes)
+            except (MedlensError, KeyError, TypeError, ValueError, AttributeError) as err:
+                notes[str(rec["study"])].append(f"stored prediction unusable ({first_line(err)[:120]})")
+                return math.nan, "unusable"
+
+        ranked = build_worklist(records, cfg, finding, state=state)
         for r in ranked:
             r["reason"] = "; ".join([r["reason"], *notes.get(str(r["study"]), [])])
         return [

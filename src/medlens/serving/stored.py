@@ -59,7 +59,8 @@ def usable_record(record: Mapping[str, Any], cfg: TriageConfig) -> tuple[dict[st
 
     Returns:
         ``(record, notes)``: the record with each unusable field emptied, and one short note for each, e.g.
-        "stored referral 'asap!!' ignored (not stat, urgent, routine)".
+        "stored referral 'asap!!' ignored (not stat, urgent, routine)"; a prediction whose scores are not
+        numbers becomes an ``error`` (the worklist ranks it first for a person to read).
     """
     out, notes = dict(record), []
     referral = out.get("referral_priority")
@@ -77,4 +78,19 @@ def usable_record(record: Mapping[str, Any], cfg: TriageConfig) -> tuple[dict[st
         except MedlensError:
             out["study_time"] = None
             notes.append(f"stored study_time {str(when)[:40]!r} ignored (not an ISO 8601 time)")
+    if not out.get("error") and not _scores_ok(out):  # a person must look: ranked first, with the reason
+        out["error"] = "stored prediction unusable (its probabilities are not numbers); predict it again"
     return out, notes
+
+
+def _scores_ok(record: Mapping[str, Any]) -> bool:
+    """Whether the stored probabilities (class -> number) and confidence are numbers the worklist can use."""
+    probs = record.get("probabilities")
+    values = list(probs.values()) if isinstance(probs, Mapping) else None
+    if probs is not None and values is None:
+        return False
+    confidence = record.get("confidence")
+    for value in [*(values or []), *([] if confidence is None else [confidence])]:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+    return True
