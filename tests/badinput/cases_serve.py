@@ -85,3 +85,23 @@ case("srv-run-not-a-run", 2, "is not a run folder (no model.pt)", check=nothing_
 case("srv-no-auth-public-host", 2, "--no-auth is refused on host 0.0.0.0", check=nothing_written)(
     lambda ctx: serve(ctx, "--no-auth", "--host", "0.0.0.0")
 )
+
+
+def _corrupt_db(ctx: Ctx) -> list:
+    (ctx.tmp / "old").mkdir()
+    (ctx.tmp / "old" / "medlens.db").write_text("garbage, not SQLite\n")
+    return ["serve", "--data-dir", ctx.tmp / "old", "--workers", "0"]
+
+
+case(
+    "srv-db-sqlite-no-folder",
+    2,
+    "cannot open the database --db sqlite:////nonexistent",
+    check=nothing_written,
+)(lambda ctx: serve(ctx, "--db", "sqlite:////nonexistent/medlens/x.db"))
+case(
+    "srv-data-dir-corrupt-db",
+    2,
+    "medlens.db: file is not a database; move it aside",
+    check=one_line_error,
+)(_corrupt_db)

@@ -48,3 +48,27 @@ def test_a_port_in_use_is_named_before_the_server_starts():
         with pytest.raises(MedlensError, match=f"--port {port} on 127.0.0.1 is in use"):
             check_listen("127.0.0.1", port)
     check_listen("127.0.0.1", port)  # free again
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [(["--db", "nosuch://x"], "--db nosuch://x is not a database URL"), (["--workers", "0"], "--workers")],
+)
+def test_the_worker_alone_checks_its_options_the_same_way(tmp_path, options, message):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "medlens.serving.worker", "--data-dir", str(tmp_path / "d"), *options]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "d").exists()
+
+
+def test_a_database_that_cannot_be_opened_is_one_line(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "medlens.db").write_text("not SQLite")
+    with pytest.raises(MedlensError, match="file is not a database; move it aside"):
+        Service(ServeSettings(data_dir=tmp_path / "old"))
+    with pytest.raises(MedlensError, match="cannot open the database --db sqlite:///"):
+        Service(ServeSettings(data_dir=tmp_path / "d", db_url=f"sqlite:///{tmp_path}/no/such/x.db"))
+    assert not (tmp_path / "d").exists()

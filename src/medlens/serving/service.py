@@ -33,7 +33,6 @@ from medlens.serving.db import (
     database_url,
     make_engine,
     session_factory,
-    upgrade,
 )
 from medlens.serving.jobs import QueueConfig, enqueue, make_huey, recover, register_run
 from medlens.serving.params import (
@@ -46,7 +45,7 @@ from medlens.serving.params import (
     path_exists,
     user_path,
 )
-from medlens.serving.settings import ServeSettings
+from medlens.serving.settings import ServeSettings, open_database
 from medlens.serving.stored import check_referral, check_study_time, usable_record
 from medlens.serving.uploads import UploadRejected, safe_extract, save_upload, suffix_of
 
@@ -75,10 +74,13 @@ class Service:
         settings.check()  # a bad option is one line before anything is written
         self.settings = settings
         self.data = Path(settings.data_dir).resolve()
+        self.db_url = database_url(self.data, settings.db_url)
+        if settings.db_url:  # a database elsewhere: reached before a folder is made here
+            open_database(self.db_url, settings.db_url)
         for sub in ("datasets", "runs", "studies", "audits", "explanations", "worklists", "logs", "uploads"):
             (self.data / sub).mkdir(parents=True, exist_ok=True)
-        self.db_url = database_url(self.data, settings.db_url)
-        upgrade(self.db_url)
+        if not settings.db_url:
+            open_database(self.db_url, None)
         self.engine = make_engine(self.db_url)
         self.Session = session_factory(self.engine)
         self.huey = make_huey(

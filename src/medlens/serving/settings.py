@@ -126,6 +126,34 @@ def check_db_url(url: str | None) -> None:
         ) from None
 
 
+def open_database(url: str, given: str | None) -> None:
+    """Create or upgrade the schema at ``url``, or say in one line why the database cannot be opened.
+
+    Args:
+        url: the SQLAlchemy URL (from :func:`medlens.serving.db.database_url`).
+        given: the ``--db`` option as the user wrote it (None: SQLite in the data folder).
+
+    Raises:
+        MedlensError: the server is unreachable, the login refused, the file not a database, ...
+    """
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from medlens.serving.db import upgrade
+
+    try:
+        upgrade(url)
+    except (SQLAlchemyError, CommandError) as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        where = f"--db {_shown(given)}" if given else url.removeprefix("sqlite:///")
+        raise MedlensError(
+            f"cannot open the database {where}: {reason}; check the URL, that the database server runs and "
+            "that this user may connect (or leave --db out for SQLite in the data folder)"
+            if given
+            else f"cannot open the database {where}: {reason}; move it aside to start a new one"
+        ) from None
+
+
 def check_queue_url(url: str | None) -> None:
     """A Redis URL for the job queue (None: Huey's SQLite queue in the data folder).
 
