@@ -311,3 +311,26 @@ def test_a_path_the_system_cannot_take_is_4xx_never_500(client, path):
     assert 400 <= r.status_code < 500 and list(r.json()) == ["error"], r.text
     r = _post(client, {"kind": "evaluate", "metadata": path})
     assert 400 <= r.status_code < 500 and "metadata" in r.json()["error"], r.text
+
+
+def test_a_stored_row_the_task_cannot_score_is_flagged_for_review_with_its_reason():
+    import math
+
+    from medlens.errors import MedlensError
+    from medlens.serving.stored import guarded_finding
+    from medlens.triaging.config import TriageConfig
+    from medlens.triaging.worklist import build_worklist
+
+    class Task:
+        def triage_score(self, record, urgent):
+            if record["study"] == "2":
+                raise MedlensError("urgent class(es) ['x'] are not classes of this model")
+            return 0.5, "p(x) 0.50"
+
+    notes: dict[str, list[str]] = {}
+    finding = guarded_finding(Task(), notes)
+    records = [{"study": "1", "input": "a"}, {"study": "2", "input": "b"}]
+    rows = build_worklist(records, TriageConfig(), finding)
+    assert len(rows) == 2 and math.isnan(finding(records[1], TriageConfig())[0])
+    assert "not classes of this model" in notes["2"][0]
+    assert next(r for r in rows if r["study"] == "2")["contrib_review"] > 0  # a person must look

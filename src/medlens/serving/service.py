@@ -9,7 +9,6 @@ Files live under the data folder with server-chosen names:
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import threading
@@ -20,7 +19,6 @@ from typing import Any
 from sqlalchemy import select
 
 from medlens.errors import MedlensError
-from medlens.io.guard import first_line
 from medlens.serving.auth import ensure_token
 from medlens.serving.db import (
     AuditLog,
@@ -46,7 +44,7 @@ from medlens.serving.params import (
     user_path,
 )
 from medlens.serving.settings import ServeSettings, open_database
-from medlens.serving.stored import check_referral, check_study_time, usable_record
+from medlens.serving.stored import check_referral, check_study_time, guarded_finding, study_record
 from medlens.serving.uploads import UploadRejected, safe_extract, save_upload, suffix_of
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
@@ -458,16 +456,7 @@ class Service:
             read = {r.study_id: r for r in db.execute(reads.order_by(Read.id)).scalars()}  # the last read
         records, state, notes = [], {}, {}
         for study, pred in rows:
-            record = {
-                **pred.record,
-                "input": study.original_name,
-                "study": str(study.id),
-                "patient_id": study.patient_id,
-                "referral_priority": study.referral_priority,
-                "study_time": study.study_time,
-            }
-            record, notes[str(study.id)] = usable_record(record, cfg)  # a bad stored field: shown, not fatal
-            record["study_time"] = record["study_time"] or study.created.isoformat()  # arrival: the upload
+            record, notes[str(study.id)] = study_record(study, pred, cfg)  # a bad stored field: shown
             if pred.record.get("png"):
                 record["explain_png"] = f"/api/explanations/{run.id}/{pred.record['png']}"
             records.append(record)
@@ -479,14 +468,7 @@ class Service:
                     "read_at": r.created.isoformat(),
                     "finding": r.finding,
                 }
-
-        def finding(rec, c):  # a stored prediction the task cannot score is flagged for review, not fatal
-            try:
-                return task.triage_score(dict(rec), c.urgent_classes)
-            except (MedlensError, KeyError, TypeError, ValueError, AttributeError) as err:
-                notes[str(rec["study"])].append(f"stored prediction unusable ({first_line(err)[:120]})")
-                return math.nan, "unusable"
-
+        finding = guarded_finding(task, notes)
         ranked = build_worklist(records, cfg, finding, state=state)
         for r in ranked:
             r["reason"] = "; ".join([r["reason"], *notes.get(str(r["study"]), [])])

@@ -5,7 +5,8 @@ before the check (or written into the database by hand) is shown with the reason
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from medlens.errors import MedlensError
@@ -48,6 +49,48 @@ def check_study_time(value: str | None) -> str | None:
     except MedlensError as err:
         raise Refused(str(err)) from None
     return text
+
+
+def study_record(study, prediction, cfg: TriageConfig) -> tuple[dict[str, Any], list[str]]:
+    """The worklist record of a stored study and its prediction, and the notes on what was ignored.
+
+    Args:
+        study: the :class:`~medlens.serving.db.Study` row.
+        prediction: its :class:`~medlens.serving.db.Prediction` row.
+        cfg: the worklist's triage config.
+
+    Returns:
+        ``(record, notes)`` as :func:`usable_record` returns them; a study without a usable study time
+        arrived when it was uploaded.
+    """
+    record = {
+        **(prediction.record or {}),
+        "input": study.original_name,
+        "study": str(study.id),
+        "patient_id": study.patient_id,
+        "referral_priority": study.referral_priority,
+        "study_time": study.study_time,
+    }
+    record, notes = usable_record(record, cfg)
+    record["study_time"] = record["study_time"] or study.created.isoformat()
+    return record, notes
+
+
+def guarded_finding(task, notes: dict[str, list[str]]) -> Callable[[Mapping[str, Any], TriageConfig], Any]:
+    """The task's finding function for the worklist, where a stored prediction it cannot score is flagged
+    for review (with a note on its row) instead of failing the whole list."""
+
+    def finding(record: Mapping[str, Any], cfg: TriageConfig):
+        try:
+            return task.triage_score(dict(record), cfg.urgent_classes)
+        except (MedlensError, KeyError, TypeError, ValueError, AttributeError) as err:
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            notes.setdefault(str(record.get("study")), []).append(
+                f"stored prediction unusable ({text[:120]})"
+            )
+            return math.nan, "unusable"
+
+    return finding
 
 
 def usable_record(record: Mapping[str, Any], cfg: TriageConfig) -> tuple[dict[str, Any], list[str]]:
