@@ -43,6 +43,12 @@ class TrainIn(BaseModel):
 
 
 class JobIn(BaseModel):
+    """``kind`` and that kind's fields (checked by :mod:`medlens.serving.params` before queueing): evaluate
+    takes dataset or data, split, n_bootstrap, positive, threshold, cohorts, metadata, min_cell, reference,
+    readers, patient_agg; calibrate takes split, reset; triage takes dataset (required), history, config,
+    urgent, split, now, explain, evaluate, read_every, arrive_every, n_bootstrap. Paths must lie inside an
+    --allow-path folder or an uploaded dataset."""
+
     model_config = ConfigDict(extra="allow")
     kind: str = Field(pattern="^(evaluate|calibrate|triage)$")
 

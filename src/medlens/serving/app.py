@@ -107,7 +107,8 @@ def create_app(settings: ServeSettings, service: Service | None = None) -> FastA
 
     @app.exception_handler(MedlensError)
     async def _user_error(request: Request, err: MedlensError):
-        return JSONResponse({"error": str(err).splitlines()[0] if str(err) else "bad request"}, 400)
+        status = getattr(err, "status", 400)  # a Refused error carries its own (403, 404, 422)
+        return JSONResponse({"error": str(err).splitlines()[0] if str(err) else "bad request"}, status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError):

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from medlens.errors import MedlensError
 from medlens.io.guard import first_line
 from medlens.serving.db import Dataset, Job, Run, make_engine, session_factory, utcnow
+from medlens.serving.params import SCHEMAS, check_fields
 from medlens.utils.progress import listening
 
 TASK_NAME = "medlens.run_job"
@@ -53,7 +54,7 @@ def make_huey(cfg: QueueConfig):
 
     if cfg.immediate:
         huey = MemoryHuey("medlens", immediate=True)
-    elif cfg.queue_url and cfg.queue_url.startswith("redis://"):
+    elif cfg.queue_url and cfg.queue_url.startswith(("redis://", "rediss://")):
         huey = RedisHuey("medlens", url=cfg.queue_url)
     else:
         huey = SqliteHuey("medlens", filename=str(Path(cfg.data_dir) / "queue.db"))
@@ -105,8 +106,14 @@ def run_job(job_id: int, data_dir: Path, db_url: str, factory: sessionmaker | No
             log = Path(data_dir) / "logs" / f"job-{job_id}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(traceback.format_exc(), encoding="utf-8")
+            # the message of an unexpected error may quote anything (a file's line, a server path): the
+            # row, which callers read, names only its type and the log, which the operator reads
             _finish(
-                db, db.get(Job, job_id), "failed", f"internal error {type(err).__name__}: {err} (log {log})"
+                db,
+                db.get(Job, job_id),
+                "failed",
+                f"internal error {type(err).__name__} in job {job_id}; the server log logs/{log.name} has "
+                "the details",
             )
 
 
@@ -149,6 +156,9 @@ def _dispatch(db: Session, job: Job, data_dir: Path) -> dict[str, Any] | None:
     import medlens
 
     params = dict(job.params or {})
+    if job.kind in SCHEMAS:  # checked when queued; again here for rows queued by an older server
+        params = check_fields(job.kind, {**params, "dataset": job.dataset_id} if job.dataset_id else params)
+        params.pop("dataset", None)
     if job.kind == "audit":
         dataset = db.get(Dataset, job.dataset_id)
         out = data_dir / "audits" / str(dataset.id)
@@ -165,6 +175,8 @@ def _dispatch(db: Session, job: Job, data_dir: Path) -> dict[str, Any] | None:
         register_run(db, Path(out), run)
         return {"run": run.name}
     if job.kind == "evaluate":
+        if job.dataset_id is not None:
+            params["data"] = db.get(Dataset, job.dataset_id).path
         medlens.evaluate(run.path, progress=False, **params)
         register_run(db, Path(run.path), run)
         return None

@@ -26,6 +26,7 @@ from medlens import __version__
 from medlens.errors import MedlensError
 from medlens.serving.app import AuthError, check_form_csrf, page_actor
 from medlens.serving.auth import COOKIE, check_token, end_session, get_session, new_session
+from medlens.serving.params import Refused
 from medlens.serving.service import NotFound, Service
 from medlens.serving.uploads import UploadRejected
 
@@ -179,7 +180,7 @@ def see_other(url: str) -> RedirectResponse:
 
 def error_status(err: MedlensError) -> int:
     """The status of a refused form post: an upload's own (413/415/422), 404 for a missing row, else 400."""
-    if isinstance(err, UploadRejected):
+    if isinstance(err, (UploadRejected, Refused)):
         return err.status
     if isinstance(err, NotFound):
         return 404

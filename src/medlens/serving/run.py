@@ -13,6 +13,7 @@ from pathlib import Path
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 from medlens.serving.service import ServeSettings, Service
+from medlens.serving.settings import check_listen
 
 DEMO_RUN = Path("medlens-demo") / "run"  # where `make demo` (medlens demo) writes its run
 
@@ -24,11 +25,16 @@ def serve(settings: ServeSettings, *, import_runs: list[Path] | None = None, ech
     from medlens.serving.app import create_app
     from medlens.serving.auth import TOKEN_ENV
 
-    _cap_malloc_arenas()
-    service = Service(settings)
+    # every option is checked before anything is written or started: one line, no server traceback
+    settings.check()
+    check_listen(settings.host, settings.port)
     runs = list(import_runs or [])
+    for run in runs:
+        check_run(run)
     if not runs and (DEMO_RUN / "model.pt").is_file():
         runs.append(DEMO_RUN)  # `make demo` then `medlens serve` shows the demo run
+    _cap_malloc_arenas()
+    service = Service(settings)
     for run in runs:
         copy_run(run, service.data / "runs")
     service.scan_runs()
@@ -75,11 +81,23 @@ def _cap_malloc_arenas(arenas: int = 2) -> None:
         ctypes.CDLL(name).mallopt(-8, arenas)  # M_ARENA_MAX
 
 
-def copy_run(run: Path, runs_dir: Path) -> Path:
-    """Copy a CLI run folder into the service's runs (without its epoch checkpoints); once."""
+def check_run(run: Path) -> Path:
+    """``run`` when it is a run folder (it holds model.pt).
+
+    Raises:
+        MedlensError: naming ``--run`` and the folder.
+    """
     run = Path(run)
     if not (run / "model.pt").is_file():
-        raise MedlensError(f"{run} is not a run folder (no model.pt); give a folder made by medlens train")
+        raise MedlensError(
+            f"--run {run} is not a run folder (no model.pt); give a folder made by medlens train"
+        )
+    return run
+
+
+def copy_run(run: Path, runs_dir: Path) -> Path:
+    """Copy a CLI run folder into the service's runs (without its epoch checkpoints); once."""
+    run = check_run(run)
     name = run.resolve().name
     if name == "run" and run.resolve().parent.name:  # medlens-demo/run -> medlens-demo
         name = run.resolve().parent.name

@@ -10,8 +10,8 @@ Files live under the data folder with server-chosen names:
 from __future__ import annotations
 
 import re
+import shutil
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,43 +31,27 @@ from medlens.serving.db import (
     database_url,
     make_engine,
     session_factory,
-    upgrade,
 )
 from medlens.serving.jobs import QueueConfig, enqueue, make_huey, recover, register_run
-from medlens.serving.uploads import Limits, UploadRejected, safe_extract, save_upload, suffix_of
+from medlens.serving.params import (
+    MAX_ID,
+    PATH_FIELDS,
+    Refused,
+    allowed_path,
+    check_fields,
+    check_training,
+    path_exists,
+    user_path,
+)
+from medlens.serving.settings import ServeSettings, open_database
+from medlens.serving.stored import check_referral, check_study_time, guarded_finding, study_record
+from medlens.serving.uploads import UploadRejected, safe_extract, save_upload, suffix_of
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
-#: TrainConfig fields a user may set through the service (paths and device options stay server-side).
-TRAIN_FIELDS = {
-    "task",
-    "model",
-    "epochs",
-    "batch_size",
-    "lr",
-    "image_size",
-    "seed",
-    "val_fraction",
-    "augment",
-    "patience",
-    "max_minutes",
-    "optimizer",
-    "weight_decay",
-    "label_smoothing",
-    "dropout",
-    "head",
-    "freeze_backbone",
-    "channels",
-    "boxes_from_masks",
-    "patch_size",
-    "spacing",
-}
 
 
 class NotFound(MedlensError):
     """A row the caller named does not exist (HTTP 404)."""
-
-
-MAX_ID = 2**31 - 1
 
 
 def _id(value: int, what: str) -> int:
@@ -81,39 +65,20 @@ def _id(value: int, what: str) -> int:
     return value
 
 
-@dataclass
-class ServeSettings:
-    """Options of ``medlens serve``."""
-
-    data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 8000
-    db_url: str | None = None
-    queue_url: str | None = None
-    workers: int = 1
-    allow_paths: list[Path] = field(default_factory=list)
-    max_upload_mb: float = 2048.0
-    max_image_mb: float = 64.0
-    no_auth: bool = False
-    immediate_jobs: bool = False  # tests: jobs run inside the request
-
-    @property
-    def limits(self) -> Limits:
-        return Limits(
-            max_upload_bytes=int(self.max_upload_mb * 2**20), max_image_bytes=int(self.max_image_mb * 2**20)
-        )
-
-
 class Service:
     """The state of one server: database, job queue, loaded models (cached per run)."""
 
     def __init__(self, settings: ServeSettings) -> None:
+        settings.check()  # a bad option is one line before anything is written
         self.settings = settings
         self.data = Path(settings.data_dir).resolve()
+        self.db_url = database_url(self.data, settings.db_url)
+        if settings.db_url:  # a database elsewhere: reached before a folder is made here
+            open_database(self.db_url, settings.db_url)
         for sub in ("datasets", "runs", "studies", "audits", "explanations", "worklists", "logs", "uploads"):
             (self.data / sub).mkdir(parents=True, exist_ok=True)
-        self.db_url = database_url(self.data, settings.db_url)
-        upgrade(self.db_url)
+        if not settings.db_url:
+            open_database(self.db_url, None)
         self.engine = make_engine(self.db_url)
         self.Session = session_factory(self.engine)
         self.huey = make_huey(
@@ -157,31 +122,27 @@ class Service:
 
     def start_training(self, dataset_id: int, options: dict[str, Any], actor: str) -> dict[str, int]:
         dataset_id = _id(dataset_id, "dataset")
-        unknown = sorted(set(options) - TRAIN_FIELDS - {"name"})
-        if unknown:
-            raise MedlensError(
-                f"unknown training option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(TRAIN_FIELDS))}"
-            )
+        options = dict(options)
         name = str(options.pop("name", "") or "")
+        options, checked = check_training(options)  # refuse bad values before anything is stored
         with self.Session() as db:
             dataset = db.get(Dataset, dataset_id)
             if dataset is None:
                 raise NotFound(f"dataset {dataset_id} does not exist; upload one first (POST /api/datasets)")
-            if not name:
-                name = f"run-{datetime.now():%Y%m%d-%H%M%S}-{dataset_id}"
+            taken = self._run_name_taken
+            if not name:  # a default name is never taken (two runs started in one second)
+                stem = name = f"run-{datetime.now():%Y%m%d-%H%M%S}-{dataset_id}"
+                count = 1
+                while taken(db, name):
+                    count += 1
+                    name = f"{stem}-{count}"
             if not RUN_NAME.match(name):
                 raise MedlensError(
                     f"run name {name!r} must be 1-80 letters, digits, '_', '.' or '-' (starting with a "
                     "letter or digit)"
                 )
-            if (
-                db.execute(select(Run).where(Run.name == name)).scalar_one_or_none()
-                or (self.data / "runs" / name).exists()
-            ):
+            if taken(db, name):
                 raise MedlensError(f"a run named {name!r} exists already; choose another name")
-            from medlens.training.config import TrainConfig
-
-            checked = TrainConfig(**{k: v for k, v in options.items()})  # refuse bad values before queueing
             run = Run(
                 name=name,
                 path=str(self.data / "runs" / name),
@@ -199,11 +160,25 @@ class Service:
         enqueue(self.huey, job_id)
         return {"job": job_id, "run": run_id}
 
+    def _run_name_taken(self, db, name: str) -> bool:
+        found = db.execute(select(Run).where(Run.name == name)).scalar_one_or_none()
+        return found is not None or (self.data / "runs" / name).exists()
+
     def start_job(self, kind: str, run_id: int, params: dict[str, Any], actor: str) -> int:
-        """Queue evaluate / calibrate / triage on a run (triage takes ``dataset``)."""
+        """Queue evaluate / calibrate / triage on a run (triage takes ``dataset``; evaluate may).
+
+        Every field is checked before anything is queued (:mod:`medlens.serving.params`): against the
+        kind's schema, and each path against the allowed folders (``--allow-path`` and uploaded datasets).
+        """
         self._run(run_id)
-        dataset_id = params.pop("dataset", None) if kind == "triage" else None
+        params = check_fields(kind, dict(params))
+        for name, what in PATH_FIELDS[kind].items():
+            if name in params:
+                params[name] = str(allowed_path(params[name], name, self.allowed_roots(), what))
+        dataset_id = params.pop("dataset", None)
         with self.Session() as db:
+            if dataset_id is not None and db.get(Dataset, dataset_id) is None:
+                raise NotFound(f"dataset {dataset_id} does not exist; GET /api/datasets lists the datasets")
             job = Job(kind=kind, params=params, run_id=run_id, dataset_id=dataset_id)
             db.add(job)
             db.add(AuditLog(actor=actor, action=kind, target=f"run {run_id}"))
@@ -211,6 +186,10 @@ class Service:
             job_id = job.id
         enqueue(self.huey, job_id)
         return job_id
+
+    def allowed_roots(self) -> list[Path]:
+        """The folders a caller may name: the ``--allow-path`` folders and the uploaded datasets."""
+        return [*(Path(r).resolve() for r in self.settings.allow_paths), self.data / "datasets"]
 
     # -- jobs ---------------------------------------------------------------------------------------------
     def job(self, job_id: int) -> dict[str, Any]:
@@ -293,6 +272,11 @@ class Service:
             folder = self.data / "datasets" / str(dataset.id)
             try:
                 files = safe_extract(tmp, folder, limits, name=filename)
+                if not files:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise UploadRejected(
+                        f"dataset upload {filename!r} holds no files; zip the dataset's folder", status=422
+                    )
             except Exception:
                 db.rollback()
                 raise
@@ -305,15 +289,15 @@ class Service:
         return self._after_dataset(dataset_id, actor)
 
     def add_dataset_path(self, path: str, actor: str) -> dict[str, Any]:
-        folder = Path(path).expanduser()
         roots = [Path(r).resolve() for r in self.settings.allow_paths]
-        resolved = folder.resolve()
+        resolved = user_path(path, "path")
         if not roots or not any(resolved.is_relative_to(r) for r in roots):
-            raise MedlensError(
+            raise Refused(
                 f"{path} is not under an allowed root; start the server with --allow-path DIR to register "
-                "folders from DIR"
+                "folders from DIR",
+                status=403,
             )
-        if not resolved.exists():
+        if not path_exists(resolved):
             raise NotFound(f"{path} does not exist")
         files = [f for f in resolved.rglob("*") if f.is_file()] if resolved.is_dir() else [resolved]
         with self.Session() as db:
@@ -375,11 +359,11 @@ class Service:
         """Save one uploaded study, explain it with the run, add it to the run's worklist."""
         from medlens.explaining.inputs import Study as InputStudy
         from medlens.explaining.run import explain_studies
-        from medlens.triaging.history import parse_time
 
         run = self._run(run_id)
-        if study_time:
-            parse_time(study_time, what="study_time")  # a clear 4xx before any work
+        # what the worklist will weigh is checked before any work, so that nothing it cannot use is stored
+        study_time = check_study_time(study_time)
+        referral_priority = check_referral(referral_priority)
         loaded = self._model(run)
         folder = self.data / "studies" / str(run.id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -470,16 +454,9 @@ class Service:
             ).all()
             reads = select(Read).join(Study, Study.id == Read.study_id).where(Study.run_id == run.id)
             read = {r.study_id: r for r in db.execute(reads.order_by(Read.id)).scalars()}  # the last read
-        records, state = [], {}
+        records, state, notes = [], {}, {}
         for study, pred in rows:
-            record = {
-                **pred.record,
-                "input": study.original_name,
-                "study": str(study.id),
-                "patient_id": study.patient_id,
-                "referral_priority": study.referral_priority,
-                "study_time": study.study_time or study.created.isoformat(),  # arrival: the upload
-            }
+            record, notes[str(study.id)] = study_record(study, pred, cfg)  # a bad stored field: shown
             if pred.record.get("png"):
                 record["explain_png"] = f"/api/explanations/{run.id}/{pred.record['png']}"
             records.append(record)
@@ -491,9 +468,10 @@ class Service:
                     "read_at": r.created.isoformat(),
                     "finding": r.finding,
                 }
-        ranked = build_worklist(
-            records, cfg, lambda rec, c: task.triage_score(dict(rec), c.urgent_classes), state=state
-        )
+        finding = guarded_finding(task, notes)
+        ranked = build_worklist(records, cfg, finding, state=state)
+        for r in ranked:
+            r["reason"] = "; ".join([r["reason"], *notes.get(str(r["study"]), [])])
         return [
             {
                 "study": int(r["study"]),

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
-from medlens.serving.db import database_url, make_engine, session_factory, upgrade
+from medlens.errors import MedlensError
+from medlens.serving.db import database_url, make_engine, session_factory
 from medlens.serving.jobs import QueueConfig, make_huey, recover
+from medlens.serving.settings import ServeSettings, open_database
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,13 +34,21 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     data_dir = args.data_dir.resolve()
     url = database_url(data_dir, args.db)
-    upgrade(url)
+    try:  # the options of medlens serve, checked the same way: one line, exit 2
+        ServeSettings(data_dir, db_url=args.db, queue_url=args.queue, workers=args.workers).check()
+        if args.workers < 1:
+            raise MedlensError(f"--workers must be at least 1 for a worker process; got {args.workers}")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        open_database(url, args.db)
+    except MedlensError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     huey = make_huey(QueueConfig(data_dir, url, args.queue))
     with session_factory(make_engine(url))() as db:
         touched = recover(db, huey)
     if touched:
         logging.info("recovered jobs left running by a stopped worker: %s", touched)
-    consumer = huey.create_consumer(workers=max(1, args.workers), worker_type="process")
+    consumer = huey.create_consumer(workers=args.workers, worker_type="process")
     consumer.run()
 
 
