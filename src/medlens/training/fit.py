@@ -25,7 +25,7 @@ from medlens.io.guard import image_limit
 from medlens.models.registry import create_model, get_model_info
 from medlens.tasks.registry import get_task
 from medlens.training.config import TrainConfig, check_devices
-from medlens.training.resume import record_or_check
+from medlens.training.resume import load_checkpoint, record_or_check
 from medlens.utils.files import atomic_write_text, check_output_path, read_marker, write_json, write_marker
 
 #: ``fix(manifest, progress) -> (fixed manifest, change records)``: the audit's fixer, from the pipeline.
@@ -352,13 +352,11 @@ def _fit(
         num_sanity_val_steps=0,
         precision=cfg.resolved_precision(),
     )
+    last = run / "checkpoints" / "last.ckpt"
+    if resume:  # a damaged file is named in one line here, not deep inside Lightning's loader
+        load_checkpoint(last, run=run)
     t0 = time.perf_counter()
-    trainer.fit(
-        lit,
-        train_loader,
-        val_loader,
-        ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None,
-    )
+    trainer.fit(lit, train_loader, val_loader, ckpt_path=str(last) if resume else None, weights_only=True)
     wall = time.perf_counter() - t0
     if trainer.global_rank != 0:
         # DDP: every process ran the same command to train together; only rank 0 writes and evaluates the run
