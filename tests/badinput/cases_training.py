@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from badinput import make
-from badinput.cases import TRAIN, Ctx, _interrupted, case, one_line_error, sources_kept
+from badinput.cases import TRAIN, UNET3D, Ctx, _interrupted, case, one_line_error, sources_kept
 
 
 class Pickled:
@@ -44,3 +47,66 @@ for _how in ("truncated", "random", "pickled", "zero-byte"):
     case(f"trn-resume-checkpoint-{_how}", 2, "cannot resume", check=_names_checkpoint_and_cure)(
         lambda ctx, h=_how: _damaged(ctx, h)
     )
+
+
+def _unet3d(*replace: str) -> list:
+    """UNET3D with the value after each ``--option`` in ``replace`` (pairs) swapped in."""
+    args = list(UNET3D)
+    for option, value in zip(replace[::2], replace[1::2], strict=True):
+        args[args.index(option) + 1] = value
+    return args
+
+
+case(
+    "trn-patch-size-4096",
+    2,
+    "--patch-size needs 3 sides of 8 to 1024 voxels (X,Y,Z), got 4096,4096,4096",
+    check=one_line_error,
+)(lambda ctx: ["train", ctx.spheres(), "-o", ctx.tmp / "run", *_unet3d("--patch-size", "4096,4096,4096")])
+case(
+    "trn-patch-size-beyond-volumes",
+    2,
+    "--patch-size 64,64,64 is larger than the largest volume (16 × 16 × 16 voxels); give sides up to 16",
+    check=one_line_error,
+)(lambda ctx: ["train", ctx.spheres(), "-o", ctx.tmp / "run", *_unet3d("--patch-size", "64,64,64")])
+case(
+    "trn-patch-size-not-divisible",
+    2,
+    "--patch-size 15,16,16: every side must be a multiple of 2 for model unet",
+    check=one_line_error,
+)(lambda ctx: ["train", ctx.spheres(), "-o", ctx.tmp / "run", *_unet3d("--patch-size", "15,16,16")])
+
+
+def _first_volume(ctx: Ctx, builder) -> Path:
+    """The sphere phantoms (6 cases) with imagesTr's first file (case0) replaced by ``builder(path)``."""
+    from seg_phantoms import make_spheres
+
+    root = make_spheres(ctx.tmp / "vols", n_cases=6, shape=(16, 16, 16))
+    builder(root / "imagesTr" / "case0.nii.gz")
+    return root
+
+
+def _cut_volume(path: Path) -> Path:
+    return make.cut(path, 0.5)
+
+
+def _dims(*shape: int):
+    def build(path: Path) -> Path:
+        os.remove(path)
+        return make.nifti(path, np.random.default_rng(0).normal(40, 5, shape).astype(np.float32))
+
+    return build
+
+
+case("trn-3d-first-volume-truncated", 0, "case0.nii.gz", where="run/train.json")(
+    lambda ctx: ["train", _first_volume(ctx, _cut_volume), "-o", ctx.tmp / "run", *UNET3D]
+)
+case("trn-3d-first-volume-zero-byte", 0, "case0.nii.gz", where="run/train.json")(
+    lambda ctx: ["train", _first_volume(ctx, lambda p: make.csv(p, b"")), "-o", ctx.tmp / "run", *UNET3D]
+)
+case("trn-3d-first-volume-4d", 0, "case0.nii.gz", where="run/train.json")(
+    lambda ctx: ["train", _first_volume(ctx, _dims(16, 16, 16, 2)), "-o", ctx.tmp / "run", *UNET3D]
+)
+case("trn-3d-first-volume-5d", 0, "case0.nii.gz", where="run/train.json")(
+    lambda ctx: ["train", _first_volume(ctx, _dims(16, 16, 16, 2, 2)), "-o", ctx.tmp / "run", *UNET3D]
+)
