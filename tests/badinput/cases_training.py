@@ -77,6 +77,37 @@ case(
 )(lambda ctx: ["train", ctx.spheres(), "-o", ctx.tmp / "run", *_unet3d("--patch-size", "15,16,16")])
 
 
+def _search(ctx: Ctx, grid: str) -> list:
+    return ["search", ctx.data(), "-o", ctx.tmp / "s", "--grid", grid, "--set", "epochs=1", "--quiet"]
+
+
+case(
+    "trn-search-grid-unknown-model",
+    2,
+    "--grid model=nosuchnet: unknown model",
+    check=lambda ctx, out: (one_line_error(ctx, out), _nothing_at(ctx, "s")),
+)(lambda ctx: _search(ctx, "model=nosuchnet"))
+case("trn-search-grid-model-did-you-mean", 2, "Did you mean 'cnn-small'?", check=one_line_error)(
+    lambda ctx: _search(ctx, "model=logreg,cnn-smal")
+)
+case("trn-search-grid-segmentation-model", 2, "cannot be trained for classification", check=one_line_error)(
+    lambda ctx: _search(ctx, "model=unet")
+)
+case("trn-search-set-unknown-model", 2, "--set model=nosuchnet: unknown model", check=one_line_error)(
+    lambda ctx: ["search", ctx.data(), "-o", ctx.tmp / "s", "--grid", "lr=1e-3", "--set", "model=nosuchnet"]
+)
+case("trn-search-grid-unknown-option", 2, "unknown training option 'lrr'", check=one_line_error)(
+    lambda ctx: _search(ctx, "lrr=1e-3")
+)
+case("trn-search-grid-wrong-type", 2, "epochs='two': not a number", check=one_line_error)(
+    lambda ctx: _search(ctx, "epochs=two")
+)
+
+
+def _nothing_at(ctx: Ctx, name: str) -> None:
+    assert not (ctx.tmp / name).exists(), f"{name} was written"
+
+
 def _first_volume(ctx: Ctx, builder) -> Path:
     """The sphere phantoms (6 cases) with imagesTr's first file (case0) replaced by ``builder(path)``."""
     from seg_phantoms import make_spheres

@@ -10,6 +10,7 @@ from typing import Any
 
 from medlens.errors import MedlensError, did_you_mean
 from medlens.io.guard import first_line
+from medlens.models.registry import get_model_info
 from medlens.tasks.registry import get_task, list_tasks
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -455,6 +456,21 @@ def strategies() -> list[str]:
     from lightning.pytorch.strategies import StrategyRegistry
 
     return ["auto", *sorted(StrategyRegistry.keys())]
+
+
+def check_model(name: str, task: str):
+    """The registry entry of model ``name`` if it can be trained for ``task``.
+
+    Raises:
+        MedlensError: an unknown model (with a did-you-mean hint), or one of another task.
+    """
+    info = get_model_info(name)
+    if not get_task(task).accepts_model(info):
+        raise MedlensError(
+            f"model {name!r} is a {info.task} model and cannot be trained for {task}; "
+            f"pick one from `medlens models` with task {task}"
+        )
+    return info
 
 
 def check_devices(cfg: TrainConfig) -> None:

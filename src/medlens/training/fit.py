@@ -22,9 +22,9 @@ from medlens.data.manifest import Manifest
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
 from medlens.io.guard import image_limit
-from medlens.models.registry import create_model, get_model_info
+from medlens.models.registry import create_model
 from medlens.tasks.registry import get_task
-from medlens.training.config import TrainConfig, check_devices
+from medlens.training.config import TrainConfig, check_devices, check_model
 from medlens.training.resume import load_checkpoint, record_or_check
 from medlens.utils.files import atomic_write_text, check_output_path, read_marker, write_json, write_marker
 
@@ -80,12 +80,7 @@ def train(
             "audit_fix needs the audit's fixer: call medlens.train (the pipeline), not the bare training step"
         )
     check_devices(cfg)  # --accelerator gpu without a GPU etc.: before any folder exists
-    info = get_model_info(cfg.model)  # unknown model: fail before any work
-    if not get_task(cfg.task).accepts_model(info):
-        raise MedlensError(
-            f"model {cfg.model!r} is a {info.task} model and cannot be trained for {cfg.task}; "
-            f"pick one from `medlens models` with task {cfg.task}"
-        )
+    info = check_model(cfg.model, cfg.task)  # unknown model, or one of another task: fail before any work
     out_dir = Path(out_dir)
     # a file, a source, or (with --overwrite) a folder medlens did not write: refused before any work
     check_output_path(out_dir, sources=[source], overwrite=overwrite, what="run directory")
