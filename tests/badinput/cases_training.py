@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,17 @@ case("trn-3d-first-volume-4d", 0, "case0.nii.gz", where="run/train.json")(
 case("trn-3d-first-volume-5d", 0, "case0.nii.gz", where="run/train.json")(
     lambda ctx: ["train", _first_volume(ctx, _dims(16, 16, 16, 2, 2)), "-o", ctx.tmp / "run", *UNET3D]
 )
+
+
+def _one_per_class(ctx: Ctx) -> Path:
+    data = ctx.data(n=1)
+    shutil.rmtree(ctx.tmp / "vols", ignore_errors=True)
+    return data
+
+
+case(
+    "trn-one-image-per-class",
+    2,
+    "each class has a single training image (cyst, normal); each class needs at least 2 images",
+    check=one_line_error,
+)(lambda ctx: ["train", _one_per_class(ctx), "-o", ctx.tmp / "run", *TRAIN])
