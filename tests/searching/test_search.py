@@ -139,7 +139,7 @@ def test_pruned_trial_leaves_no_partial_run(make_folders, tmp_path, monkeypatch)
     monkeypatch.setattr(run, "_pruner", lambda plan: _AlwaysPrune())
     data = make_folders(tmp_path / "d", n_per_class=6, size=16)
     out = tmp_path / "s"
-    with pytest.raises(MedlensError, match="no trial of the search completed"):
+    with pytest.raises(MedlensError, match="no trial of the search completed: the pruner stopped all 1"):
         medlens.search(data, out, grid="dropout=0", overrides={"epochs": 2, "image_size": 16}, progress=False)
     results = pd.read_csv(out / "results.csv")
     assert list(results["state"]) == ["pruned"] and results["epochs"].tolist() == [1]
