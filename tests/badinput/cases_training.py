@@ -156,3 +156,19 @@ case(
     "each class has a single training image (cyst, normal); each class needs at least 2 images",
     check=one_line_error,
 )(lambda ctx: ["train", _one_per_class(ctx), "-o", ctx.tmp / "run", *TRAIN])
+case(
+    "trn-evaluate3d-4d-volume-in-data",
+    0,
+    "case case0: 2 channel(s) but the model takes 1; every volume needs the same channels",
+    where="ev/summary.json",
+)(
+    lambda ctx: [
+        "evaluate",
+        ctx.run3d,
+        "--data",
+        _first_volume(ctx, _dims(16, 16, 16, 2)),
+        "-o",
+        ctx.tmp / "ev",
+        "--quiet",
+    ]
+)

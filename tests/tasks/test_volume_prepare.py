@@ -118,3 +118,23 @@ def test_patch_not_fitting_the_network_is_refused_before_any_volume_is_read(tmp_
 def test_patch_sides_have_a_sane_range(patch):
     with pytest.raises(MedlensError, match="--patch-size needs 3 sides of 8 to 1024 voxels"):
         TrainConfig(**UNET, patch_size=patch).validate()
+
+
+def test_a_volume_the_model_cannot_take_is_skipped_not_fatal(tmp_path):
+    """evaluate --data: the run's spec fixes the channels; an odd case is reported and skipped."""
+    from medlens.data.spec import PreprocessingSpec
+    from medlens.tasks.volumes import load_volumes
+
+    root = _spheres(tmp_path, n=3)
+    _replace(root / "imagesTr" / "case1.nii.gz", (16, 16, 16, 2))
+    spec = PreprocessingSpec(
+        class_names=("background", "foreground"), task="segmentation", spatial_dims=3, intensity="volume"
+    )
+    images, _, _, kept, skipped = load_volumes(ingest(root), spec, progress=False)
+    assert len(images) == 2 and list(kept.df["case_id"]) == ["case0", "case2"]
+    (record,) = skipped
+    assert record["kind"] == "bad-shape" and record["path"].endswith("case1.nii.gz")
+    assert (
+        record["reason"]
+        == "case case1: 2 channel(s) but the model takes 1; every volume needs the same channels"
+    )

@@ -216,7 +216,7 @@ def load_volumes(
 
     Args:
         manifest: the cases (image and mask columns).
-        spec: how to preprocess; its ``channels`` is what every volume must have, unless ``agree_channels``.
+        spec: how to preprocess; a volume of another channel count is skipped, unless ``agree_channels``.
         progress: show a progress bar.
         agree_channels: training, where the data sets the channel count: the count most volumes have wins,
             and a volume with another count is reported and skipped (see :func:`keep_common_channels`).
@@ -225,8 +225,7 @@ def load_volumes(
         ``(images, labels, spacings, kept manifest, skipped)``.
 
     Raises:
-        MedlensError: a mask that does not fit its image or holds unexpected values, or (without
-            ``agree_channels``) a volume with another channel count than ``spec``'s, naming the case.
+        MedlensError: a mask that does not fit its image or holds unexpected values, naming the case.
     """
     images, labels, spacings, kept, skipped = [], [], [], [], []
     rows = list(manifest.df.itertuples(index=False))
@@ -304,15 +303,18 @@ def read_volume_case(
     ``check_channels=False`` leaves the channel count to the caller (training: :func:`keep_common_channels`).
 
     Raises:
-        UnreadableImageError: the image or its mask cannot be read (callers report the case and skip it).
-        MedlensError: the image has the wrong channel count, or the mask does not fit the image or holds
-            unexpected values, naming the case.
+        UnreadableImageError: the image or its mask cannot be read, or the image has another channel count
+            than ``spec``'s (callers report the case and skip it).
+        MedlensError: the mask does not fit the image or holds unexpected values, naming the case.
     """
-    image, _, spacing = read_volume(manifest.resolve(row.image))
-    if check_channels and image.shape[0] != spec.channels:
-        raise MedlensError(
+    path = manifest.resolve(row.image)
+    image, _, spacing = read_volume(path)
+    if check_channels and image.shape[0] != spec.channels:  # one odd case: reported and skipped (evaluate)
+        raise UnreadableImageError(
+            str(path),
             f"case {row.case_id}: {image.shape[0]} channel(s) but the model takes "
-            f"{spec.channels}; every volume needs the same channels"
+            f"{spec.channels}; every volume needs the same channels",
+            kind="bad-shape",
         )
     try:
         mask = read_volume(manifest.resolve(row.mask))[0]
