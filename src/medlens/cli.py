@@ -1015,6 +1015,13 @@ def search(
     c.print(table)
     best = result["best"]
     c.print(f"best: trial {best['number']}, {result['monitor']} {best['value']:.4f}, params {best['params']}")
+    if result.get("failed"):  # never silent, even with --quiet
+        failed = result["failed"]
+        c.print(
+            f"{failed['n']} of {result['n_trials']} trials failed, the first with: {failed['first_error']} "
+            f"(see {output / 'results.csv'})",
+            highlight=False,
+        )
     if result.get("test"):
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in result["test"]["metrics"].items() if v is not None)
         c.print(f"test ({result['test']['n_cases']} cases): {metrics}")

@@ -44,6 +44,19 @@ def test_carve_keeps_a_single_case_class_in_train():
     assert _counts(m, "val") == {"a": 3} and _counts(m, "train") == {"a": 6, "rare": 1}
 
 
+@pytest.mark.parametrize("n_classes", [2, 7])
+def test_one_case_per_class_says_what_is_wrong_and_what_to_do(n_classes):
+    counts = {f"class{i}": 1 for i in range(n_classes)}
+    with pytest.raises(MedlensError) as err:
+        carve_validation(_manifest(counts), 0.2)
+    shown = "class0, class1" if n_classes == 2 else "class0, class1, class2, class3, class4 and 2 more"
+    assert str(err.value) == (
+        f"cannot carve a validation split in toy: each class has a single training image ({shown}); each "
+        "class needs at least 2 images, one to train on and one to validate: add images, or give validation "
+        "cases yourself (a val folder beside train, or a split column in a CSV)"
+    )
+
+
 def test_carve_groups_patients():
     base = _manifest({"a": 60, "b": 30}, per_patient=3)
     m = carve_validation(base, 0.2, seed=3)

@@ -139,8 +139,93 @@ def test_pruned_trial_leaves_no_partial_run(make_folders, tmp_path, monkeypatch)
     monkeypatch.setattr(run, "_pruner", lambda plan: _AlwaysPrune())
     data = make_folders(tmp_path / "d", n_per_class=6, size=16)
     out = tmp_path / "s"
-    with pytest.raises(MedlensError, match="no trial of the search completed"):
+    with pytest.raises(MedlensError, match="no trial of the search completed: the pruner stopped all 1"):
         medlens.search(data, out, grid="dropout=0", overrides={"epochs": 2, "image_size": 16}, progress=False)
     results = pd.read_csv(out / "results.csv")
     assert list(results["state"]) == ["pruned"] and results["epochs"].tolist() == [1]
     assert not list((out / "trials").glob("*"))
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("a trial ran")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--grid", "model=nosuchnet"), "error: --grid model=nosuchnet: unknown model 'nosuchnet'."),
+        (
+            ("--grid", "model=logreg,cnn-smal"),
+            "--grid model=cnn-smal: unknown model 'cnn-smal'. Did you mean",
+        ),
+        (("--grid", "model=unet"), "--grid model=unet: model 'unet' is a segmentation model and cannot be"),
+        (("--grid", "lr=1e-3", "--set", "model=nosuchnet"), "--set model=nosuchnet: unknown model"),
+        (("--grid", "optimizer=adamw,sgd,adam"), "optimizer=adam: --optimizer must be one of adamw, sgd"),
+        (("--grid", "ema=true,false", "--set", "epochs=1"), None),  # valid: reaches the (blocked) trials
+    ],
+)
+def test_every_grid_value_is_checked_before_any_trial(
+    make_folders, tmp_path, monkeypatch, capsys, args, message
+):
+    monkeypatch.setattr(medlens, "train", _no_training)
+    data = make_folders(tmp_path / "d", n_per_class=3, size=16)
+    code, out, err = run_cli(monkeypatch, capsys, "search", data, "-o", tmp_path / "s", *args, "--quiet")
+    assert code == 2, out + err
+    if message is None:  # the check let it through: every trial "ran" into _no_training
+        assert "no trial of the search completed: 2 of 2 trial(s) failed" in err
+        return
+    assert err.startswith(f"error: {message}".replace("error: error: ", "error: ")), err
+    assert len(err.strip().splitlines()) == 1 and not out, out + err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_search_whose_every_trial_failed_exits_2_in_one_line(make_folders, tmp_path, monkeypatch, capsys):
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(medlens, "train", boom)
+    data = make_folders(tmp_path / "d", n_per_class=3, size=16)
+    code, out, err = run_cli(
+        monkeypatch, capsys, "search", data, "-o", tmp_path / "s", "--grid", "dropout=0,0.1", "--quiet"
+    )
+    assert code == 2 and not out, out + err
+    assert err.strip().splitlines() == [
+        "error: no trial of the search completed: 2 of 2 trial(s) failed, the first with: out of memory; "
+        f"see {tmp_path / 's' / 'results.csv'}"
+    ]
+
+
+def test_failed_trials_are_reported_beside_the_best(make_folders, tmp_path, monkeypatch, capsys, one_thread):
+    train = medlens.train
+
+    def fails_with_dropout(source, run, config, **kwargs):
+        if config.dropout:
+            raise RuntimeError("diverged")
+        return train(source, run, config=config, **kwargs)
+
+    monkeypatch.setattr(medlens, "train", fails_with_dropout)
+    data = make_folders(tmp_path / "d", n_per_class=6, size=16)
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "search",
+        data,
+        "-o",
+        tmp_path / "s",
+        "--grid",
+        "dropout=0,0.2",
+        "--set",
+        "epochs=1",
+        "--set",
+        "image_size=16",
+        "--set",
+        "model=logreg",
+        "--quiet",
+    )
+    assert code == 0, out + err
+    assert "1 of 2 trials failed, the first with: diverged" in out
+    assert json.loads((tmp_path / "s" / "search.json").read_text())["failed"] == {
+        "n": 1,
+        "first_error": "diverged",
+    }
+    assert "Trial 1 failed" not in out + err  # Optuna's own warning and traceback stay out

@@ -187,12 +187,95 @@ def test_one_cycle_run_cannot_be_extended(tmp_path):
     cfg, info = TrainConfig(epochs=10), get_model_info("cnn-small")
     save_resume_config(partial, cfg)
     torch.save(
-        {"lr_schedulers": [{"total_steps": 40, "last_epoch": 12}]}, partial / "checkpoints" / "last.ckpt"
+        {"state_dict": {}, "lr_schedulers": [{"total_steps": 40, "last_epoch": 12}]},
+        partial / "checkpoints" / "last.ckpt",
     )
     check_resume(partial, cfg.replace(epochs=8, workers=0, max_minutes=5.0), info, run="r")  # fewer: allowed
     with pytest.raises(
         MedlensError, match="planned for 10 epochs; resume with --epochs 10 or fewer, or start a new run"
     ):
         check_resume(partial, cfg.replace(epochs=20), info, run="r")
-    torch.save({"lr_schedulers": [{"T_max": 40, "last_epoch": 12}]}, partial / "checkpoints" / "last.ckpt")
+    torch.save(
+        {"state_dict": {}, "lr_schedulers": [{"T_max": 40, "last_epoch": 12}]},
+        partial / "checkpoints" / "last.ckpt",
+    )
     check_resume(partial, cfg.replace(epochs=20), info, run="r")  # cosine continues past its plan
+
+
+class _Custom:
+    """A class of the test module: a checkpoint holding one can only be read by unpickling code."""
+
+
+def _damage(ckpt: Path, how: str) -> None:
+    if how == "truncated":
+        torch.save({"state_dict": {"w": torch.zeros(4096)}}, ckpt)
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    elif how == "random":
+        ckpt.write_bytes(os.urandom(4096))
+    elif how == "pickled":
+        torch.save({"state_dict": {}, "callbacks": _Custom()}, ckpt)
+    elif how == "no-state-dict":
+        torch.save({"epoch": 3}, ckpt)
+    else:
+        ckpt.write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    "how, what",
+    [
+        ("truncated", "is not a readable PyTorch checkpoint (truncated or corrupted"),
+        ("random", "is not a readable PyTorch checkpoint"),
+        ("pickled", "holds pickled Python objects besides the weights"),
+        ("zero-byte", "is empty (0 bytes)"),
+        ("no-state-dict", "is not a training checkpoint (it holds no state_dict)"),
+    ],
+)
+@pytest.mark.parametrize("recorded", [True, False], ids=["resume.json", "no-resume.json"])
+def test_damaged_checkpoint_is_named_before_training(tmp_path, how, what, recorded):
+    from medlens.models.registry import get_model_info
+    from medlens.training.config import TrainConfig
+    from medlens.training.resume import check_resume, save_resume_config
+
+    partial = tmp_path / "run.partial"
+    (partial / "checkpoints").mkdir(parents=True)
+    ckpt = partial / "checkpoints" / "last.ckpt"
+    _damage(ckpt, how)
+    cfg = TrainConfig(epochs=2)
+    if recorded:
+        save_resume_config(partial, cfg)
+    with pytest.raises(MedlensError) as err:
+        check_resume(partial, cfg, get_model_info("cnn-small"), run=tmp_path / "run")
+    text = str(err.value)
+    assert text.startswith(f"cannot resume {tmp_path / 'run'}: its checkpoint {ckpt} {what}"), text
+    assert "without --resume to start again" in text and f"or delete {partial}" in text
+    assert "weights_only" not in text and "\n" not in text
+    assert ckpt.is_file()  # never removed: the user decides
+
+
+def test_lightning_gets_no_damaged_checkpoint(tmp_path, make_folders, monkeypatch, capsys):
+    """The file Lightning would load is checked where it is handed over too (a DDP process, --final's
+    selection fit): an empty checkpoint is named in one line, not click's bare "Aborted."."""
+    data = make_folders(tmp_path / "d", n_per_class=4)
+    partial = tmp_path / "run.partial"
+    (partial / "checkpoints").mkdir(parents=True)
+    (partial / "checkpoints" / "last.ckpt").write_bytes(b"")
+    monkeypatch.setattr("medlens.training.fit.record_or_check", lambda *a, **k: None)
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        data,
+        "-o",
+        tmp_path / "run",
+        "--model",
+        "logreg",
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--quiet",
+        "--resume",
+    )
+    assert code == 2, out + err
+    assert err.startswith("error: cannot resume") and "is empty (0 bytes)" in err, err
+    assert "Aborted" not in out + err

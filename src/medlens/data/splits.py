@@ -30,7 +30,8 @@ def carve_validation(manifest: Manifest, fraction: float = 0.2, seed: int = 0) -
         seed: random seed; the same seed gives the same split.
 
     Raises:
-        MedlensError: ``fraction`` outside (0, 1), or fewer than two training cases (or patients).
+        MedlensError: ``fraction`` outside (0, 1), fewer than two training cases (or patients), or only one
+            case in each class (none could be validated).
     """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise MedlensError(f"validation fraction must be between 0 and 1 (exclusive), got {fraction!r}")
@@ -51,8 +52,21 @@ def carve_validation(manifest: Manifest, fraction: float = 0.2, seed: int = 0) -
         val = _grouped_val(labels, groups, fraction, seed, where)
     else:
         val = _per_class(labels, fraction, np.random.default_rng(seed), low=1, keep_one=True)
+        if not len(val):  # every class has one case: it stays in training, so no class can be validated
+            raise MedlensError(_single_cases(labels, where))
     df.iloc[pool[val], df.columns.get_loc("split")] = "val"
     return manifest.with_df(df)
+
+
+def _single_cases(labels: np.ndarray, where: str) -> str:
+    """Why no validation split could be carved from classes of one case each, and what to do."""
+    classes = sorted({str(v) for v in labels.tolist()}, key=natural_key)
+    shown = ", ".join(classes[:5]) + (f" and {len(classes) - 5} more" if len(classes) > 5 else "")
+    return (
+        f"cannot carve a validation split in {where}: each class has a single training image ({shown}); "
+        "each class needs at least 2 images, one to train on and one to validate: add images, or give "
+        "validation cases yourself (a val folder beside train, or a split column in a CSV)"
+    )
 
 
 def stratified_subset(manifest: Manifest, fraction: float, seed: int = 0, split: str = "train") -> Manifest:

@@ -36,8 +36,7 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, 
 
     Raises:
         UnreadableImageError: missing, truncated, undecodable, too large (declared size, checked before
-            reading), or holding NaN/inf voxels.
-        MedlensError: the image is not 3D or 4D.
+            reading), holding NaN/inf voxels, or not 3D or 4D (kind ``bad-shape``).
     """
     import nibabel as nib  # deferred: heavy, only NIfTI volumes need it
 
@@ -59,10 +58,12 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, 
         raise UnreadableImageError(str(path), f"not a readable NIfTI file: {_reason(err)}") from err
     if data.ndim == 5 and data.shape[3] == 1:
         data = data[:, :, :, 0, :]  # NIfTI vector images put components on the 5th axis
-    if data.ndim not in (3, 4):
-        raise MedlensError(
-            f"{path}: expected a 3D volume or a 4D volume with channels last, got shape "
-            f"{tuple(data.shape)}; convert 2D images with a raster format or stack them first"
+    if data.ndim not in (3, 4):  # a broken case of a dataset: reported and skipped like any other
+        raise UnreadableImageError(
+            str(path),
+            f"expected a 3D volume or a 4D volume with channels last, got shape {tuple(data.shape)}; "
+            "convert 2D images with a raster format or stack them first",
+            kind="bad-shape",
         )
     if data.dtype == np.float64 or scaled:
         data = data.astype(np.float32)

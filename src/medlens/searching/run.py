@@ -25,14 +25,7 @@ from medlens.data.ingest import ingest
 from medlens.data.splits import carve_validation
 from medlens.errors import MedlensError
 from medlens.io.guard import first_line
-from medlens.searching.space import (
-    field_kind,
-    grid_size,
-    parse_budget,
-    parse_grid,
-    parse_value,
-    tpe_space,
-)
+from medlens.searching.space import base_config, check_grid, grid_size, parse_budget, tpe_space
 from medlens.training.config import TrainConfig
 from medlens.utils.files import check_output_path
 from medlens.utils.progress import listening
@@ -84,13 +77,13 @@ def search(
 
     if (grid is None) == (trials is None):
         raise MedlensError("give exactly one of --grid (every combination) or --trials N (TPE sampling)")
-    space = _check_grid(grid) if grid is not None else None
+    space = check_grid(grid) if grid is not None else None
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
         raise MedlensError(f"--trials must be a positive whole number, got {trials!r}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise MedlensError(f"--jobs must be at least 1, got {jobs!r}")
     budget_s = parse_budget(budget)
-    base = _base_config(config, overrides or {}, seed, space)
+    base = base_config(config, overrides or {}, seed, space)
     monitor = base.resolved_monitor
     out = check_output_path(out, sources=[source], overwrite=False, what="search folder")
     url = storage or f"sqlite:///{out / 'study.db'}"
@@ -117,7 +110,7 @@ def search(
         "threads": None,
     }
     try:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our line, not its traceback
         optuna.create_study(
             storage=_storage(url),
             study_name=name,
@@ -138,37 +131,6 @@ def search(
 
 
 # -- options ------------------------------------------------------------------------------------------------
-def _check_grid(grid: str | dict[str, list]) -> dict[str, list]:
-    if isinstance(grid, str):
-        return parse_grid(grid)
-    if not isinstance(grid, dict) or not grid:
-        raise MedlensError("--grid must be name=v1,v2,... text or a non-empty dict of name: [values]")
-    checked = {}
-    for name, values in grid.items():
-        field_kind(name)
-        values = list(values) if isinstance(values, (list, tuple)) else [values]
-        if not values:
-            raise MedlensError(f"--grid {name}: no values")
-        checked[name] = [parse_value(name, str(v)) for v in dict.fromkeys(values)]
-    return checked
-
-
-def _base_config(config, overrides: dict[str, Any], seed: int, space: dict | None) -> TrainConfig:
-    for name in overrides:
-        field_kind(name)
-    clash = sorted(set(overrides) & set(space or {}))
-    if clash:
-        raise MedlensError(f"{clash[0]!r} is both searched (--grid) and fixed (--set); keep one")
-    # every trial is scored on the one validation split the search carved: no refit on it
-    values = {"seed": seed, **overrides, "final": False}
-    cfg = TrainConfig.load(config, **values) if config else TrainConfig.from_dict(values)
-    try:
-        cfg.replace(**{name: values[0] for name, values in (space or {}).items()}).validate()
-    except MedlensError as err:
-        raise MedlensError(f"--grid with these options: {err}") from None
-    return cfg
-
-
 def _mask(url: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -238,7 +200,7 @@ def _work(plan: dict, worker: int, n_trials: int) -> None:
         import torch
 
         torch.set_num_threads(plan["threads"])
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our line, not its traceback
     study = optuna.load_study(
         study_name=plan["study"],
         storage=_storage(plan["storage"]),
@@ -320,6 +282,15 @@ def _objective(trial, plan: dict) -> float:
 
 
 # -- results ------------------------------------------------------------------------------------------------
+def _why_none(trials, errors: list[str]) -> str:
+    """Why no trial completed: the first error, every trial pruned, or no time for one."""
+    if errors:
+        return f": {len(errors)} of {len(trials)} trial(s) failed, the first with: {errors[0]}"
+    if trials and all(t.state.name == "PRUNED" for t in trials):
+        return f": the pruner stopped all {len(trials)} trial(s) early (search again with --no-prune)"
+    return " (raise --budget)"
+
+
 def _finish(study, plan, source, out: Path, base: TrainConfig, monitor, test, budget_s, started, url, jobs):
     import optuna
     import pandas as pd
@@ -344,10 +315,11 @@ def _finish(study, plan, source, out: Path, base: TrainConfig, monitor, test, bu
     ]
     pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    errors = [t.user_attrs["error"] for t in trials if t.user_attrs.get("error")]
     if not complete:
-        errors = [t.user_attrs["error"] for t in trials if t.user_attrs.get("error")]
-        why = f"; the first error: {errors[0]}" if errors else " (raise --budget)"
-        raise MedlensError(f"no trial of the search completed{why}; see {out / 'results.csv'}")
+        raise MedlensError(
+            f"no trial of the search completed{_why_none(trials, errors)}; see {out / 'results.csv'}"
+        )
 
     best = study.best_trial
     best_run = Path(best.user_attrs["run"])
@@ -401,6 +373,7 @@ def _finish(study, plan, source, out: Path, base: TrainConfig, monitor, test, bu
             "metrics": best.user_attrs.get("metrics", {}),
         },
         "importance": importances,
+        "failed": {"n": len(errors), "first_error": errors[0]} if errors else None,
         "best_config": "best.yaml",
         "reproduce": f"medlens train {quote(str(source))} --config {quote(str(best_yaml))} -o RUN",
         "test": None,

@@ -8,7 +8,7 @@ from dataclasses import fields
 from typing import Any
 
 from medlens.errors import MedlensError, did_you_mean
-from medlens.training.config import TrainConfig, parse_duration
+from medlens.training.config import TrainConfig, check_model, parse_duration
 
 #: --trials without --grid: (low, high, log) per TrainConfig field, sampled by TPE (momentum with sgd only).
 DEFAULT_SPACE: dict[str, tuple[float, float, bool]] = {
@@ -125,3 +125,50 @@ def parse_budget(text: str | float | int | None) -> float | None:
             raise MedlensError(f"--budget must be positive, got {text!r}")
         return float(text)
     return parse_duration(text, "--budget")
+
+
+def check_grid(grid: str | dict[str, list]) -> dict[str, list]:
+    """``--grid`` text, or a dict name → values from Python, as ``{name: [typed values]}``."""
+    if isinstance(grid, str):
+        return parse_grid(grid)
+    if not isinstance(grid, dict) or not grid:
+        raise MedlensError("--grid must be name=v1,v2,... text or a non-empty dict of name: [values]")
+    checked = {}
+    for name, values in grid.items():
+        field_kind(name)
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        if not values:
+            raise MedlensError(f"--grid {name}: no values")
+        checked[name] = [parse_value(name, str(v)) for v in dict.fromkeys(values)]
+    return checked
+
+
+def base_config(config, overrides: dict[str, Any], seed: int, space: dict | None) -> TrainConfig:
+    """The configuration every trial starts from, and every trial checked before any runs: each ``--grid``
+    value with the fixed options must be a valid configuration of a model that exists for the task."""
+    for name in overrides:
+        field_kind(name)
+    clash = sorted(set(overrides) & set(space or {}))
+    if clash:
+        raise MedlensError(f"{clash[0]!r} is both searched (--grid) and fixed (--set); keep one")
+    # every trial is scored on the one validation split the search carved: no refit on it
+    values = {"seed": seed, **overrides, "final": False}
+    cfg = TrainConfig.load(config, **values) if config else TrainConfig.from_dict(values)
+    fixed = next((f"--set {k}={overrides[k]}: " for k in ("model", "task") if k in overrides), "")
+    _check_trial(cfg, {}, fixed or (f"{config}: " if config else ""))
+    for name, choices in (space or {}).items():
+        for value in choices:
+            _check_trial(cfg, {name: value}, f"--grid {name}={value}: ")
+    return cfg
+
+
+def _check_trial(base: TrainConfig, changes: dict[str, Any], where: str) -> None:
+    """Refuse, before any trial, what every trial of ``base`` with ``changes`` would fail on (each trial would
+    end in the same error): an invalid option, an unknown model (with a did-you-mean hint), or a model of
+    another task."""
+    try:
+        cfg = base.replace(**changes)
+        cfg.validate()
+        check_model(cfg.model, cfg.task)
+    except MedlensError as err:
+        raise MedlensError(f"{where}{err}") from None

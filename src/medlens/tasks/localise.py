@@ -22,7 +22,7 @@ from medlens.data.spec import PreprocessingSpec
 from medlens.data.splits import carve_validation, stratified_subset
 from medlens.errors import MedlensError
 from medlens.io import read_image
-from medlens.io.volumes import is_nifti_file, read_volume
+from medlens.io.volumes import is_nifti_file
 from medlens.models.segmentation import SPECIFIC, size_multiple
 from medlens.tasks.volumes import VolumeData, default_patch_size, load_volumes
 
@@ -129,39 +129,72 @@ def prepare_segmentation(manifest: Manifest, cfg, info, progress: bool, fix=None
 
 
 def prepare_volumes(manifest: Manifest, cfg, progress: bool):
-    """3D: read and preprocess every volume once; patches are drawn per epoch."""
+    """3D: read and preprocess every volume once; patches are drawn per epoch.
+
+    The channel count is the one most volumes have (a broken or odd volume is skipped, wherever it stands),
+    and ``--patch-size`` is checked against the network's downsampling before any volume is read and against
+    the volumes' sizes once they are.
+    """
     if cfg.model not in SPECIFIC:
         raise MedlensError(
             f"model {cfg.model} is not a 3D segmentation network; use one of {', '.join(SPECIFIC)}"
         )
-    channels = read_volume(manifest.resolve(manifest.df["image"].iloc[0]))[0].shape[0]
-    spec = PreprocessingSpec(
+    multiple = size_multiple(cfg.model, **(cfg.model_args or {}))
+    if cfg.patch_size and any(int(p) % multiple for p in cfg.patch_size):
+        raise MedlensError(
+            f"--patch-size {_sides(cfg.patch_size)}: every side must be a multiple of {multiple} for model "
+            f"{cfg.model}"
+        )
+    spec = PreprocessingSpec(  # channels: set below from the volumes read
         image_size=128,
-        channels=channels,
-        mean=(0.0,) * channels,
-        std=(1.0,) * channels,
         class_names=BINARY,
         task="segmentation",
         spatial_dims=3,
         intensity=intensity(cfg, 3),
         spacing=tuple(cfg.spacing) if cfg.spacing else None,
     )
-    images, labels, spacings, kept, skipped = load_volumes(manifest, spec, progress=progress)
+    images, labels, spacings, kept, skipped = load_volumes(
+        manifest, spec, progress=progress, agree_channels=True
+    )
     check_nonempty(kept, skipped, manifest)
-    multiple = size_multiple(cfg.model, **(cfg.model_args or {}))
+    shapes = [tuple(x.shape[1:]) for x in images]
+    patch = default_patch_size(shapes, multiple)
     if cfg.patch_size:
         patch = tuple(int(p) for p in cfg.patch_size)
-        if any(p % multiple for p in patch):
-            raise MedlensError(
-                f"--patch-size {','.join(map(str, patch))}: every side must be a multiple of "
-                f"{multiple} for model {cfg.model}"
-            )
-    else:
-        patch = default_patch_size([tuple(x.shape[1:]) for x in images], multiple)
-    spec = dataclasses.replace(spec, patch_size=patch, image_size=max(8, min(2048, max(patch))))
+        check_patch_fits(patch, shapes, multiple, resampled=cfg.spacing is not None)
+    channels = int(images[0].shape[0])
+    spec = dataclasses.replace(
+        spec,
+        channels=channels,
+        mean=(0.0,) * channels,
+        std=(1.0,) * channels,
+        patch_size=patch,
+        image_size=max(8, min(2048, max(patch))),
+    )
     data = VolumeData(kept, images, labels, spacings, list(BINARY), patch, cfg.samples_per_volume, skipped)
     check_splits(data)
     return data, spec
+
+
+def check_patch_fits(
+    patch: tuple[int, ...], shapes: list[tuple[int, ...]], multiple: int, *, resampled: bool
+):
+    """Refuse a patch larger than the largest volume on some axis (rounded up to ``multiple``): volumes are
+    padded up to the patch, so such a patch trains on padding and costs memory for nothing (4096³ voxels are
+    256 GiB)."""
+    biggest = np.max(np.array(shapes), axis=0)
+    most = tuple(int(-(-int(b) // multiple) * multiple) for b in biggest)
+    if any(p > m for p, m in zip(patch, most)):
+        grid = " after resampling to --spacing" if resampled else ""
+        size = " × ".join(map(str, biggest))
+        raise MedlensError(
+            f"--patch-size {_sides(patch)} is larger than the largest volume ({size} voxels{grid}); "
+            f"give sides up to {_sides(most)}, or leave --patch-size out to fit the data"
+        )
+
+
+def _sides(values) -> str:
+    return ",".join(str(int(v)) for v in values)
 
 
 def check_masks(manifest: Manifest) -> None:

@@ -207,16 +207,25 @@ def default_patch_size(
 
 
 def load_volumes(
-    manifest: Manifest, spec: PreprocessingSpec, *, progress: bool = True
+    manifest: Manifest, spec: PreprocessingSpec, *, progress: bool = True, agree_channels: bool = False
 ) -> tuple[list, list, list, Manifest, list[dict]]:
     """Read, check and preprocess every image/mask volume of ``manifest``.
+
+    A volume that cannot be read (truncated, empty, not 3D or 4D, NaN voxels ...) is reported in ``skipped``
+    with its case and left out, wherever it stands in the manifest.
+
+    Args:
+        manifest: the cases (image and mask columns).
+        spec: how to preprocess; a volume of another channel count is skipped, unless ``agree_channels``.
+        progress: show a progress bar.
+        agree_channels: training, where the data sets the channel count: the count most volumes have wins,
+            and a volume with another count is reported and skipped (see :func:`keep_common_channels`).
 
     Returns:
         ``(images, labels, spacings, kept manifest, skipped)``.
 
     Raises:
-        MedlensError: a mask that does not fit its image or holds unexpected values, a volume with the
-            wrong number of dimensions, or volumes with different channel counts, naming the case.
+        MedlensError: a mask that does not fit its image or holds unexpected values, naming the case.
     """
     images, labels, spacings, kept, skipped = [], [], [], [], []
     rows = list(manifest.df.itertuples(index=False))
@@ -224,7 +233,7 @@ def load_volumes(
         track(rows, total=len(rows), description="Reading volumes", disable=not progress)
     ):
         try:
-            image, mask, spacing = read_volume_case(manifest, row, spec)
+            image, mask, spacing = read_volume_case(manifest, row, spec, check_channels=not agree_channels)
         except UnreadableImageError as err:
             skipped.append(err.record(case_id=row.case_id))
             continue
@@ -233,22 +242,79 @@ def load_volumes(
         labels.append(resample_labels(mask, tuple(x.shape[1:])))
         spacings.append(spacing)
         kept.append(pos)
+    if agree_channels:
+        keep = keep_common_channels([(rows[p], images[i]) for i, p in enumerate(kept)], manifest, skipped)
+        images, labels, spacings = ([v[i] for i in keep] for v in (images, labels, spacings))
+        kept = [kept[i] for i in keep]
     return images, labels, spacings, manifest.with_df(manifest.df.iloc[kept]), skipped
 
 
-def read_volume_case(manifest: Manifest, row, spec: PreprocessingSpec) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Read one manifest row's image volume and mask: ``(image (C, X, Y, Z), labels (X, Y, Z), spacing)``.
+#: Channels a volume may have (the preprocessing spec's limit): more are time points, not channels.
+MAX_CHANNELS = 64
+
+
+def keep_common_channels(
+    cases: list[tuple[Any, torch.Tensor]], manifest: Manifest, skipped: list
+) -> list[int]:
+    """Positions of the ``(row, volume)`` cases whose channel count most volumes share; the others are added
+    to ``skipped`` (kind ``bad-shape``), each named with its own count and the common one.
 
     Raises:
-        UnreadableImageError: the image or its mask cannot be read (callers report the case and skip it).
-        MedlensError: the image has the wrong channel count, or the mask does not fit the image or holds
-            unexpected values, naming the case.
+        MedlensError: no count is shared by more volumes than any other (nothing says which is right).
     """
-    image, _, spacing = read_volume(manifest.resolve(row.image))
-    if image.shape[0] != spec.channels:
+    from collections import Counter
+
+    counts = Counter(x.shape[0] for _, x in cases if x.shape[0] <= MAX_CHANNELS)
+    ranked = counts.most_common(2)
+    if len(ranked) == 2 and ranked[0][1] == ranked[1][1]:
+        firsts = {c: next(row.case_id for row, x in cases if x.shape[0] == c) for c, _ in ranked}
         raise MedlensError(
+            f"the volumes of {manifest.source or manifest.root} disagree on their channels: "
+            + ", ".join(f"{n} have {c} (first: case {firsts[c]})" for c, n in ranked)
+            + "; every volume needs the same channels (one 3D image, or a 4D image with channels last)"
+        )
+    common = ranked[0][0] if ranked else None
+    keep = []
+    for i, (row, x) in enumerate(cases):
+        if x.shape[0] == common:
+            keep.append(i)
+            continue
+        why = f"more than {MAX_CHANNELS}: time points?" if x.shape[0] > MAX_CHANNELS else "a 4D volume"
+        reason = (
+            f"case {row.case_id}: {x.shape[0]} channel(s) ({why}) where {counts.get(common, 0)} other "
+            f"volume(s) have {common}; every volume needs the same channels"
+        )
+        skipped.append(
+            {
+                "path": str(manifest.resolve(row.image)),
+                "reason": reason,
+                "kind": "bad-shape",
+                "case_id": row.case_id,
+            }
+        )
+    return keep
+
+
+def read_volume_case(
+    manifest: Manifest, row, spec: PreprocessingSpec, *, check_channels: bool = True
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Read one manifest row's image volume and mask: ``(image (C, X, Y, Z), labels (X, Y, Z), spacing)``.
+
+    ``check_channels=False`` leaves the channel count to the caller (training: :func:`keep_common_channels`).
+
+    Raises:
+        UnreadableImageError: the image or its mask cannot be read, or the image has another channel count
+            than ``spec``'s (callers report the case and skip it).
+        MedlensError: the mask does not fit the image or holds unexpected values, naming the case.
+    """
+    path = manifest.resolve(row.image)
+    image, _, spacing = read_volume(path)
+    if check_channels and image.shape[0] != spec.channels:  # one odd case: reported and skipped (evaluate)
+        raise UnreadableImageError(
+            str(path),
             f"case {row.case_id}: {image.shape[0]} channel(s) but the model takes "
-            f"{spec.channels}; every volume needs the same channels"
+            f"{spec.channels}; every volume needs the same channels",
+            kind="bad-shape",
         )
     try:
         mask = read_volume(manifest.resolve(row.mask))[0]

@@ -10,6 +10,7 @@ from typing import Any
 
 from medlens.errors import MedlensError, did_you_mean
 from medlens.io.guard import first_line
+from medlens.models.registry import get_model_info
 from medlens.tasks.registry import get_task, list_tasks
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -21,6 +22,8 @@ PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 #: fp32.
 PRECISION_ALIASES = {"32-true": "32", "bf16": "bf16-mixed", "16": "16-mixed"}
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+#: The largest 3D patch side: 1024³ float32 voxels are already 4 GiB per patch.
+MAX_PATCH = 1024
 #: The built-in tasks; ``--task`` takes any registered one (medlens.tasks.registry.list_tasks).
 TASKS = ("classification", "segmentation", "detection")
 #: The metric early stopping and the best checkpoint follow when ``monitor`` is left at its default.
@@ -358,9 +361,12 @@ class TrainConfig:
             raise MedlensError(f"--spatial-dims must be 2 or 3, got {self.spatial_dims}")
         if self.model_args is not None and not isinstance(self.model_args, dict):
             raise MedlensError(f"model_args must be a mapping of option: value, got {self.model_args!r}")
-        if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 8):
-            raise MedlensError(
-                f"--patch-size needs 3 sides of at least 8 voxels (X,Y,Z), got {self.patch_size}"
+        if self.patch_size is not None and (
+            len(self.patch_size) != 3 or not 8 <= min(self.patch_size) <= max(self.patch_size) <= MAX_PATCH
+        ):
+            raise MedlensError(  # the sides the data allows are checked once the volumes are read
+                f"--patch-size needs 3 sides of 8 to {MAX_PATCH} voxels (X,Y,Z), got "
+                f"{','.join(map(str, self.patch_size))}"
             )
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise MedlensError(f"--spacing needs 3 positive voxel sizes in mm (X,Y,Z), got {self.spacing}")
@@ -450,6 +456,21 @@ def strategies() -> list[str]:
     from lightning.pytorch.strategies import StrategyRegistry
 
     return ["auto", *sorted(StrategyRegistry.keys())]
+
+
+def check_model(name: str, task: str):
+    """The registry entry of model ``name`` if it can be trained for ``task``.
+
+    Raises:
+        MedlensError: an unknown model (with a did-you-mean hint), or one of another task.
+    """
+    info = get_model_info(name)
+    if not get_task(task).accepts_model(info):
+        raise MedlensError(
+            f"model {name!r} is a {info.task} model and cannot be trained for {task}; "
+            f"pick one from `medlens models` with task {task}"
+        )
+    return info
 
 
 def check_devices(cfg: TrainConfig) -> None:

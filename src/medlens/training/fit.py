@@ -22,10 +22,10 @@ from medlens.data.manifest import Manifest
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError
 from medlens.io.guard import image_limit
-from medlens.models.registry import create_model, get_model_info
+from medlens.models.registry import create_model
 from medlens.tasks.registry import get_task
-from medlens.training.config import TrainConfig, check_devices
-from medlens.training.resume import record_or_check
+from medlens.training.config import TrainConfig, check_devices, check_model
+from medlens.training.resume import load_checkpoint, record_or_check
 from medlens.utils.files import atomic_write_text, check_output_path, read_marker, write_json, write_marker
 
 #: ``fix(manifest, progress) -> (fixed manifest, change records)``: the audit's fixer, from the pipeline.
@@ -80,12 +80,7 @@ def train(
             "audit_fix needs the audit's fixer: call medlens.train (the pipeline), not the bare training step"
         )
     check_devices(cfg)  # --accelerator gpu without a GPU etc.: before any folder exists
-    info = get_model_info(cfg.model)  # unknown model: fail before any work
-    if not get_task(cfg.task).accepts_model(info):
-        raise MedlensError(
-            f"model {cfg.model!r} is a {info.task} model and cannot be trained for {cfg.task}; "
-            f"pick one from `medlens models` with task {cfg.task}"
-        )
+    info = check_model(cfg.model, cfg.task)  # unknown model, or one of another task: fail before any work
     out_dir = Path(out_dir)
     # a file, a source, or (with --overwrite) a folder medlens did not write: refused before any work
     check_output_path(out_dir, sources=[source], overwrite=overwrite, what="run directory")
@@ -352,13 +347,11 @@ def _fit(
         num_sanity_val_steps=0,
         precision=cfg.resolved_precision(),
     )
+    last = run / "checkpoints" / "last.ckpt"
+    if resume:  # a damaged file is named in one line here, not deep inside Lightning's loader
+        load_checkpoint(last, run=run)
     t0 = time.perf_counter()
-    trainer.fit(
-        lit,
-        train_loader,
-        val_loader,
-        ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None,
-    )
+    trainer.fit(lit, train_loader, val_loader, ckpt_path=str(last) if resume else None, weights_only=True)
     wall = time.perf_counter() - t0
     if trainer.global_rank != 0:
         # DDP: every process ran the same command to train together; only rank 0 writes and evaluates the run

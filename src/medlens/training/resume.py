@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens.errors import MedlensError
+from medlens.io.guard import load_torch_file
 from medlens.models.registry import get_model_info
 from medlens.utils.files import atomic_write_text
 
@@ -53,6 +54,7 @@ def check_resume(partial: Path, cfg, info, *, run: Path | str) -> None:
     """Raise a one-line MedlensError naming each compared field whose value differs from the stored one."""
     path = Path(partial) / RESUME_FILE
     if not path.is_file():  # a partial run written before medlens saved resume.json: nothing to compare with
+        load_checkpoint(Path(partial) / "checkpoints" / "last.ckpt", run=run)
         return
     try:
         stored = json.loads(path.read_text())["config"]
@@ -72,13 +74,10 @@ def check_resume(partial: Path, cfg, info, *, run: Path | str) -> None:
             f"cannot resume {run}: it was started with {', and '.join(diffs)}; "
             "resume with the same options or start a new run (-o)"
         )
+    # the options first (they explain most refusals), then the checkpoint the run would continue from
+    ckpt = load_checkpoint(Path(partial) / "checkpoints" / "last.ckpt", run=run)
     planned = stored.get("epochs")
-    if (
-        isinstance(planned, int)
-        and isinstance(cfg.epochs, int)
-        and cfg.epochs > planned
-        and _one_cycle(Path(partial))
-    ):
+    if isinstance(planned, int) and isinstance(cfg.epochs, int) and cfg.epochs > planned and _one_cycle(ckpt):
         raise MedlensError(
             f"cannot resume {run} with --epochs {cfg.epochs}: its one-cycle learning-rate "
             f"schedule was planned for {planned} epochs; resume with --epochs {planned} or "
@@ -107,18 +106,51 @@ def _model_info(name: str | None, info, given_name: str):
         return None
 
 
-def _one_cycle(partial: Path) -> bool:
-    """Whether the checkpoint's learning-rate scheduler is a OneCycleLR (it cannot step past its total)."""
-    import torch  # deferred: torch is heavy; this module stays light
+def load_checkpoint(path: Path, *, run: Path | str) -> dict[str, Any]:
+    """The checkpoint ``--resume`` continues from, loaded weights-only (it never unpickles code).
 
+    Lightning would otherwise meet a damaged file first, deep in ``trainer.fit``: an ``OSError`` for a
+    truncated zip, torch's advice to load with ``weights_only=False`` for pickled objects, and a bare
+    "Aborted." for an empty file (click's answer to the ``EOFError``).
+
+    Raises:
+        MedlensError: one line naming the file, what is wrong with it and how to start again.
+    """
+    path = Path(path)
     try:
-        ckpt = torch.load(
-            partial / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True
-        )
-    except Exception as err:  # truncated or foreign file
+        ckpt = load_torch_file(path, what="checkpoint")
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+            raise MedlensError(f"checkpoint {path} is not a training checkpoint (it holds no state_dict)")
+    except MedlensError as err:
+        partial = path.parent.parent
         raise MedlensError(
-            f"cannot resume from {partial}/checkpoints/last.ckpt: {err}; start a new run (-o)"
+            f"cannot resume {run}: its checkpoint {path} {_damage(path, err)}; run the same command without "
+            f"--resume to start again (that discards {partial.name}), or delete {partial}"
         ) from err
+    return ckpt
+
+
+def _damage(path: Path, err: MedlensError) -> str:
+    """What is wrong with a checkpoint, from :func:`load_torch_file`'s message (less its advice for
+    model files)."""
+    try:
+        if path.stat().st_size == 0:
+            return "is empty (0 bytes)"
+    except OSError:
+        return "cannot be read"
+    text = str(err)
+    if "Python objects" in text:
+        return "holds pickled Python objects besides the weights (medlens never unpickles code)"
+    for prefix in (f"checkpoint {path} ", f"{path} "):
+        text = text.removeprefix(prefix)
+    text = text.split("; ")[0]
+    if "weights_only" in text:  # torch's advice to unpickle: never repeated
+        return "is damaged"
+    return text.replace("PyTorch state dict", "PyTorch checkpoint")
+
+
+def _one_cycle(ckpt: dict[str, Any]) -> bool:
+    """Whether the checkpoint's learning-rate scheduler is a OneCycleLR (it cannot step past its total)."""
     return any(isinstance(s, dict) and "total_steps" in s for s in ckpt.get("lr_schedulers") or [])
 
 
