@@ -73,10 +73,8 @@ def slices_to_volumes(
         write_marker(tmp, "volumes")
         for patient in _track(patients, progress):
             group = slices.df[slices.df["patient_id"] == patient].sort_values("slice_index", kind="stable")
-            gap = slice_gap(group["slice_index"].tolist())
-            if gap:
-                path = str(Path(slices.resolve(group["image"].iloc[0])).parent)
-                skipped.append({"path": path, "reason": f"{gap}; {GAP_HINT}", "kind": "missing"})
+            if gap := _gap_record(slices, group):
+                skipped.append(gap)
                 continue
             image, mask = _stack_patient(slices, group, patient)
             _write_pair(tmp, patient, image, mask)
@@ -105,6 +103,15 @@ def slices_to_volumes(
 
 
 GAP_HINT = "stacking over the gap would put every later slice at the wrong depth; restore the slice"
+
+
+def _gap_record(slices: Manifest, group: pd.DataFrame) -> dict[str, str] | None:
+    """The skipped-patient record of a patient whose slice numbers have a gap (None when whole)."""
+    gap = slice_gap(group["slice_index"].tolist())
+    if gap is None:
+        return None
+    folder = Path(slices.resolve(group["image"].iloc[0])).parent
+    return {"path": str(folder), "reason": f"{gap}; {GAP_HINT}", "kind": "missing"}
 
 
 def slice_gap(numbers: list[int]) -> str | None:
