@@ -42,10 +42,11 @@ MAX_MB_HELP = (
 MAX_MB = typer.Option(None, "--max-image-mb", help=MAX_MB_HELP)
 
 
-def _console():
-    from rich.console import Console
+def _console(stderr: bool = False):
+    """The console of every command's output: full lines when piped (medlens.utils.console)."""
+    from medlens.utils.console import console
 
-    return Console()
+    return console(stderr=stderr)
 
 
 @app.command()
@@ -374,12 +375,11 @@ def _model_args(items: list[str] | None) -> dict | None:
 
 def _print_skipped(skipped: list, n_read: int, where: Path, notes: list | None = None) -> None:
     """Name the files a dataset command skipped (and those read with a caveat), on stderr."""
-    from rich.console import Console
     from rich.markup import escape
 
     from medlens.io.guard import skipped_lines
 
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     for line in skipped_lines(skipped, n_read + len(skipped), str(where), notes=notes):
         console.print(escape(line), style=None if line.startswith(" ") else "yellow", soft_wrap=True)
 
@@ -806,6 +806,8 @@ def triage(
         progress=not quiet,
         max_image_mb=max_image_mb,
     )
+    for line in result.get("warnings") or []:  # what was given but not used: never silently
+        _console(stderr=True).print(f"warning: {line}", style="yellow", highlight=False, markup=False)
     if as_json:
         typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
         return
@@ -856,7 +858,14 @@ def mark_read(
     from medlens.triaging.worklist import mark_read as do_mark_read
 
     entry = do_mark_read(worklist, study, reader, finding)
-    _console().print(f"{study}: read by {entry['read_by']} at {entry['read_at']}", highlight=False)
+    line = f"{study}: read by {entry['read_by']} at {entry['read_at']}"
+    others = [r for r in entry.get("reads") or [] if r.get("reader") != entry["read_by"]]
+    if others:  # a second opinion: say whose reads it joins (every read is kept)
+        line += "; already read by " + ", ".join(
+            f"{r['reader']} at {r['read_at']}" + (f" (finding: {r['finding']})" if r.get("finding") else "")
+            for r in others
+        )
+    _console().print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _entry(entry: dict) -> str:
@@ -1060,6 +1069,14 @@ def slices_to_volumes(
     from medlens.data.convert import slices_to_volumes as convert
 
     manifest = convert(src, output, progress=not quiet, overwrite=overwrite, max_image_mb=max_image_mb)
+    report = json.loads((output / "convert.json").read_text(encoding="utf-8"))
+    for skipped in report.get("skipped", []):  # a patient missing a slice: named, never stacked over
+        _console(stderr=True).print(
+            f"skipped patient {Path(skipped['path']).name}: {skipped['reason']}",
+            style="yellow",
+            highlight=False,
+            markup=False,
+        )
     _console().print(f"[green]wrote[/] {len(manifest)} volumes to {output}")
 
 

@@ -33,11 +33,13 @@ from medlens.io.volumes import read_volume, write_nifti
 
 KAGGLE = SHARED_DATA / "lgg-mri-segmentation" / "kaggle_3m"
 PATIENTS = {"TCGA_AA_0001_20000101": (1, 2, 10), "TCGA_AA_0002_20010101": (3, 1)}
+#: Whole patients (slices 1..n, as kaggle_3m numbers them): what slices-to-volumes stacks.
+WHOLE = {"TCGA_AA_0001_20000101": (1, 3, 2, 10, 4, 5, 6, 7, 8, 9), "TCGA_AA_0002_20010101": (3, 1, 2)}
 
 
-def make_kaggle(root: Path, bad_mask: str | None = None) -> Path:
+def make_kaggle(root: Path, bad_mask: str | None = None, patients: dict | None = None) -> Path:
     """Tiny kaggle_3m tree: slice k of a patient has pixel values 10 * n and a square mask on n >= 2."""
-    for patient, numbers in PATIENTS.items():
+    for patient, numbers in (patients or PATIENTS).items():
         (root / patient).mkdir(parents=True)
         for n in numbers:
             image = np.full((8, 8, 3), 10 * n, np.uint8)
@@ -233,16 +235,17 @@ def test_msd_dataset_json(tmp_path):
 
 # -- slices-to-volumes -------------------------------------------------------------------------------------
 def test_slices_to_volumes_stacks_in_slice_order(tmp_path):
-    src = make_kaggle(tmp_path / "k")
+    src = make_kaggle(tmp_path / "k", patients=WHOLE)
     manifest = slices_to_volumes(src, tmp_path / "vols", progress=False)
-    assert manifest.df["case_id"].tolist() == list(PATIENTS)
-    assert manifest.df["n_slices"].tolist() == [3, 2] and manifest.df["age"].tolist() == ["61", "40"]
+    assert manifest.df["case_id"].tolist() == list(WHOLE)
+    assert manifest.df["n_slices"].tolist() == [10, 3] and manifest.df["age"].tolist() == ["61", "40"]
     image_path = tmp_path / "vols" / "imagesTr" / "TCGA_AA_0001_20000101.nii.gz"
-    assert nib.load(str(image_path)).shape == (8, 8, 3, 3)  # (H, W, N, C) on disk
+    assert nib.load(str(image_path)).shape == (8, 8, 10, 3)  # (H, W, N, C) on disk
     image, affine, spacing = read_volume(image_path)
-    assert image.shape == (3, 8, 8, 3) and image[0, 0, 0].tolist() == [10, 20, 100]  # n = 1, 2, 10
+    assert image.shape == (3, 8, 8, 10) and image[0, 0, 0].tolist() == [10 * n for n in range(1, 11)]
     mask, _, _ = read_volume(tmp_path / "vols" / "labelsTr" / "TCGA_AA_0001_20000101.nii.gz")
-    assert mask.shape == (1, 8, 8, 3) and mask[0, 2:5, 3:6].sum(axis=(0, 1)).tolist() == [0, 9, 9]
+    assert mask.shape == (1, 8, 8, 10) and mask[0, 2:5, 3:6].sum(axis=(0, 1)).tolist() == [0] + [9] * 9
+    assert json.loads((tmp_path / "vols" / "convert.json").read_text())["skipped"] == []
     assert mask.max() == 1 and spacing == (1.0, 1.0, 1.0)
     np.testing.assert_array_equal(affine, np.eye(4))
     reloaded = Manifest.load(tmp_path / "vols" / "manifest.csv")
@@ -250,11 +253,27 @@ def test_slices_to_volumes_stacks_in_slice_order(tmp_path):
     assert len(load_nifti_folders(tmp_path / "vols")) == 2  # the output is itself a NIfTI folder source
 
 
+def test_slices_to_volumes_skips_a_patient_with_a_missing_slice_and_says_which(tmp_path):
+    # patient 1 lacks slices 3-9 of 10, patient 2 (slices 1-3) is whole: a gap is never stacked over
+    src = make_kaggle(tmp_path / "k", patients={**PATIENTS, "TCGA_AA_0002_20010101": (3, 1, 2)})
+    manifest = slices_to_volumes(src, tmp_path / "vols", progress=False)
+    assert manifest.df["case_id"].tolist() == ["TCGA_AA_0002_20010101"]
+    assert not (tmp_path / "vols" / "imagesTr" / "TCGA_AA_0001_20000101.nii.gz").exists()
+    skipped = json.loads((tmp_path / "vols" / "convert.json").read_text())["skipped"]
+    assert len(skipped) == 1 and skipped[0]["kind"] == "missing"
+    assert skipped[0]["path"] == str(src / "TCGA_AA_0001_20000101")
+    assert skipped[0]["reason"].startswith("slice 3 of 10 missing (and 6 more: 4-9)")
+    # every patient with a gap: refused, nothing written
+    with pytest.raises(MedlensError, match=r"TCGA_AA_0001_20000101: slice 3 of 10 missing"):
+        slices_to_volumes(make_kaggle(tmp_path / "all"), tmp_path / "none", progress=False)
+    assert not (tmp_path / "none").exists()
+
+
 def test_slices_to_volumes_failure_leaves_nothing(tmp_path):
-    src = make_kaggle(tmp_path / "k", bad_mask="TCGA_AA_0002_20010101_3")
+    src = make_kaggle(tmp_path / "k", bad_mask="TCGA_AA_0002_20010101_3", patients=WHOLE)
     with pytest.raises(MedlensError, match=r"case TCGA_AA_0002_20010101_3: mask values \[0, 7, 255\]"):
         slices_to_volumes(src, tmp_path / "out" / "vols", progress=False)
     assert list((tmp_path / "out").iterdir()) == []
     (tmp_path / "taken").mkdir()
     with pytest.raises(MedlensError, match="already exists"):
-        slices_to_volumes(make_kaggle(tmp_path / "ok"), tmp_path / "taken", progress=False)
+        slices_to_volumes(make_kaggle(tmp_path / "ok", patients=WHOLE), tmp_path / "taken", progress=False)

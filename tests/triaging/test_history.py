@@ -65,3 +65,19 @@ def test_bad_history_rows_are_refused_naming_the_file(tmp_path, text, pattern):
 def test_a_bad_record_study_time_is_refused():
     with pytest.raises(MedlensError, match="not an ISO 8601 time"):
         history_for({"study": "s", "study_time": "yesterday"}, None)
+
+
+def test_prior_positive_dates_after_the_worklist_time_are_reported_or_refused(tmp_path):
+    from medlens.triaging.history import check_prior_dates
+
+    now = datetime(2026, 12, 3, 12, 0)
+    mixed = write(tmp_path, "patient_id,prior_positive\nP1,2025-03\nP2,2099-01-01\nP3,\n")
+    issues = check_prior_dates(load_history(mixed), now, mixed)
+    assert issues == [
+        f"history CSV {mixed} row 3: prior_positive 2099-01-01 is after 2026-12-03, so it is no prior "
+        "finding; it is not counted (fix the date)"
+    ]
+    only_future = write(tmp_path, "patient_id,prior_positive\nP1,2099-01-01\nP2,\n", "future.csv")
+    with pytest.raises(MedlensError, match=r"future.csv: every prior_positive date is after 2026-12-03"):
+        check_prior_dates(load_history(only_future), now, only_future)
+    assert check_prior_dates(load_history(write(tmp_path, "patient_id\nP1\n", "none.csv")), now, "x") == []

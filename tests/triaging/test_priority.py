@@ -130,3 +130,23 @@ def test_config_loads_yaml_and_refuses_unknown_keys_and_bad_values(tmp_path):
         with pytest.raises(MedlensError, match=pattern) as err:
             TriageConfig.load(path)
         assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_prior_positive_after_the_study_is_not_a_prior_and_the_reason_says_so():
+    # 2099 is after both the study (2025-05-31) and the worklist's time (2025-06-01): not a prior finding.
+    hist = {
+        "prior_positive": date(2099, 1, 1),
+        "study_time": datetime(2025, 5, 31, 9, 0, tzinfo=timezone.utc),
+    }
+    got = score_study(record("s", 0.3), TriageConfig(), finding, hist, NOW)
+    assert got["factors"]["prior_positive"] == 0.0 and got["contributions"]["prior_positive"] == 0.0
+    assert "prior positive 2099-01-01 is after the study: not counted" in got["reason"]
+    # without a study time the worklist's time is the reference
+    got = score_study(record("s", 0.3), TriageConfig(), finding, {"prior_positive": date(2025, 7, 1)}, NOW)
+    assert got["factors"]["prior_positive"] == 0.0 and "after the study: not counted" in got["reason"]
+    # the day of the study itself still counts
+    same_day = {"prior_positive": date(2025, 6, 1)}
+    assert (
+        score_study(record("s", 0.3), TriageConfig(), finding, same_day, NOW)["factors"]["prior_positive"]
+        == 1
+    )

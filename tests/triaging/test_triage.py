@@ -179,7 +179,46 @@ def test_dicom_header_gives_patient_age_sex_and_study_time(day, tmp_path):
     assert "age 71" in row["reason"] and "waited 2 h 30 min" in row["reason"]
 
 
-def test_a_segmentation_run_ranks_by_lesion(tmp_path):
+def test_a_real_broken_dicom_stays_on_the_list_beside_the_good_images(day, tmp_path):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    root, run, _manifest, _history, _rows = day
+    folder = tmp_path / "day"
+    folder.mkdir()
+    for p in sorted((root / "data" / "cyst").glob("*.png"))[:3]:
+        shutil.copy(p, folder / p.name)
+    shutil.copy(get_testdata_file("badVR.dcm"), folder / "badVR.dcm")  # NumberOfFrames '1A'
+    result = medlens.triage(run, [folder], tmp_path / "wl", now=NOW, explain=False, progress=False)
+    assert len(result["rows"]) == 4 and result["n_unreadable"] == 1
+    bad, *good = result["rows"]
+    assert bad["input"].endswith("badVR.dcm") and bad["unreadable"]
+    assert bad["reason"].startswith("read first, unreadable: ")
+    assert "1A" in bad["reason"] or "NumberOfFrames" in bad["reason"]  # says what is wrong with it
+    assert all(not r["unreadable"] and r["reason"].startswith("p(") for r in good)
+
+
+def test_history_dates_in_the_future_are_no_prior(day, tmp_path):
+    _root, run, manifest, _history, _rows = day
+    history = tmp_path / "history.csv"
+    history.write_text("patient_id,prior_positive\nP03,2099-01-01\nP04,2026-05-01\n")
+    result = medlens.triage(run, [manifest], tmp_path / "wl", history=history, now=NOW, explain=False)
+    assert result["warnings"] == [
+        f"history CSV {history} row 2: prior_positive 2099-01-01 is after 2026-12-03, so it is no prior "
+        "finding; it is not counted (fix the date)"
+    ]
+    by_patient = {r["patient_id"]: r for r in result["rows"]}
+    assert by_patient["P03"]["contrib_prior_positive"] == 0.0
+    assert "prior positive 2099-01-01 is after the study: not counted" in by_patient["P03"]["reason"]
+    assert by_patient["P04"]["contrib_prior_positive"] == 2.0
+    history.write_text("patient_id,prior_positive\nP03,2099-01-01\n")
+    with pytest.raises(MedlensError, match="every prior_positive date is after 2026-12-03"):
+        medlens.triage(run, [manifest], tmp_path / "w2", history=history, now=NOW, explain=False)
+    assert not (tmp_path / "w2").exists()
+
+
+def test_a_segmentation_run_ranks_by_lesion(tmp_path, day):
     data = make_kaggle(tmp_path / "data", n_patients=6, n_slices=6, size=32)
     run = medlens.train(
         data,
@@ -200,6 +239,12 @@ def test_a_segmentation_run_ranks_by_lesion(tmp_path):
         assert r["reason"].startswith(("lesion", "no lesion"))
     with pytest.raises(MedlensError, match="apply to classification runs"):
         medlens.triage(run, [data / "P00"], tmp_path / "x", urgent=["tumour"], progress=False)
+    # the folder holds the segmentation run's list: a classification run's rows are not mixed into it
+    before = (tmp_path / "wl" / "worklist.json").read_bytes()
+    _root, cls_run, manifest, _history, _rows = day
+    with pytest.raises(MedlensError, match=r"holds the worklist of run .*seg \(segmentation\)"):
+        medlens.triage(cls_run, [manifest], tmp_path / "wl", now=NOW, explain=False, progress=False)
+    assert (tmp_path / "wl" / "worklist.json").read_bytes() == before
 
 
 def test_cli_triage_prints_the_list_and_refuses_bad_input(day, tmp_path, monkeypatch, capsys):

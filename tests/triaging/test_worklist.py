@@ -138,3 +138,99 @@ def test_html_is_self_contained_and_escapes_markup_in_names(tmp_path):
 def test_a_weighted_column_nobody_has_is_refused():
     with pytest.raises(MedlensError, match="weighs 'smokr'"):
         build_worklist([rec("a")], TriageConfig(weights={"smokr": 1.0}), finding, now=NOW)
+
+
+def test_two_studies_with_one_id_get_their_own_ids_and_mark_read_reads_only_one(tmp_path):
+    cfg = TriageConfig()
+    a, b = rec("S1", 0.9, 30), rec("S1", 0.2, 20)
+    b["input"] = "in/other.png"
+    rows = build_worklist([a, b, rec("S2", 0.5, 10)], cfg, finding, now=NOW)
+    ids = {r["input"]: r["study"] for r in rows}
+    assert ids == {"in/S1.png": "S1#1", "in/other.png": "S1#2", "in/S2.png": "S2"}
+    assert {r["study_given"] for r in rows if r["study"].startswith("S1#")} == {"S1"}
+    out = tmp_path / "wl"
+    write_worklist(rows, out, cfg)
+    # the id as given names two studies: refused, naming both
+    with pytest.raises(
+        MedlensError,
+        match=r"'S1' names 2 studies of the worklist .*: S1#1 \(in/S1.png\), S1#2 \(in/other.png\)",
+    ):
+        mark_read(out, "S1", "dr-a")
+    mark_read(out, "S1#2", "dr-a")
+    saved = json.loads((out / "worklist.json").read_text())
+    assert {r["input"]: r["status"] for r in saved["rows"]} == {
+        "in/S1.png": "unread",
+        "in/other.png": "read",
+        "in/S2.png": "unread",
+    }
+
+
+def test_mark_read_refuses_an_id_that_names_two_rows_of_an_older_worklist(tmp_path):
+    cfg = TriageConfig()
+    rows = build_worklist([rec("S1", 0.9, 30), rec("S2", 0.2, 20)], cfg, finding, now=NOW)
+    out = tmp_path / "wl"
+    write_worklist(rows, out, cfg)
+    data = json.loads((out / "worklist.json").read_text())
+    data["rows"][1]["study"] = "S1"  # as worklists written before ids were made unique could hold
+    (out / "worklist.json").write_text(json.dumps(data))
+    with pytest.raises(MedlensError, match="names 2 studies of the worklist"):
+        mark_read(out, "S1", "dr-a")
+    assert load_state(out)["S1"]["status"] == "unread"
+
+
+def test_every_read_is_kept_one_current_read_per_reader(tmp_path):
+    cfg = TriageConfig()
+    out = tmp_path / "wl"
+    write_worklist(build_worklist([rec("a", 0.9, 30)], cfg, finding, now=NOW), out, cfg)
+    first = mark_read(out, "a", "dr-a", finding="glioma")
+    assert first["reads"] == [{"reader": "dr-a", "read_at": first["read_at"], "finding": "glioma"}]
+    second = mark_read(out, "a", "dr-b", finding="normal")
+    # the contract's keys give the latest read; "reads" keeps every reader's
+    assert second["read_by"] == "dr-b" and second["finding"] == "normal" and second["status"] == "read"
+    assert [(r["reader"], r["finding"]) for r in second["reads"]] == [("dr-a", "glioma"), ("dr-b", "normal")]
+    again = mark_read(out, "a", "dr-a", finding="meningioma")  # dr-a changes their mind: one read each
+    assert [(r["reader"], r["finding"]) for r in again["reads"]] == [
+        ("dr-b", "normal"),
+        ("dr-a", "meningioma"),
+    ]
+    state = load_state(out)["a"]
+    assert state["reads"] == again["reads"] and state["read_by"] == "dr-a"
+    saved = json.loads((out / "worklist.json").read_text())["rows"][0]
+    assert [r["reader"] for r in saved["reads"]] == ["dr-b", "dr-a"]
+    with open(out / "worklist.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["read_by"] == "dr-a" and json.loads(row["reads"])[0]["reader"] == "dr-b"
+    # a rebuild keeps them all
+    write_worklist(build_worklist([rec("a", 0.9, 30)], cfg, finding, now=NOW), out, cfg)
+    assert [r["reader"] for r in load_state(out)["a"]["reads"]] == ["dr-b", "dr-a"]
+
+
+def test_a_worklist_folder_belongs_to_one_run(tmp_path):
+    cfg = TriageConfig()
+    out = tmp_path / "wl"
+    cls = {"path": "/runs/cls", "task": "classification"}
+    write_worklist(build_worklist([rec("a", 0.9, 30)], cfg, finding, now=NOW), out, cfg, run=cls)
+    mark_read(out, "a", "dr-a")
+    assert json.loads((out / "worklist.json").read_text())["run"] == cls  # kept by mark-read
+    write_worklist(build_worklist([rec("b", 0.9, 30)], cfg, finding, now=NOW), out, cfg, run=cls)
+    before = (out / "worklist.json").read_bytes()
+    seg = {"path": "/runs/seg", "task": "segmentation"}
+    with pytest.raises(MedlensError, match=r"holds the worklist of run /runs/cls \(classification\)"):
+        write_worklist(build_worklist([rec("c", 0.9, 30)], cfg, finding, now=NOW), out, cfg, run=seg)
+    assert (out / "worklist.json").read_bytes() == before
+
+
+def test_cli_mark_read_says_who_read_the_study_before(tmp_path, monkeypatch, capsys):
+    from cli_helpers import run_cli
+
+    cfg = TriageConfig()
+    out = tmp_path / "wl"
+    write_worklist(build_worklist([rec("a", 0.9, 30)], cfg, finding, now=NOW), out, cfg)
+    code, text, err = run_cli(
+        monkeypatch, capsys, "mark-read", out, "a", "--reader", "dr-a", "--finding", "x"
+    )
+    assert code == 0 and "already read" not in text, err
+    code, text, err = run_cli(monkeypatch, capsys, "mark-read", out, "a", "--reader", "dr-b")
+    assert code == 0, err
+    assert "a: read by dr-b at " in text and "; already read by dr-a at " in text and "(finding: x)" in text
+    assert [r["reader"] for r in load_state(out)["a"]["reads"]] == ["dr-a", "dr-b"]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from medlens.io.guard import skipped_lines
+from medlens.utils.console import console as default_console
 
 SHOW_GROUPS = 3  # per layer
 SHOW_UNREADABLE = 10
@@ -25,10 +25,10 @@ def print_summary(result, console=None) -> None:
 
     Args:
         result: an :class:`~medlens.auditing.run.AuditResult`.
-        console: a ``rich.console.Console``; a new one on stdout by default.
+        console: a ``rich.console.Console``; by default one on stdout that never cuts piped lines.
     """
 
-    console = console or Console()
+    console = console or default_console()
     s = result.summary
     timing = s.get("timing", {})
     console.print(

@@ -7,6 +7,11 @@ Each kaggle_3m patient's slices are stacked, in slice order, into one NIfTI imag
 - ``OUT/labelsTr/<patient>.nii.gz``: the mask (H, W, N), uint8 {0, 1}.
 - ``OUT/manifest.csv``: one row per patient (``case_id`` = ``patient_id`` = folder name, ``n_slices`` and
   the patient's metadata columns).
+- ``OUT/convert.json``: the source and the patients skipped (``{"path", "reason", "kind"}``).
+
+A patient whose slice numbers have a gap (``_1``, ``_2``, ``_4``: slice 3 missing) is skipped and named:
+stacked, every slice after the gap would sit one voxel too shallow. kaggle_3m numbers each patient's
+slices 1..n, so a missing first slice is a gap too. When every patient has a gap nothing is written.
 
 Voxel (i, j, k) is pixel row i, column j of slice k, so ``volume[..., k]`` is exactly the k-th slice image.
 The slices carry no spacing, so the affine is the identity (1 mm voxels, unknown anatomical orientation).
@@ -30,7 +35,7 @@ from medlens.errors import MedlensError, UnreadableImageError, did_you_mean
 from medlens.io import read_image
 from medlens.io.guard import accepts_image_limit
 from medlens.io.volumes import write_nifti
-from medlens.utils.files import atomic_dir, check_output_path, write_marker
+from medlens.utils.files import atomic_dir, check_output_path, write_json, write_marker
 
 PER_SLICE = ("case_id", "image", "mask", "slice_index")
 
@@ -54,18 +59,23 @@ def slices_to_volumes(
 
     Raises:
         MedlensError: a missing mask, a mask that does not fit its slice, or slices of different sizes
-            within a patient, naming the case; ``out_dir`` is then left untouched.
+            within a patient, naming the case; every patient missing a slice; ``out_dir`` is then left
+            untouched. A patient missing a slice among whole ones is skipped and listed in
+            ``out_dir/convert.json``.
     """
     out_dir = Path(out_dir)
     # a file, the source itself, or a folder medlens did not write: refused before anything is read
     check_output_path(out_dir, sources=[src_root], overwrite=overwrite, option="OUTPUT", what="output folder")
     slices = load_kaggle_3m(src_root)
     patients = list(dict.fromkeys(slices.df["patient_id"]))
-    rows = []
+    rows, skipped = [], []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         write_marker(tmp, "volumes")
         for patient in _track(patients, progress):
             group = slices.df[slices.df["patient_id"] == patient].sort_values("slice_index", kind="stable")
+            if gap := _gap_record(slices, group):
+                skipped.append(gap)
+                continue
             image, mask = _stack_patient(slices, group, patient)
             _write_pair(tmp, patient, image, mask)
             meta = group.iloc[0].drop(labels=[c for c in PER_SLICE if c in group.columns]).to_dict()
@@ -80,9 +90,49 @@ def slices_to_volumes(
                     **{k: v for k, v in meta.items() if k != "patient_id"},
                 }
             )
+        if not rows:
+            first = skipped[0]
+            raise MedlensError(
+                f"no patient of {slices.root} can be stacked: each misses a slice (e.g. "
+                f"{Path(first['path']).name}: {first['reason']})"
+            )
         manifest = Manifest(pd.DataFrame(rows), tmp, source=f"slices-to-volumes of {slices.root}")
         manifest.save(tmp / "manifest.csv")
+        write_json(tmp / "convert.json", {"source": str(slices.root), "n": len(rows), "skipped": skipped})
     return Manifest(manifest.df, out_dir, source=str(out_dir / "manifest.csv"))
+
+
+GAP_HINT = "stacking over the gap would put every later slice at the wrong depth; restore the slice"
+
+
+def _gap_record(slices: Manifest, group: pd.DataFrame) -> dict[str, str] | None:
+    """The skipped-patient record of a patient whose slice numbers have a gap (None when whole)."""
+    gap = slice_gap(group["slice_index"].tolist())
+    if gap is None:
+        return None
+    folder = Path(slices.resolve(group["image"].iloc[0])).parent
+    return {"path": str(folder), "reason": f"{gap}; {GAP_HINT}", "kind": "missing"}
+
+
+def slice_gap(numbers: list[int]) -> str | None:
+    """What is missing from a patient's slice numbers 1..n ("slice 3 of 20 missing"), None when whole.
+
+    Args:
+        numbers: the patient's slice numbers (``slice_index``), in any order.
+    """
+    if not numbers:
+        return None
+    last = max(numbers)
+    missing = sorted(set(range(1, last + 1)) - set(numbers))
+    if not missing:
+        return None
+    text = f"slice {missing[0]} of {last} missing"
+    rest = missing[1:]
+    if rest:
+        contiguous = rest == list(range(rest[0], rest[-1] + 1))
+        span = f"{rest[0]}-{rest[-1]}" if contiguous else ", ".join(map(str, rest))
+        text += f" (and {len(rest)} more: {span})"
+    return text
 
 
 def _stack_patient(slices: Manifest, group: pd.DataFrame, patient: str) -> tuple[np.ndarray, np.ndarray]:

@@ -87,6 +87,40 @@ def load_history(path: str | Path, *, levels: Iterable[str] | None = None) -> pd
     return out[[*KNOWN_COLUMNS, *free]].reset_index(drop=True)
 
 
+def check_prior_dates(history: pd.DataFrame, now: datetime, path: str | Path) -> list[str]:
+    """Report the ``prior_positive`` dates after ``now``: a finding in the future is no prior finding.
+
+    Such a date is never counted (:func:`medlens.triaging.priority.score_study` says so in the study's
+    reason); this names each one so the file can be fixed.
+
+    Args:
+        history: the frame of :func:`load_history`.
+        now: the worklist's time.
+        path: the history CSV (for the messages).
+
+    Returns:
+        One line per future date, naming the file and the row (empty when every date is in the past).
+
+    Raises:
+        MedlensError: every date of the file is in the future: the column is not what it says (a date
+            format read the wrong way, or the wrong column), so none of it can be trusted.
+    """
+    today = now.date()
+    dates = [(i, d) for i, d in enumerate(history["prior_positive"]) if isinstance(d, date)]
+    future = [(i, d) for i, d in dates if (d.date() if isinstance(d, datetime) else d) > today]
+    if future and len(future) == len(dates):
+        i, d = future[0]
+        raise MedlensError(
+            f"history CSV {path}: every prior_positive date is after {today:%Y-%m-%d} (row {i + 2}: "
+            f"{d:%Y-%m-%d}), so none is a prior finding; fix the dates (or the --now time)"
+        )
+    return [
+        f"history CSV {path} row {i + 2}: prior_positive {d:%Y-%m-%d} is after {today:%Y-%m-%d}, so it is "
+        "no prior finding; it is not counted (fix the date)"
+        for i, d in future
+    ]
+
+
 def history_index(history: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
     """patient id -> that patient's row as a dict (empty without a history)."""
     if history is None:

@@ -83,11 +83,15 @@ def score_study(
         factors["review"] = 1.0
         parts["review"] = f"low confidence {confidence:.2f}: review"
 
+    notes: list[str] = []  # facts that change nothing but must not pass silently
     prior = hist.get("prior_positive")
     if isinstance(prior, (date, datetime)):
-        when = study_time if isinstance(study_time, datetime) else now
-        factors["prior_positive"] = _prior_factor(prior, when, cfg.prior_positive_months)
-        parts["prior_positive"] = f"prior positive {prior:%Y-%m}"
+        when = prior_reference(study_time, now)
+        if _day(prior) > _day(when):  # a "prior" dated after the study is a data error, never a prior
+            notes.append(f"prior positive {_day(prior):%Y-%m-%d} is after the study: not counted")
+        else:
+            factors["prior_positive"] = _prior_factor(prior, when, cfg.prior_positive_months)
+            parts["prior_positive"] = f"prior positive {prior:%Y-%m}"
 
     level = hist.get("referral_priority")
     if level:
@@ -116,6 +120,7 @@ def score_study(
     contributions = {k: cfg.weights[k] * v for k, v in factors.items()}
     reason = [parts["finding"]]
     reason += [parts[k] for k in cfg.factors if k in parts and k != "finding" and contributions[k] > 0]
+    reason += notes
     reason.append(f"waited {format_wait(wait)}" if wait is not None else "arrival time unknown")
     return {
         "study": study,
@@ -173,11 +178,20 @@ def _wait_minutes(study_time: Any, now: datetime) -> float | None:
     return max(0.0, (as_aware(now) - as_aware(study_time)).total_seconds() / 60.0)
 
 
+def prior_reference(study_time: Any, now: datetime) -> datetime:
+    """The time a prior finding must precede: the study's arrival, never later than the worklist's time."""
+    if not isinstance(study_time, datetime):
+        return now
+    return min(as_aware(study_time), as_aware(now))
+
+
+def _day(t: date | datetime) -> date:
+    return t.date() if isinstance(t, datetime) else t
+
+
 def _prior_factor(prior: date, when: datetime | date, months: float) -> float:
-    """1 within ``months`` of ``when``, linear down to 0 at twice that (a prior after ``when`` counts 1)."""
-    prior_day = prior.date() if isinstance(prior, datetime) else prior
-    when_day = when.date() if isinstance(when, datetime) else when
-    age_months = (when_day - prior_day).days / _DAYS_PER_MONTH
+    """1 within ``months`` before ``when``, linear down to 0 at twice that (callers drop later priors)."""
+    age_months = (_day(when) - _day(prior)).days / _DAYS_PER_MONTH
     if age_months <= months:
         return 1.0
     return max(0.0, (2 * months - age_months) / months)

@@ -22,8 +22,9 @@ from medlens.io.images import is_dicom_file
 from medlens.models.checkpoint import load_model
 from medlens.tasks.registry import get_task
 from medlens.triaging.config import TriageConfig
-from medlens.triaging.history import load_history
+from medlens.triaging.history import check_prior_dates, load_history
 from medlens.triaging.simulate import simulate_day
+from medlens.triaging.state import check_run, run_identity
 from medlens.triaging.worklist import build_worklist, load_state, write_worklist
 from medlens.utils.files import write_json
 
@@ -74,8 +75,13 @@ def triage(
         progress: show progress while the run's embedding index is built.
 
     Returns:
-        ``{"schema", "run", "task", "config", "n", "n_unreadable", "files", "rows", "evaluation"}`` where each
-        row has ``rank``, ``priority``, ``input``, ``contrib_<factor>``, ``reason``, ``explain_png``.
+        ``{"schema", "run", "task", "config", "n", "n_unreadable", "files", "rows", "evaluation",
+        "warnings"}`` where each row has ``rank``, ``priority``, ``input``, ``contrib_<factor>``, ``reason``,
+        ``explain_png``, and ``warnings`` lists what was not used (a history date in the future, ...).
+
+    Raises:
+        MedlensError: a bad run, input, history or config; ``out`` holding another run's worklist; a
+            history whose every prior_positive date is in the future.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -90,11 +96,16 @@ def triage(
         cfg.validate("--urgent")
     _check_urgent(cfg, loaded, task.name)
     when = _parse_now(now)
+    warnings: list[str] = []
     hist = load_history(history, levels=cfg.referral_levels) if history is not None else None
+    if hist is not None:
+        warnings += check_prior_dates(hist, when or datetime.now(), history)
     studies = _select_split(expand_inputs(list(inputs), loaded.spec.spatial_dims), split)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MedlensError(f"worklist output {out} is a file, not a folder; choose another output folder")
+    run_id = run_identity(run_dir, task.name)
+    check_run(out, run_id)  # before anything is written into the folder
     explained = explain_studies(
         loaded, run_dir, studies, out / "explanations", write_png=explain, progress=progress
     )
@@ -107,7 +118,7 @@ def triage(
         now=when,
         state=load_state(out),
     )
-    files = write_worklist(rows, out, cfg)
+    files = write_worklist(rows, out, cfg, run=run_id)
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "run": str(run_dir),
@@ -119,6 +130,7 @@ def triage(
         "files": {k: str(v) for k, v in files.items()},
         "rows": rows,
         "evaluation": None,
+        "warnings": warnings,
     }
     if evaluate:
         truth = _truth(studies, records, cfg, loaded, task.name)

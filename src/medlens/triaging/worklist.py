@@ -5,8 +5,9 @@ are ranked first ("read first, unreadable: <reason>"), studies already read stay
 Ties go to the study that has waited longer (first in, first out), then to input order.
 
 The reading status lives in ``worklist_state.json`` in the output folder (study id -> ``{"status",
-"read_by", "read_at", "finding"}``); re-running with new studies keeps earlier studies' status, and
-:func:`mark_read` records one read and rewrites the outputs.
+"read_by", "read_at", "finding", "reads"}``, see :mod:`medlens.triaging.state`); re-running with new studies
+keeps earlier studies' status, and :func:`mark_read` records one read and rewrites the outputs. A study id
+given more than once is numbered (``S1#1``, ``S1#2``), and a folder holds the list of one run.
 """
 
 from __future__ import annotations
@@ -29,11 +30,24 @@ from medlens.errors import MedlensError
 from medlens.triaging.config import TriageConfig
 from medlens.triaging.history import history_for, history_index
 from medlens.triaging.priority import UNREADABLE, FindingFn, as_aware, score_study
+from medlens.triaging.state import (
+    STATE_FILE,
+    STATE_KEYS,
+    WORKLIST_JSON,
+    add_read,
+    check_run,
+    find_study,
+    load_state,
+    reads_of,
+    recorded_run,
+    unique_ids,
+)
 from medlens.utils.files import atomic_write_text, write_json
 
+__all__ = ["build_worklist", "load_state", "mark_read", "rank_rows", "write_worklist"]
+
 TEMPLATES = Path(__file__).parent / "templates"
-STATE_FILE = "worklist_state.json"
-FILES = {"csv": "worklist.csv", "json": "worklist.json", "html": "worklist.html", "state": STATE_FILE}
+FILES = {"csv": "worklist.csv", "json": WORKLIST_JSON, "html": "worklist.html", "state": STATE_FILE}
 #: Row keys before and after the ``contrib_<factor>`` columns (CSV column order).
 LEAD_COLUMNS = ("rank", "priority", "status", "study", "input", "patient_id", "prediction")
 TAIL_COLUMNS = (
@@ -46,6 +60,7 @@ TAIL_COLUMNS = (
     "read_by",
     "read_at",
     "finding",
+    "reads",
 )
 
 
@@ -68,11 +83,13 @@ def build_worklist(
         state: study id -> ``{"status", "read_by", "read_at", "finding"}`` (see :func:`load_state`).
 
     Returns:
-        One row per record (every record exactly once, even with duplicate study ids), sorted by rank:
-        ``rank``, ``priority`` (rounded float, or "read first, unreadable"), ``sort_key`` (the numeric
-        priority; +inf for unreadable), ``unreadable``, ``status`` ("unread"/"read"), ``read_by``,
-        ``read_at``, ``finding``, ``study``, ``input``, ``input_index``, ``patient_id``, ``prediction``,
-        ``contrib_<factor>`` per factor, ``reason``, ``wait_minutes``, ``explain_png``.
+        One row per record (every record exactly once), sorted by rank: ``rank``, ``priority`` (rounded
+        float, or "read first, unreadable"), ``sort_key`` (the numeric priority; +inf for unreadable),
+        ``unreadable``, ``status`` ("unread"/"read"), ``read_by``, ``read_at``, ``finding``, ``reads``,
+        ``study``, ``input``, ``input_index``, ``patient_id``, ``prediction``, ``contrib_<factor>`` per
+        factor, ``reason``, ``wait_minutes``, ``explain_png``. A study id given n > 1 times is numbered
+        ``id#1`` ... ``id#n`` in input order (``study_given`` keeps the id as given), so one id names
+        one study.
 
     Raises:
         MedlensError: a weighted history column found neither in the history nor in any record, or a value
@@ -82,11 +99,15 @@ def build_worklist(
     index = history_index(history)
     _check_history_columns(cfg, history, records)
     state = state or {}
+    given = [str(r.get("study", r.get("input", ""))) for r in records]
     rows = []
-    for i, record in enumerate(records):
+    for i, (record, study) in enumerate(zip(records, unique_ids(given), strict=True)):
         hist = history_for(record, index)
-        scored = score_study(record, cfg, finding_fn, hist, now)
-        rows.append(_row(i, record, scored, cfg, state.get(scored["study"])))
+        scored = score_study({**record, "study": study}, cfg, finding_fn, hist, now)
+        row = _row(i, record, scored, cfg, state.get(study))
+        if study != given[i]:
+            row["study_given"] = given[i]
+        rows.append(row)
     return rank_rows(rows)
 
 
@@ -101,64 +122,60 @@ def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return ordered
 
 
-def load_state(out_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """The reading state of a worklist folder (empty when it has none).
-
-    Raises:
-        MedlensError: a state file that is not a JSON mapping of study id -> entry.
-    """
-    path = Path(out_dir) / STATE_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise MedlensError(
-            f"worklist state {path} is not readable JSON ({err}); restore it from a backup or delete it "
-            "to start every study as unread"
-        ) from err
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise MedlensError(
-            f"worklist state {path} must map study id -> {{status, read_by, read_at, finding}}; "
-            "restore it or delete it to start every study as unread"
-        )
-    return data
-
-
-def write_worklist(rows: list[dict[str, Any]], out_dir: str | Path, cfg: TriageConfig) -> dict[str, Path]:
+def write_worklist(
+    rows: list[dict[str, Any]],
+    out_dir: str | Path,
+    cfg: TriageConfig,
+    run: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write ``worklist.csv``, ``worklist.json``, ``worklist.html`` and ``worklist_state.json``, atomically.
 
     The state already in ``out_dir`` is merged in: a study read earlier stays read (the file wins over a
     row's "unread"); studies new to the folder are added as unread. The rows' status is updated to match.
 
+    Args:
+        rows: the rows of :func:`build_worklist`.
+        out_dir: the worklist folder.
+        cfg: the config the rows were built with.
+        run: the run the rows come from (:func:`medlens.triaging.state.run_identity`), kept in
+            ``worklist.json`` as ``run``.
+
     Returns:
         ``{"csv", "json", "html", "state"}`` -> written path.
+
+    Raises:
+        MedlensError: ``out_dir`` is a file, or holds the worklist of another run.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise MedlensError(f"worklist output {out_dir} is a file, not a folder; choose another output folder")
+    check_run(out_dir, run)
+    run = run or recorded_run(out_dir)
     state = load_state(out_dir)
     for row in rows:
         entry = state.get(row["study"])
         if entry is None or (entry.get("status") != "read" and row.get("status") == "read"):
-            entry = {k: row.get(k) for k in ("status", "read_by", "read_at", "finding")}
+            entry = {k: row.get(k) for k in STATE_KEYS}
             entry["status"] = entry["status"] or "unread"
             state[row["study"]] = entry
         _apply_state(row, entry)
     paths = {name: out_dir / file for name, file in FILES.items()}
     write_json(paths["state"], state)
-    _write_outputs(rows, paths, cfg)
+    _write_outputs(rows, paths, cfg, run)
     return paths
 
 
 def mark_read(out_dir: str | Path, study: str, reader: str, finding: str | None = None) -> dict[str, Any]:
     """Record that ``reader`` read ``study``, and rewrite the worklist's files with its new status.
 
+    Every reader's read is kept (one current read per reader): the entry's ``read_by``, ``read_at`` and
+    ``finding`` are this read, its ``reads`` all of them.
+
     Returns:
-        The study's new state entry ``{"status": "read", "read_by", "read_at", "finding"}``.
+        The study's new state entry ``{"status": "read", "read_by", "read_at", "finding", "reads"}``.
 
     Raises:
-        MedlensError: no worklist in ``out_dir``, or ``study`` not on it.
+        MedlensError: no worklist in ``out_dir``, ``study`` not on it, or naming several studies.
     """
     out_dir = Path(out_dir)
     path = out_dir / FILES["json"]
@@ -171,24 +188,17 @@ def mark_read(out_dir: str | Path, study: str, reader: str, finding: str | None 
         rows, cfg = data["rows"], TriageConfig.from_dict(data["config"], source=str(path))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise MedlensError(f"worklist {path} is not readable ({err}); build the worklist again") from err
-    if not any(r.get("study") == study for r in rows):
-        raise MedlensError(
-            f"study {study!r} is not on the worklist {path}; check the study id (column 'study')"
-        )
-    entry = {
-        "status": "read",
-        "read_by": str(reader),
-        "read_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "finding": finding,
-    }
+    find_study(rows, study, path)
     state = load_state(out_dir)
-    state[study] = entry
+    read_at = datetime.now().astimezone().isoformat(timespec="seconds")
+    entry = state[study] = add_read(state.get(study), str(reader), read_at, finding)
     write_json(out_dir / STATE_FILE, state)
     for row in rows:
         if row.get("unreadable") and row.get("sort_key") is None:
             row["sort_key"] = math.inf  # JSON holds +inf as null
         _apply_state(row, state.get(row["study"]) or {"status": "unread"})
-    _write_outputs(rows, {name: out_dir / file for name, file in FILES.items()}, cfg)
+    paths = {name: out_dir / file for name, file in FILES.items()}
+    _write_outputs(rows, paths, cfg, data.get("run"))
     return entry
 
 
@@ -208,6 +218,7 @@ def _row(
         "read_by": None,
         "read_at": None,
         "finding": None,
+        "reads": [],
         "study": scored["study"],
         "input": str(record.get("input", "")),
         "input_index": i,
@@ -229,6 +240,7 @@ def _apply_state(row: dict[str, Any], entry: Mapping[str, Any]) -> None:
     row["status"] = "read" if entry.get("status") == "read" else "unread"
     for key in ("read_by", "read_at", "finding"):
         row[key] = entry.get(key)
+    row["reads"] = reads_of(entry)
 
 
 def _sort_key(row: Mapping[str, Any]) -> float:
@@ -251,17 +263,29 @@ def _check_history_columns(
             )
 
 
-def _write_outputs(rows: list[dict[str, Any]], paths: dict[str, Path], cfg: TriageConfig) -> None:
+def _write_outputs(
+    rows: list[dict[str, Any]], paths: dict[str, Path], cfg: TriageConfig, run: Mapping | None = None
+) -> None:
     generated = datetime.now().astimezone().isoformat(timespec="seconds")
     columns = _columns(rows, cfg)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+        writer.writerow({k: _csv_cell(row.get(k)) for k in columns})
     atomic_write_text(paths["csv"], buf.getvalue())
-    write_json(paths["json"], {"config": cfg.to_dict(), "generated": generated, "rows": rows})
+    data = {"config": cfg.to_dict(), "generated": generated, "rows": rows}
+    if run:
+        data["run"] = dict(run)
+    write_json(paths["json"], data)
     atomic_write_text(paths["html"], _render_html(rows, cfg, paths["html"].parent, generated, columns))
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: empty for None, JSON for a list (a study's reads), the value otherwise."""
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
 
 
 def _columns(rows: list[dict[str, Any]], cfg: TriageConfig) -> list[str]:
@@ -290,6 +314,8 @@ def _render_html(
             "wait_text": "" if row.get("wait_minutes") is None else _wait_text(row["wait_minutes"]),
             "png_href": _png_href(row.get("explain_png"), out_dir),
             "contribs": [(name, row.get(f"contrib_{name}")) for name in cfg.factors],
+            "readers_text": ", ".join(str(r.get("reader")) for r in row.get("reads") or [])
+            or row.get("read_by"),
         }
         for row in rows
     ]
