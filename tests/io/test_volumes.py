@@ -169,6 +169,14 @@ def test_real_coronal_and_sagittal_mosaics(series, codes):
 
 
 @needs_orientation
+@pytest.mark.parametrize("series", ["axmb/AxAsc36mb2a", "axmb/AxInt36mb"])  # JPEG Lossless, JPEG 2000
+def test_real_compressed_mosaics_decode_with_the_bundled_decoders(series):
+    volume, _, spacing = read_dicom_series(ORIENTATION / series)
+    assert volume.shape == (2, 86, 86, 36) and volume.max() > 1000
+    assert spacing[2] == pytest.approx(3.6)
+
+
+@needs_orientation
 @pytest.mark.skipif(importlib.util.find_spec("pylibjpeg") is not None, reason="JPEG decoders installed")
 def test_real_lossless_jpeg_without_decoder_says_what_to_install():
     with pytest.raises(

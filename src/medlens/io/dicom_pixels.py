@@ -136,5 +136,8 @@ def decoder_failure(ds, err: BaseException, path: str | Path, hint: str) -> Unre
     lines = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]  # one line per plugin
     reasons = "; ".join(lines) if lines else (text.splitlines()[0] if text else type(err).__name__)
     return UnreadableImageError(
-        str(path), f"{prefix}; the installed decoders failed on it ({reasons[:400]})", kind="undecodable"
+        str(path),
+        f"{prefix}; the installed decoders failed on it (damaged data?): re-export it uncompressed if "
+        f"another viewer opens it ({reasons[:400]})",
+        kind="undecodable",
     )

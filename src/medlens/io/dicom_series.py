@@ -243,9 +243,13 @@ def pixel_spacing(value, info: SeriesInfo) -> tuple[float, float]:
 
 
 def _bad_field(keyword: str, value, expected: str, info: SeriesInfo) -> MedlensError:
-    shown = list(value) if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else value
+    items = list(value) if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else None
+    try:
+        shown = f"[{', '.join(f'{float(v):g}' for v in items)}]" if items is not None else repr(value)
+    except (TypeError, ValueError):
+        shown = repr([str(v) for v in items])
     return MedlensError(
-        f"series {info.uid} ({info.files[0].parent}): {keyword} is {shown!r}, not {expected}; "
+        f"series {info.uid} ({info.files[0].parent}): {keyword} is {shown}, not {expected}; "
         "fix the header or re-export the series"
     )
 
