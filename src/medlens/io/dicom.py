@@ -50,7 +50,7 @@ DECODER_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 #: warnings.catch_warnings swaps process-wide state: readers in worker threads take turns.
 _WARNINGS_LOCK = threading.RLock()
 #: Where a warning raised while reading DICOM comes from when it is about the file (pydicom, its decoders).
-_READER_MODULES = ("pydicom", "pylibjpeg", "openjpeg", "libjpeg", "rle", "PIL")
+_READER_MODULES = {"pydicom", "pylibjpeg", "openjpeg", "libjpeg", "rle", "PIL"}
 
 
 def read_dicom_image(path: str | Path, frame: int = 0) -> np.ndarray:
@@ -126,7 +126,7 @@ def captured_warnings(notes: list[str]) -> Iterator[None]:
                 yield
         finally:
             for w in caught:
-                if not any(m in (w.filename or "") for m in _READER_MODULES):
+                if not _READER_MODULES.intersection(Path(w.filename or "").parts):
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
                 elif issubclass(w.category, UserWarning):
                     text = str(w.message).split(" Please see <")[0].strip()
@@ -219,7 +219,7 @@ def non_image_dicom(path: str | Path) -> str | None:
 
     with captured_warnings([]):
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True, defer_size="64 KB")
             if len(ds) == 0 or "Rows" in ds or has_pixels(ds) or sop_class(ds) is None:
                 return None
             if "Image" in str(getattr(sop_class(ds), "name", "")) and "DirectoryRecordSequence" not in ds:

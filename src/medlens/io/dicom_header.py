@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from medlens.errors import UnreadableImageError
+from medlens.errors import MedlensError, UnreadableImageError
 
 #: Header values the pixel pipeline reads as whole numbers.
 INTEGER_FIELDS = (
@@ -53,18 +53,21 @@ def check_fields(ds, path: str | Path) -> None:
     Raises:
         UnreadableImageError: naming the field, its tag and the value it holds.
     """
+    from pydicom.datadict import tag_for_keyword  # deferred: optional heavy dependency
+    from pydicom.tag import Tag
+
     for keyword, integer in [(k, True) for k in INTEGER_FIELDS] + [(k, False) for k in DECIMAL_FIELDS]:
         if keyword not in ds:
             continue
-        element = ds[keyword]
+        tag = Tag(tag_for_keyword(keyword))
         try:
-            raw = element.value
-        except Exception as err:  # pydicom converts lazily; any failure is a bad value
-            raise _malformed(path, keyword, element.tag, "?", integer) from err
+            raw = ds[keyword].value
+        except Exception as err:  # pydicom converts raw elements lazily: any failure is a bad value
+            raise _malformed(path, keyword, tag, "?", integer) from err
         values = [] if raw is None or raw == "" else list(raw) if _is_multi(raw) else [raw]
         for value in values:
             if _number(value, integer) is None:
-                raise _malformed(path, keyword, element.tag, value, integer)
+                raise _malformed(path, keyword, tag, value, integer)
 
 
 def header_int(ds, keyword: str, default: int) -> int:
@@ -190,3 +193,43 @@ def _class_name(uid) -> str:
 def has_pixels(ds) -> bool:
     """True when the dataset holds a pixel data element of any kind."""
     return any(k in ds for k in PIXEL_KEYWORDS)
+
+
+def header_floats(value, n: int, keyword: str, where: str) -> list[float]:
+    """``n`` finite numbers from a multi-valued header field, or one line naming the field and ``where``.
+
+    Raises:
+        MedlensError: a missing, short or non-numeric value.
+    """
+    try:
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError) as err:
+        raise _bad_field(keyword, value, f"{n} numbers", where) from err
+    if len(numbers) != n or not all(math.isfinite(x) for x in numbers):
+        raise _bad_field(keyword, value, f"{n} numbers", where)
+    return numbers
+
+
+def pixel_spacing(value, where: str) -> tuple[float, float]:
+    """(row spacing, column spacing) in mm; 1 mm each when the header has none.
+
+    Raises:
+        MedlensError: a spacing that is not two positive sizes (0 would make the volume's affine singular).
+    """
+    if value is None or value == "":
+        return 1.0, 1.0
+    dy, dx = header_floats(value, 2, "PixelSpacing", where)
+    if dy <= 0 or dx <= 0:
+        raise _bad_field("PixelSpacing", value, "two positive sizes in mm", where)
+    return dy, dx
+
+
+def _bad_field(keyword: str, value, expected: str, where: str) -> MedlensError:
+    items = list(value) if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else None
+    try:
+        shown = f"[{', '.join(f'{float(v):g}' for v in items)}]" if items is not None else repr(value)
+    except (TypeError, ValueError):
+        shown = repr([str(v) for v in items])
+    return MedlensError(
+        f"{where}: {keyword} is {shown}, not {expected}; fix the header or re-export the series"
+    )

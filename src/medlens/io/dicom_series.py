@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from medlens.errors import MedlensError, UnreadableImageError
-from medlens.io.dicom import declared_shape, pixel_data, read_dataset
-from medlens.io.dicom_header import header_int
+from medlens.io.dicom import captured_warnings, declared_shape, pixel_data, read_dataset
+from medlens.io.dicom_header import header_floats, header_int, pixel_spacing
 from medlens.io.guard import check_declared
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -58,7 +58,8 @@ def list_dicom_series(folder: str | Path) -> list[SeriesInfo]:
     groups: dict[str, list] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            with captured_warnings([]):  # a file's oddities must not reach the terminal
+                ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
             continue  # not DICOM (a README, a .nii beside the series, ...)
         if "PixelData" not in ds and "SeriesInstanceUID" not in ds:
@@ -106,7 +107,8 @@ def read_dicom_series(
         )
     else:
         chosen = series
-    return _read_series(chosen[0])
+    with captured_warnings([]):  # pydicom's warnings about a slice must not reach the terminal
+        return _read_series(chosen[0])
 
 
 def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
@@ -130,8 +132,9 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
             )
     row, col = _check_orientation(info, datasets)
     normal = np.cross(row, col)
+    where = _where(info)
     positions = np.array(
-        [header_floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", info) for ds in datasets]
+        [header_floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", where) for ds in datasets]
     )
     order = np.argsort(positions @ normal, kind="stable")
     datasets = [datasets[i] for i in order]
@@ -144,7 +147,7 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
             f"{sorted({p.shape for p in pixels})}; cannot stack it into a volume"
         )
     volume = np.stack(pixels, axis=-1)  # (C, X, Y, Z)
-    dy, dx = pixel_spacing(datasets[0].get("PixelSpacing"), info)
+    dy, dx = pixel_spacing(datasets[0].get("PixelSpacing"), _where(info))
     if len(datasets) > 1:
         # The mean step between first and last slice keeps a gantry tilt as a shear instead of losing it.
         step = (positions[-1] - positions[0]) / (len(datasets) - 1)
@@ -158,7 +161,7 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
 def _check_orientation(info: SeriesInfo, datasets: list) -> tuple[np.ndarray, np.ndarray]:
     iops = np.array(
         [
-            header_floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", info)
+            header_floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", _where(info))
             for ds in datasets
         ]
     )
@@ -213,45 +216,8 @@ def _check_spacing(info: SeriesInfo, along_normal: np.ndarray, declared: float |
         )
 
 
-def header_floats(value, n: int, keyword: str, info: SeriesInfo) -> list[float]:
-    """``n`` finite numbers from a multi-valued header field, or one line naming the field and series.
-
-    Raises:
-        MedlensError: a missing, short or non-numeric value.
-    """
-    try:
-        numbers = [float(v) for v in value]
-    except (TypeError, ValueError) as err:
-        raise _bad_field(keyword, value, f"{n} numbers", info) from err
-    if len(numbers) != n or not all(np.isfinite(numbers)):
-        raise _bad_field(keyword, value, f"{n} numbers", info)
-    return numbers
-
-
-def pixel_spacing(value, info: SeriesInfo) -> tuple[float, float]:
-    """(row spacing, column spacing) in mm; 1 mm each when the header has none.
-
-    Raises:
-        MedlensError: a spacing that is not two positive sizes (0 would make the volume's affine singular).
-    """
-    if value is None or value == "":
-        return 1.0, 1.0
-    dy, dx = header_floats(value, 2, "PixelSpacing", info)
-    if dy <= 0 or dx <= 0:
-        raise _bad_field("PixelSpacing", value, "two positive sizes in mm", info)
-    return dy, dx
-
-
-def _bad_field(keyword: str, value, expected: str, info: SeriesInfo) -> MedlensError:
-    items = list(value) if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else None
-    try:
-        shown = f"[{', '.join(f'{float(v):g}' for v in items)}]" if items is not None else repr(value)
-    except (TypeError, ValueError):
-        shown = repr([str(v) for v in items])
-    return MedlensError(
-        f"series {info.uid} ({info.files[0].parent}): {keyword} is {shown}, not {expected}; "
-        "fix the header or re-export the series"
-    )
+def _where(info: SeriesInfo) -> str:
+    return f"series {info.uid} ({info.files[0].parent})"
 
 
 def _declared_step(ds) -> float | None:
@@ -338,7 +304,8 @@ def read_multiframe_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tu
         )
     if header_int(ds, "SamplesPerPixel", 1) != 1:
         raise MedlensError(f"{path}: colour multi-frame DICOM is not a volume medlens can segment")
-    pixels = np.asarray(_decode(ds, path), dtype=np.float32)  # (frames, rows, cols)
+    with captured_warnings([]):
+        pixels = np.asarray(_decode(ds, path), dtype=np.float32)  # (frames, rows, cols)
     slope, intercept = _rescale(ds)
     pixels = pixels * slope + intercept
     info = SeriesInfo(str(ds.get("SeriesInstanceUID", "?")), "", str(ds.get("Modality", "")), (path,))
@@ -347,7 +314,7 @@ def read_multiframe_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tu
         "ImageOrientationPatient"
     )
     spacing_rc = _nested(shared, "PixelMeasuresSequence", "PixelSpacing") or ds.get("PixelSpacing")
-    dy, dx = pixel_spacing(spacing_rc, info)
+    dy, dx = pixel_spacing(spacing_rc, _where(info))
     positions = [
         _nested(
             _group(ds, "PerFrameFunctionalGroupsSequence", i), "PlanePositionSequence", "ImagePositionPatient"
