@@ -106,6 +106,20 @@ def test_other_malformed_values(tmp_path, field, value, words):
         assert f"{field}" in err.value.reason and words in err.value.reason
 
 
+def test_element_with_a_wrong_length_is_one_line(tmp_path):
+    """Rows (US, 2 bytes) stored with 3 bytes: pydicom raises BytesLengthException at first access."""
+    data = Path(_testdata("CT_small.dcm")).read_bytes()
+    at = data.index(b"\x28\x00\x10\x00US\x02\x00")
+    value = data[at + 8 : at + 10]
+    (tmp_path / "rows.dcm").write_bytes(
+        data[:at] + b"\x28\x00\x10\x00US\x03\x00" + value + b"\0" + data[at + 10 :]
+    )
+    with pytest.raises(
+        UnreadableImageError, match=r"Rows \(0028,0010\) cannot be decoded \(BytesLengthException\)"
+    ):
+        _quiet(tmp_path / "rows.dcm")
+
+
 # -- missing file meta -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "name, implicit, little",
@@ -162,6 +176,19 @@ def test_jpeg_ls_lossless_extended_and_j2k_decode_exactly(name):
     out, _ = _quiet(path)
     assert np.ptp(out) > 0
     np.testing.assert_allclose(out, np.asarray(expected, dtype=out.dtype))
+
+
+def test_damaged_rle_reads_without_a_native_panic(tmp_path, capfd):
+    """pylibjpeg-rle (Rust) panics on this file: a BaseException pydicom does not catch, and a panic message
+    printed straight to the terminal. pydicom's own RLE decoder reads it and says what is odd."""
+    ds = pydicom.dcmread(_testdata("MR_small_RLE.dcm"))
+    ds.Rows = 63  # the RLE segments now hold more data than the header declares
+    ds.save_as(tmp_path / "rle.dcm")
+    out, notes = _quiet(tmp_path / "rle.dcm")
+    assert out.shape == (63, 64)
+    assert any("non-conformant padding" in n for n in notes), notes
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
 
 
 def test_decoder_failure_says_the_truth():

@@ -72,10 +72,27 @@ def read_dicom_image(path: str | Path, frame: int = 0) -> np.ndarray:
 def decode_dicom_image(path: str | Path, frame: int = 0) -> tuple[np.ndarray, list[str]]:
     """:func:`read_dicom_image` plus notes (the frame used of a multi-frame file, pydicom's warnings)."""
     notes: list[str] = []
-    with captured_warnings(notes):
+    with captured_warnings(notes), _one_line(path):
         ds, read_notes = _read(path)
         arr = _decode(ds, path, frame, read_notes)
     return arr, read_notes + [n for n in notes if n not in read_notes]
+
+
+@contextlib.contextmanager
+def _one_line(path: str | Path) -> Iterator[None]:
+    """Whatever a damaged file makes pydicom raise becomes one :class:`UnreadableImageError` line.
+
+    pydicom parses lazily: a damaged element raises at its first access, anywhere in the pipeline, with any
+    of its exception types (``BytesLengthException``, ...). The exception's type stays in the message, so a
+    medlens bug would still show as one.
+    """
+    try:
+        yield
+    except UnreadableImageError:
+        raise
+    except Exception as err:
+        text = f"{type(err).__name__}: {first_line(err)}"
+        raise UnreadableImageError(str(path), f"not a readable DICOM file ({text[:300]})") from err
 
 
 def _decode(ds, path: str | Path, frame: int, notes: list[str]) -> np.ndarray:
@@ -87,8 +104,7 @@ def _decode(ds, path: str | Path, frame: int, notes: list[str]) -> np.ndarray:
         raise UnreadableImageError(str(path), f"frame {frame} requested but the file has {frames} frames")
     if frames > 1:
         notes.append(f"multi-frame DICOM ({frames} frames); frame {frame + 1} was used")
-        ds.pixel_array_options(index=frame)  # decode only that frame
-    arr = pixel_data(ds, path)
+    arr = pixel_data(ds, path, frame if frames > 1 else None)  # decode only that frame
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").upper()
     try:
         if photometric == "PALETTE COLOR":
@@ -143,7 +159,7 @@ def read_dataset(path: str | Path):
             syntax, or a declared size above the limit.
     """
     notes: list[str] = []
-    with captured_warnings(notes):
+    with captured_warnings(notes), _one_line(path):
         ds, read_notes = _read(path)
     return ds, read_notes + [n for n in notes if n not in read_notes]
 
@@ -225,7 +241,7 @@ def non_image_dicom(path: str | Path) -> str | None:
             if "Image" in str(getattr(sop_class(ds), "name", "")) and "DirectoryRecordSequence" not in ds:
                 return None  # an image class whose pixels stop_before_pixels skipped
             return non_image_reason(ds)
-        except _DECODE_ERRORS:
+        except Exception:  # a damaged header: decoding the file will say what is wrong with it
             return None
 
 
@@ -247,15 +263,26 @@ def _bytes_per_sample(ds) -> float:
 
 def is_compressed(ds) -> bool:
     """True when the file meta names a known compressed transfer syntax."""
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    syntax = _syntax(ds)
     return bool(getattr(syntax, "is_transfer_syntax", False) and syntax.is_compressed)
 
 
-def pixel_data(ds, path: str | Path) -> np.ndarray:
-    """Decode the pixel data, with one reason per failure (truncated, compressed without decoder, ...)."""
+def _syntax(ds):
+    meta = getattr(ds, "file_meta", None)
+    return meta.get("TransferSyntaxUID") if meta is not None else None
+
+
+def pixel_data(ds, path: str | Path, index: int | None = None) -> np.ndarray:
+    """Decode the pixel data (only frame ``index`` when given), with one reason per failure (truncated,
+    compressed without a decoder, ...)."""
+    options: dict = {} if index is None else {"index": index}
+    if _syntax(ds) == "1.2.840.10008.1.2.5":
+        # RLE: pydicom's own decoder; pylibjpeg-rle (Rust) panics on damaged data and prints to the terminal
+        options["decoding_plugin"] = "pydicom"
+    if options:
+        ds.pixel_array_options(**options)
     try:
-        return ds.pixel_array
+        return _decode_pixels(ds)
     except _DECODE_ERRORS as err:
         text = first_line(err)
         if _looks_truncated(text):
@@ -267,6 +294,19 @@ def pixel_data(ds, path: str | Path) -> np.ndarray:
         if is_compressed(ds):
             raise decoder_failure(ds, err, path, DECODER_HINT) from err
         raise UnreadableImageError(str(path), f"not a readable DICOM image ({text})") from err
+
+
+def _decode_pixels(ds) -> np.ndarray:
+    """``ds.pixel_array``; a Rust decoder's panic (``pyo3_runtime.PanicException``, a BaseException that
+    pydicom does not catch) becomes a RuntimeError."""
+    try:
+        return ds.pixel_array
+    except Exception:
+        raise
+    except BaseException as err:
+        if type(err).__name__ != "PanicException":
+            raise  # KeyboardInterrupt, SystemExit: never swallowed
+        raise RuntimeError(f"the decoder crashed on this pixel data: {first_line(err)}") from err
 
 
 def _looks_truncated(text: str) -> bool:

@@ -63,7 +63,12 @@ def check_fields(ds, path: str | Path) -> None:
         try:
             raw = ds[keyword].value
         except Exception as err:  # pydicom converts raw elements lazily: any failure is a bad value
-            raise _malformed(path, keyword, tag, "?", integer) from err
+            raise UnreadableImageError(
+                str(path),
+                f"malformed DICOM header: {keyword} {tag} cannot be decoded ({type(err).__name__}); "
+                "fix the value or re-export the file",
+                kind="undecodable",
+            ) from err
         values = [] if raw is None or raw == "" else list(raw) if _is_multi(raw) else [raw]
         for value in values:
             if _number(value, integer) is None:
