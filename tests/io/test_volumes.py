@@ -130,6 +130,16 @@ def test_several_series_need_a_choice(tmp_path):
         read_dicom_series(tmp_path, series_uid="1.2.3")
 
 
+def test_non_image_objects_beside_a_series_are_not_a_series(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    write_series(tmp_path / "study", [0.0, 1.0, 2.0])
+    for name in ("test-SR.dcm", "rtplan.dcm", "waveform_ecg.dcm"):
+        (tmp_path / "study" / name).write_bytes(Path(get_testdata_file(name)).read_bytes())
+    assert [len(s.files) for s in list_dicom_series(tmp_path)] == [3]
+    assert read_dicom_series(tmp_path)[0].shape == (1, COLS, ROWS, 3)
+
+
 def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(MedlensError, match="no DICOM files found under"):

@@ -62,7 +62,7 @@ def list_dicom_series(folder: str | Path) -> list[SeriesInfo]:
                 ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
             continue  # not DICOM (a README, a .nii beside the series, ...)
-        if "PixelData" not in ds and "SeriesInstanceUID" not in ds:
+        if "Rows" not in ds:  # no image: a structured report, RT plan, waveform or DICOMDIR beside the series
             continue
         groups.setdefault(str(ds.get("SeriesInstanceUID", "unknown")), []).append((path, ds))
     return [
