@@ -78,6 +78,13 @@ def test_palette_lut_shorter_than_declared_is_refused(tmp_path):
         read_dicom_image(tmp_path / "short.dcm")
 
 
+@pytest.mark.parametrize("name", ["SC_rgb_expb_16bit.dcm", "SC_rgb_expb_32bit_2frame.dcm"])
+def test_big_endian_colour_comes_back_in_native_byte_order(name):
+    out = read_dicom_image(_testdata(name))
+    assert out.dtype.isnative and out.shape == (100, 100, 3)  # torch.from_numpy refuses '>u2'
+    np.testing.assert_array_equal(out, read_dicom_image(_testdata(name.replace("_expb", ""))))
+
+
 # -- malformed header values -----------------------------------------------------------------------------
 def test_malformed_number_of_frames_is_one_line_naming_file_and_field():
     path = _testdata("badVR.dcm")

@@ -110,10 +110,8 @@ def _decode(ds, path: str | Path, frame: int, notes: list[str]) -> np.ndarray:
         if photometric == "PALETTE COLOR":
             return apply_palette(ds, arr, path)
         if header_int(ds, "SamplesPerPixel", 1) > 1:
-            arr = np.asarray(arr)
-            return arr.astype(
-                arr.dtype.newbyteorder("=")
-            )  # big-endian files decode big-endian: torch refuses
+            arr = np.asarray(arr)  # a big-endian file decodes big-endian, which torch refuses
+            return arr.astype(arr.dtype.newbyteorder("="))
         # the VOI step gets the modality step's own output: a VOI LUT indexes stored integers, not float32
         arr = apply_modality_lut(arr, ds)
         if "WindowCenter" in ds or "VOILUTSequence" in ds:
