@@ -67,6 +67,8 @@ def ingest(
     counts = manifest.df.groupby(["split", "label"]).size() if manifest.has_labels else len(manifest)
     _console().print(f"[green]wrote[/] {output}: {len(manifest)} images, classes {manifest.classes}")
     _console().print(counts)
+    if "left out" in manifest.source:  # images outside class folders, DICOM files that hold no image
+        _console().print(f"source: {manifest.source}", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -97,6 +97,23 @@ def test_suffixless_dicom_in_class_folder(tmp_path):
     assert read_image(m.paths()[0]).shape == (128, 128)
 
 
+def test_dicom_files_without_an_image_are_left_out(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    (tmp_path / "ct").mkdir()
+    shutil.copy(_dicom_file(), tmp_path / "ct" / "a.dcm")
+    shutil.copy(get_testdata_file("test-SR.dcm"), tmp_path / "ct" / "report.dcm")
+    shutil.copy(get_testdata_file("rtplan.dcm"), tmp_path / "ct" / "RTPLAN1")  # no suffix, DICOM preamble
+    shutil.copy(get_testdata_file("waveform_ecg.dcm"), tmp_path / "ct" / "ecg.dcm")
+    _png(tmp_path / "xr" / "a.png")
+    m = ingest(tmp_path)
+    assert list(m.df["image"]) == ["ct/a.dcm", "xr/a.png"]
+    assert "3 DICOM file(s) without an image left out" in m.source
+    assert "(first: ct/ecg.dcm, a DICOM waveform (12-lead ECG Waveform Storage), not an image" in m.source
+    with pytest.raises(MedlensError, match="holds no image: a DICOM structured report"):
+        ingest(tmp_path / "ct" / "report.dcm", require_labels=False)
+
+
 def test_flat_folder_needs_labels_unless_predicting(tmp_path):
     _png(tmp_path / "a.png")
     _png(tmp_path / "b.png")

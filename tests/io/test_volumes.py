@@ -130,6 +130,16 @@ def test_several_series_need_a_choice(tmp_path):
         read_dicom_series(tmp_path, series_uid="1.2.3")
 
 
+def test_non_image_objects_beside_a_series_are_not_a_series(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    write_series(tmp_path / "study", [0.0, 1.0, 2.0])
+    for name in ("test-SR.dcm", "rtplan.dcm", "waveform_ecg.dcm"):
+        (tmp_path / "study" / name).write_bytes(Path(get_testdata_file(name)).read_bytes())
+    assert [len(s.files) for s in list_dicom_series(tmp_path)] == [3]
+    assert read_dicom_series(tmp_path)[0].shape == (1, COLS, ROWS, 3)
+
+
 def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(MedlensError, match="no DICOM files found under"):
@@ -166,6 +176,14 @@ def test_real_coronal_and_sagittal_mosaics(series, codes):
     volume, affine, _ = read_dicom_series(ORIENTATION / series)
     assert volume.shape[:3] == (2, 64, 64) and volume.shape[3] in (35, 36)
     assert nib.aff2axcodes(affine) == codes
+
+
+@needs_orientation
+@pytest.mark.parametrize("series", ["axmb/AxAsc36mb2a", "axmb/AxInt36mb"])  # JPEG Lossless, JPEG 2000
+def test_real_compressed_mosaics_decode_with_the_bundled_decoders(series):
+    volume, _, spacing = read_dicom_series(ORIENTATION / series)
+    assert volume.shape == (2, 86, 86, 36) and volume.max() > 1000
+    assert spacing[2] == pytest.approx(3.6)
 
 
 @needs_orientation

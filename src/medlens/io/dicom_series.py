@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from medlens.errors import MedlensError, UnreadableImageError
-from medlens.io.dicom import declared_shape, pixel_data, read_dataset
+from medlens.io.dicom import captured_warnings, declared_shape, pixel_data, read_dataset
+from medlens.io.dicom_header import header_floats, header_int, pixel_spacing
 from medlens.io.guard import check_declared
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -57,10 +58,11 @@ def list_dicom_series(folder: str | Path) -> list[SeriesInfo]:
     groups: dict[str, list] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            with captured_warnings([]):  # a file's oddities must not reach the terminal
+                ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
             continue  # not DICOM (a README, a .nii beside the series, ...)
-        if "PixelData" not in ds and "SeriesInstanceUID" not in ds:
+        if "Rows" not in ds:  # no image: a structured report, RT plan, waveform or DICOMDIR beside the series
             continue
         groups.setdefault(str(ds.get("SeriesInstanceUID", "unknown")), []).append((path, ds))
     return [
@@ -105,7 +107,8 @@ def read_dicom_series(
         )
     else:
         chosen = series
-    return _read_series(chosen[0])
+    with captured_warnings([]):  # pydicom's warnings about a slice must not reach the terminal
+        return _read_series(chosen[0])
 
 
 def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
@@ -116,7 +119,7 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
     check_declared(info.files[0].parent, (sum(f for f, *_ in shapes), *max(shapes)[1:]), 4, what="series")
     if any("MOSAIC" in [str(v).upper() for v in ds.get("ImageType", [])] for ds in datasets):
         return _read_mosaic(info, datasets)
-    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
+    if any(header_int(ds, "NumberOfFrames", 1) > 1 for ds in datasets):
         raise MedlensError(
             f"series {info.uid} ({info.files[0].parent}) holds multi-frame files; multi-frame "
             "DICOM volumes are not supported yet: export the series as single-frame files"
@@ -129,7 +132,10 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
             )
     row, col = _check_orientation(info, datasets)
     normal = np.cross(row, col)
-    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
+    where = _where(info)
+    positions = np.array(
+        [header_floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", where) for ds in datasets]
+    )
     order = np.argsort(positions @ normal, kind="stable")
     datasets = [datasets[i] for i in order]
     positions = positions[order]
@@ -141,7 +147,7 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
             f"{sorted({p.shape for p in pixels})}; cannot stack it into a volume"
         )
     volume = np.stack(pixels, axis=-1)  # (C, X, Y, Z)
-    dy, dx = (float(v) for v in datasets[0].get("PixelSpacing", [1.0, 1.0]))
+    dy, dx = pixel_spacing(datasets[0].get("PixelSpacing"), _where(info))
     if len(datasets) > 1:
         # The mean step between first and last slice keeps a gantry tilt as a shear instead of losing it.
         step = (positions[-1] - positions[0]) / (len(datasets) - 1)
@@ -153,7 +159,12 @@ def _read_series(info: SeriesInfo) -> tuple[np.ndarray, np.ndarray, tuple[float,
 
 
 def _check_orientation(info: SeriesInfo, datasets: list) -> tuple[np.ndarray, np.ndarray]:
-    iops = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
+    iops = np.array(
+        [
+            header_floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", _where(info))
+            for ds in datasets
+        ]
+    )
     distinct = [iops[0]]
     for iop in iops[1:]:
         if not any(np.allclose(iop, d, atol=1e-4) for d in distinct):
@@ -166,6 +177,12 @@ def _check_orientation(info: SeriesInfo, datasets: list) -> tuple[np.ndarray, np
             "export each orientation as its own series"
         )
     row, col = iops[0][:3], iops[0][3:]
+    if min(np.linalg.norm(row), np.linalg.norm(col)) < 1e-6 or np.linalg.norm(np.cross(row, col)) < 1e-6:
+        raise MedlensError(
+            f"series {info.uid} ({info.files[0].parent}): ImageOrientationPatient "
+            f"{[round(float(v), 4) for v in iops[0]]} is not two independent direction cosines; "
+            "fix the header or re-export the series"
+        )
     return row / np.linalg.norm(row), col / np.linalg.norm(col)
 
 
@@ -199,6 +216,10 @@ def _check_spacing(info: SeriesInfo, along_normal: np.ndarray, declared: float |
         )
 
 
+def _where(info: SeriesInfo) -> str:
+    return f"series {info.uid} ({info.files[0].parent})"
+
+
 def _declared_step(ds) -> float | None:
     try:
         value = float(ds.get("SpacingBetweenSlices", 0) or 0)
@@ -218,7 +239,7 @@ def _slice_pixels(ds, path: Path) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut  # deferred: heavy, only DICOM sources need it
 
     arr = _decode(ds, path)
-    if int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+    if header_int(ds, "SamplesPerPixel", 1) == 1:
         arr = apply_modality_lut(arr, ds)[np.newaxis]  # (1, rows, cols)
     else:
         arr = np.moveaxis(arr, -1, 0)  # colour (rows, cols, S) -> (S, rows, cols)
@@ -275,15 +296,16 @@ def read_multiframe_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tu
     """
     path = Path(path)
     ds = _read_file(path)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = header_int(ds, "NumberOfFrames", 1)
     if frames < 2:
         raise MedlensError(
             f"{path} is a single 2D DICOM image; a 3D model needs a DICOM series folder, a "
             "multi-frame DICOM file or a NIfTI volume"
         )
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if header_int(ds, "SamplesPerPixel", 1) != 1:
         raise MedlensError(f"{path}: colour multi-frame DICOM is not a volume medlens can segment")
-    pixels = np.asarray(_decode(ds, path), dtype=np.float32)  # (frames, rows, cols)
+    with captured_warnings([]):
+        pixels = np.asarray(_decode(ds, path), dtype=np.float32)  # (frames, rows, cols)
     slope, intercept = _rescale(ds)
     pixels = pixels * slope + intercept
     info = SeriesInfo(str(ds.get("SeriesInstanceUID", "?")), "", str(ds.get("Modality", "")), (path,))
@@ -291,10 +313,8 @@ def read_multiframe_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tu
     iop = _nested(shared, "PlaneOrientationSequence", "ImageOrientationPatient") or ds.get(
         "ImageOrientationPatient"
     )
-    spacing_rc = (
-        _nested(shared, "PixelMeasuresSequence", "PixelSpacing") or ds.get("PixelSpacing") or [1.0, 1.0]
-    )
-    dy, dx = (float(v) for v in spacing_rc)
+    spacing_rc = _nested(shared, "PixelMeasuresSequence", "PixelSpacing") or ds.get("PixelSpacing")
+    dy, dx = pixel_spacing(spacing_rc, _where(info))
     positions = [
         _nested(
             _group(ds, "PerFrameFunctionalGroupsSequence", i), "PlanePositionSequence", "ImagePositionPatient"

@@ -1,7 +1,8 @@
 """Folders of images: ``<root>/<class>/<image>``, ``<root>/<split>/<class>/<image>``, or no class level.
 
-Files are listed, never opened (except files without an image suffix, which count when they carry the
-DICOM preamble), so a folder of thousands of images ingests in well under a second.
+Raster images are listed, never opened. DICOM files (by suffix, or files without an image suffix that carry
+the DICOM preamble) have their header read, without the pixel data, so that structured reports, RT plans,
+waveforms and DICOMDIRs are left out (and said so in the manifest's source line) instead of listed as images.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from medlens.data.manifest import Manifest, natural_key
 from medlens.data.sources import register_source
 from medlens.data.sources.labels import name_labels
 from medlens.errors import MedlensError
+from medlens.io.dicom import non_image_dicom
 from medlens.io.images import DICOM_SUFFIXES, RASTER_SUFFIXES, is_image_file
 
 #: Folder names (case-insensitive) that mean a split rather than a class.
@@ -40,8 +42,14 @@ def no_images_hint(path: Path) -> str:
     )
 
 
-def list_images(root: Path) -> list[str]:
-    """Image files under ``root`` as POSIX paths relative to it, in natural order; hidden entries skipped."""
+def list_images(root: Path, left_out: list[tuple[str, str]] | None = None) -> list[str]:
+    """Image files under ``root`` as POSIX paths relative to it, in natural order; hidden entries skipped.
+
+    Args:
+        root: the folder.
+        left_out: when given, receives ``(relative path, reason)`` for each DICOM file whose header says it
+            holds no image (a structured report, an RT plan, ...); those are never listed.
+    """
     found: list[str] = []
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -55,9 +63,16 @@ def list_images(root: Path) -> list[str]:
         )
         rel = os.path.relpath(dirpath, root)
         for name in sorted(filenames, key=natural_key):
-            if name.startswith(".") or not is_image_file(os.path.join(dirpath, name)):
+            path = os.path.join(dirpath, name)
+            if name.startswith(".") or not is_image_file(path):
                 continue
-            found.append(name if rel == "." else f"{Path(rel).as_posix()}/{name}")
+            rel_name = name if rel == "." else f"{Path(rel).as_posix()}/{name}"
+            reason = non_image_dicom(path) if Path(name).suffix.lower() not in RASTER_SUFFIXES else None
+            if reason is not None:
+                if left_out is not None:
+                    left_out.append((rel_name, reason))
+                continue
+            found.append(rel_name)
     return found
 
 
@@ -116,9 +131,12 @@ class ImageFolder:
         if options:
             raise MedlensError(f"unknown option {sorted(options)[0]!r} for a folder source; use label_names")
         root = path.resolve()
-        rels = list_images(root)
+        non_images: list[tuple[str, str]] = []
+        rels = list_images(root, non_images)
         if not rels:
-            raise MedlensError(f"no images found in {path}; {no_images_hint(path)}{_what_is_there(root)}")
+            raise MedlensError(
+                f"no images found in {path}; {no_images_hint(path)}{_what_is_there(root, non_images)}"
+            )
         splits, labels, has_split = layout(root, rels)
         keep = [i for i, label in enumerate(labels) if label is not None] or list(range(len(rels)))
         df = pd.DataFrame(
@@ -133,7 +151,17 @@ class ImageFolder:
             df["label"] = [labels[i] for i in keep]
             if label_names is not None:
                 df["label"] = name_labels(df["label"], label_names, f"the class folders of {path}")
-        return Manifest(df, root, source=_describe(root, df, len(rels) - len(keep), has_split))
+        source = _describe(root, df, len(rels) - len(keep), has_split) + non_image_note(non_images)
+        return Manifest(df, root, source=source)
+
+
+def non_image_note(non_images: list[tuple[str, str]]) -> str:
+    """ "; 2 DICOM files that hold no image left out (sr.dcm: a DICOM structured report ...)" or ""."""
+    if not non_images:
+        return ""
+    first, reason = non_images[0]
+    more = f"; +{len(non_images) - 1} more" if len(non_images) > 1 else ""
+    return f"; {len(non_images)} DICOM file(s) without an image left out (first: {first}, {reason}{more})"
 
 
 def _describe(root: Path, df: pd.DataFrame, dropped: int, has_split: bool) -> str:
@@ -147,7 +175,10 @@ def _describe(root: Path, df: pd.DataFrame, dropped: int, has_split: bool) -> st
     return text + ")"
 
 
-def _what_is_there(root: Path) -> str:
+def _what_is_there(root: Path, non_images: list[tuple[str, str]] = ()) -> str:
+    if non_images:
+        first, reason = non_images[0]
+        return f" ({len(non_images)} DICOM file(s) there hold no image, e.g. {first}: {reason})"
     try:
         files = [f for f in root.rglob("*") if f.is_file() and not f.name.startswith(".")]
     except OSError:

@@ -11,7 +11,8 @@ from medlens.data.manifest import Manifest
 from medlens.data.sources import register_source
 from medlens.data.sources.folders import case_id_of
 from medlens.errors import MedlensError
-from medlens.io.images import is_image_file
+from medlens.io.dicom import non_image_dicom
+from medlens.io.images import RASTER_SUFFIXES, is_image_file
 
 
 @register_source("image", priority=800, description="one image file (PNG, JPEG, TIFF, DICOM, ...)")
@@ -27,6 +28,9 @@ class ImageFile:
         if options:
             raise MedlensError(f"unknown option {sorted(options)[0]!r} for a single image source")
         path = path.resolve()
+        reason = non_image_dicom(path) if path.suffix.lower() not in RASTER_SUFFIXES else None
+        if reason is not None:
+            raise MedlensError(f"{path} holds no image: {reason}; give an image file or a folder of images")
         case = case_id_of(path.name)
         df = pd.DataFrame({"case_id": [case], "patient_id": [case], "split": [""], "image": [path.name]})
         return Manifest(df, path.parent, source=f"image file: {path}")
