@@ -20,7 +20,7 @@ import typer
 from medlens.errors import MedlensError
 from medlens.tasks.registry import get_task
 from medlens.training.config import TrainConfig
-from medlens.utils.files import check_output_path
+from medlens.utils.files import check_output_path, json_text
 
 app = typer.Typer(
     add_completion=False,
@@ -572,7 +572,7 @@ def evaluate(
 @app.command()
 def calibrate(
     run_dir: Path = typer.Argument(..., help="Classification run directory from `medlens train`."),
-    split: str = typer.Option("val", help="Split of the run's manifest to fit on (never test)."),
+    split: str = typer.Option("val", help="Split of the run's manifest to fit on (never test or train)."),
     reset: bool = typer.Option(False, "--reset", help="Remove the run's calibration instead."),
     quiet: bool = QUIET,
 ) -> None:
@@ -586,6 +586,8 @@ def calibrate(
         return
     b, a = r["before"], r["after"]
     _console().print(f"temperature T = {r['T']:.3f}, fitted on the {r['fit_on']} split ({r['n']} cases)")
+    if r.get("warning"):
+        typer.echo(f"warning: {r['warning']}", err=True)
     _console().print(
         f"  on {r['fit_on']} (in-sample after): ECE {b['ece']:.4f} -> {a['ece']:.4f}, "
         f"Brier {b['brier']:.4f} -> {a['brier']:.4f}, NLL {b['nll']:.4f} -> {a['nll']:.4f}"
@@ -637,7 +639,7 @@ def predict(
         max_image_mb=max_image_mb,
     )
     if as_json:
-        typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        typer.echo(json_text(results))
     elif results and all("error" in r for r in results):  # nothing to tabulate: one line per file
         for r in results:
             typer.echo(f"error: cannot read {r['path']}: {r['error']}", err=True)
@@ -707,7 +709,7 @@ def explain(
         max_image_mb=max_image_mb,
     )
     if as_json:
-        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        typer.echo(json_text(result))
     else:
         for case in result["cases"]:
             if "error" in case:
@@ -807,7 +809,7 @@ def triage(
         max_image_mb=max_image_mb,
     )
     if as_json:
-        typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+        typer.echo(json_text(result, default=str))
         return
     from rich.table import Table
 

@@ -102,7 +102,7 @@ def evaluate(
         patient_agg=patient_agg,
     )
     clinical.check()
-    loaded = load_model(run_dir)
+    loaded = load_model(run_dir, operating_point=threshold is None)  # --threshold replaces the stored one
     task = get_task(loaded.spec.task)
     if loaded.spec.task != "classification":
         for name, value in (("--threshold", threshold), ("--readers", readers), ("--positive", positive)):
