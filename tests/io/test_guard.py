@@ -7,8 +7,9 @@ import torch
 from runfile_helpers import zip_bomb
 
 from medlens.errors import MedlensError
-from medlens.io import guard
-from medlens.io.guard import check_zip_inflation, load_torch_file
+from medlens.io import archives
+from medlens.io.archives import check_zip_inflation
+from medlens.io.guard import load_torch_file
 
 
 def test_zip_bomb_model_file_is_refused_before_torch_load(tmp_path, monkeypatch):
@@ -27,7 +28,7 @@ def test_zip_bomb_model_file_is_refused_before_torch_load(tmp_path, monkeypatch)
 def test_honest_checkpoint_passes_the_inflation_check(tmp_path, monkeypatch):
     path = tmp_path / "model.pt"
     torch.save({"w": torch.randn(64, 64)}, path)
-    monkeypatch.setattr(guard, "INFLATION_FLOOR_MB", 0.0)  # even without the floor: stored records, ratio ~1
+    monkeypatch.setattr(archives, "INFLATION_FLOOR_MB", 0.0)  # no floor: stored records have ratio ~1
     check_zip_inflation(path, "model file")
     assert load_torch_file(path)["w"].shape == (64, 64)
 

@@ -37,6 +37,7 @@ import numpy as np
 import tifffile
 
 from medlens.errors import MedlensError, UnreadableImageError, reason_kind
+from medlens.io.archives import check_zip_inflation, human_bytes
 
 DEFAULT_MAX_IMAGE_MB = 512.0
 #: A CSV or model file larger than this is refused before it is parsed (a manifest of a million rows is ~100
@@ -44,13 +45,6 @@ DEFAULT_MAX_IMAGE_MB = 512.0
 MAX_TABLE_MB = 2048.0
 MAX_CHECKPOINT_MB = 8192.0
 MIB = 1024 * 1024
-#: A zip archive (a PyTorch checkpoint, an npz cache) may declare at most this many bytes once inflated...
-MAX_INFLATED_MB = MAX_CHECKPOINT_MB
-#: ... and, above :data:`INFLATION_FLOOR_MB`, at most this many times its size on disk. ``torch.save`` stores
-#: its records uncompressed (ratio 1) and float weights deflate by well under 2x, so a larger ratio is a
-#: crafted archive (a 2.4 MB model.pt that inflates to 2.5 GB), refused before ``torch.load`` inflates it.
-MAX_INFLATION_RATIO = 16.0
-INFLATION_FLOOR_MB = 64.0
 
 _LOCK = threading.Lock()
 # A module-level setting rather than a context variable: the readers run in worker threads, which do not
@@ -88,13 +82,6 @@ def _checked_mb(mb: Any) -> float:
     if not (math.isfinite(value) and value > 0):
         raise MedlensError(f"--max-image-mb must be a positive number of MiB, got {mb!r}")
     return value
-
-
-def human_bytes(n: float) -> str:
-    for unit, size in (("GiB", 1024**3), ("MiB", MIB), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} bytes"
 
 
 def check_declared(
@@ -321,34 +308,6 @@ def load_torch_file(path: str | Path, what: str = "model file") -> Any:
         raise MedlensError(
             f"{what} {path} is not a readable PyTorch state dict (truncated or corrupted: {first_line(err)})"
         ) from err
-
-
-def check_zip_inflation(path: str | Path, what: str) -> None:
-    """Refuse a zip archive whose records declare more inflated bytes than any honest one holds.
-
-    The central directory declares each record's uncompressed size; the readers (PyTorch's miniz, numpy's
-    zipfile) allocate and inflate that much, so checking the declared total bounds the memory a file can
-    cost. The limit is :data:`MAX_INFLATED_MB` in all and, above :data:`INFLATION_FLOOR_MB`, at most
-    :data:`MAX_INFLATION_RATIO` times the file's size on disk. A file that is not a zip archive (PyTorch's
-    legacy format, random bytes) is left to its reader, which refuses it with its own reason.
-
-    Raises:
-        MedlensError: naming the file, its declared inflated size and the limit.
-    """
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            declared = sum(max(0, info.file_size) for info in zf.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return  # not a (readable) zip archive: the reader refuses it with its own reason
-    on_disk = max(1, path.stat().st_size)
-    limit = min(MAX_INFLATED_MB * MIB, max(INFLATION_FLOOR_MB * MIB, MAX_INFLATION_RATIO * on_disk))
-    if declared > limit:
-        raise MedlensError(
-            f"{what} {path} is {human_bytes(on_disk)} on disk but its zip records declare "
-            f"{human_bytes(declared)} once inflated (more than the {human_bytes(limit)} an honest file of "
-            "its size holds); refusing to inflate it: it is damaged or crafted, use the file that was saved"
-        )
 
 
 def _pickle_reason(text: str) -> str:
