@@ -10,9 +10,10 @@ that warning. Judge calibration on a split the fit never saw (test, or ``--data`
 
 Refusals: the test split (it must stay unseen) and the train split (the network has fitted those cases, so
 its scores on them are overconfident by construction and the temperature would mean nothing); a fit whose T
-falls outside [0.05, 20] (:data:`~medlens.models.run_files.T_MIN`, ``T_MAX``): with a handful of cases, all
-classified right (T runs off to ~0 or to thousands) or all wrong, the likelihood has no interior optimum and
-the "temperature" only records that. Fewer than :data:`FEW_CASES` cases are fitted, with a warning stored in
+falls outside [0.05, 20] (:data:`~medlens.models.run_files.T_MIN`, ``T_MAX``): when the model separates the
+fitting cases perfectly the likelihood only grows as T shrinks (T runs off to ~0), when it is wrong on them
+it only grows as T grows (T runs off to thousands); either way there is no interior optimum and the
+"temperature" records only that. Fewer than :data:`FEW_CASES` cases are fitted, with a warning stored in
 calibration.json and printed: one scalar is well determined by a few dozen cases, but not by a handful.
 """
 
@@ -90,10 +91,15 @@ def calibrate(
     n = len(data.targets)
     problem = temperature_problem(t)
     if problem:
+        why = (
+            "the model separates these cases perfectly, so the fit only sharpens without end"
+            if t < 1
+            else "the model's scores do not fit these cases, so the fit flattens every probability"
+        )
         raise MedlensError(
             f"temperature scaling degenerated on the {n} cases of the {split} split of {run_dir}: {problem} "
-            "(on so few or so one-sided cases no temperature fits); nothing stored: calibrate on a larger "
-            "held-out split (--split)"
+            f"({why}); nothing stored: calibrate on a larger held-out split (--split), or keep the "
+            "uncalibrated probabilities"
         )
     record = {
         "method": "temperature",
