@@ -882,8 +882,9 @@ def _prediction_table(results: list, task):
 
 def _run_task(run_dir: Path) -> str:
     """The task a run was trained for (train.json; runs from before the field existed classify)."""
-    path = Path(run_dir) / "train.json"
-    return json.loads(path.read_text()).get("task", "classification") if path.is_file() else "classification"
+    from medlens.models.run_files import read_run_json  # deferred: the CLI starts without torch
+
+    return str(read_run_json(Path(run_dir) / "train.json").get("task") or "classification")
 
 
 @app.command()

@@ -178,6 +178,20 @@ def _threshold_is(run: Path, value: float) -> None:
     assert point == {**point, "class": "normal", "threshold": value}, point
 
 
+SIDE_FILES = {
+    "train-json-not-json": ("train.json", "{bad", "evaluate", "train.json is damaged (Expecting property"),
+    "train-json-a-list": ("train.json", "[1, 2]", "predict", "train.json is damaged (it holds a list"),
+    "config-yaml-not-yaml": ("config.yaml", "{: : [", "evaluate", "config.yaml is damaged (while parsing"),
+}
+for _name, (_file, _text, _cmd, _msg) in SIDE_FILES.items():
+    case(f"run-{_name}", 2, _msg, check=one_line_error)(
+        lambda ctx, f=_file, t=_text, c=_cmd: (
+            _predict(_with_file(f, t)(ctx), ctx)
+            if c == "predict"
+            else ["evaluate", _with_file(f, t, data=True)(ctx), "-o", ctx.tmp / "ev", "--quiet"]
+        )
+    )
+
 # ---------------------------------------------------------------------------------------------------------
 # medlens calibrate
 # ---------------------------------------------------------------------------------------------------------

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from medlens.errors import MedlensError
-from medlens.models.run_files import T_MAX, T_MIN, read_calibration, read_operating_point
+from medlens.models.run_files import (
+    T_MAX,
+    T_MIN,
+    read_calibration,
+    read_operating_point,
+    read_run_json,
+    read_run_yaml,
+)
 from medlens.tasks.classification import decide, softmax
 from medlens.utils.files import json_text
 
@@ -96,3 +103,28 @@ def test_json_text_is_always_valid_json():
     text = json_text([{"p": float("nan"), "q": np.float32(0.5), "r": [math.inf]}])
     assert json.loads(text) == [{"p": None, "q": 0.5, "r": [None]}]
     assert "NaN" not in text and "Infinity" not in text
+
+
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        ("train.json", "{bad", "train.json is damaged (Expecting property name"),
+        ("train.json", "[1, 2]", "train.json is damaged (it holds a list, not a mapping)"),
+        ("config.yaml", "{: : [", "config.yaml is damaged (while parsing a flow node)"),
+        ("config.yaml", "- a\n- b\n", "config.yaml is damaged (it holds a list, not a mapping)"),
+    ],
+)
+def test_damaged_training_facts_are_named_in_one_line(tmp_path, name, text, words):
+    path = tmp_path / name
+    path.write_text(text)
+    read = read_run_json if name.endswith(".json") else read_run_yaml
+    with pytest.raises(MedlensError) as err:
+        read(path)
+    assert words in str(err.value) and "copy it from the run that made it, or re-train" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_absent_or_empty_training_facts_are_empty(tmp_path):
+    assert read_run_json(tmp_path / "train.json") == {} and read_run_yaml(tmp_path / "config.yaml") == {}
+    (tmp_path / "config.yaml").write_text("")
+    assert read_run_yaml(tmp_path / "config.yaml") == {}

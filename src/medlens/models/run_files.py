@@ -10,6 +10,9 @@ applied silently:
   handful of cases, all classified correctly or all wrongly), which ``medlens calibrate`` refuses to store.
 - ``operating_point.json``: ``class`` must be one of the model's classes and ``threshold`` a number strictly
   between 0 and 1 (what ``evaluate --threshold`` accepts).
+
+The facts ``medlens train`` wrote (``train.json``, ``config.yaml``) are read with :func:`read_run_json` and
+:func:`read_run_yaml`: absent is empty, unreadable or not a mapping is one line naming the file.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from medlens.errors import MedlensError
 
@@ -41,6 +46,43 @@ def read_run_file(path: Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
     if missing:
         raise MedlensError(f"{path} lacks {missing}; delete it and run the command that writes it again")
     return data
+
+
+def read_run_json(path: Path) -> dict[str, Any]:
+    """A JSON mapping the run holds (train.json, summary.json), ``{}`` when absent.
+
+    Raises:
+        MedlensError: the file is unreadable, not JSON, or not a mapping (naming it, and what to do).
+    """
+    return _mapping(path, json.loads)
+
+
+def read_run_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping the run holds (config.yaml), ``{}`` when absent or empty.
+
+    Raises:
+        MedlensError: the file is unreadable, not YAML, or not a mapping (naming it, and what to do).
+    """
+    return _mapping(path, yaml.safe_load)
+
+
+def _mapping(path: Path, parse) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = parse(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MedlensError(f"{path} is damaged ({reason}); {_REWRITE}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MedlensError(f"{path} is damaged (it holds a {type(data).__name__}, not a mapping); {_REWRITE}")
+    return data
+
+
+_REWRITE = "medlens train wrote it: copy it from the run that made it, or re-train"
 
 
 def temperature_problem(value: Any) -> str | None:
