@@ -4,7 +4,7 @@ Only tensors and plain Python values are stored, so it loads with ``torch.load(.
 
 A run directory may also hold what was decided after training, applied by every command that loads it:
 ``calibration.json`` (a temperature fitted by ``medlens calibrate``) and ``operating_point.json`` (the
-threshold set by ``medlens evaluate --threshold``).
+threshold set by ``medlens evaluate --threshold``), checked when read (:mod:`medlens.models.run_files`).
 """
 
 from __future__ import annotations
