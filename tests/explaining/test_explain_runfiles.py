@@ -85,3 +85,12 @@ def test_localisation_source_without_masks_is_one_line(run, tmp_path):
         medlens.explain(run, [], tmp_path / "loc", localisation=tmp_path / "data", progress=False)
     text = str(err.value)
     assert f"--localisation {tmp_path / 'data'} has no lesion masks" in text and "\n" not in text
+
+
+def test_an_index_declaring_more_than_the_limit_is_never_inflated(run, tmp_path, monkeypatch):
+    from medlens.explaining import embedding
+
+    monkeypatch.setattr(embedding, "INDEX_MAX_MB", 0.001)  # the run's index declares more than 1 KiB
+    image = next((tmp_path / "data" / "cyst").iterdir())
+    result = medlens.explain(run, [image], tmp_path / "out", progress=False)
+    assert "explain_index.npz was damaged" in result["index_note"] and "once inflated" in result["index_note"]

@@ -39,3 +39,10 @@ def test_inflation_check_leaves_non_zip_files_to_their_reader(tmp_path):
     check_zip_inflation(path, "model file")  # no opinion
     with pytest.raises(MedlensError, match="is not a readable PyTorch state dict"):
         load_torch_file(path)
+
+
+def test_a_content_dependent_ratio_can_be_left_out_but_not_the_total(tmp_path):
+    path = zip_bomb(tmp_path / "cache.npz", inflated_mb=80)
+    check_zip_inflation(path, "cache", max_ratio=None)  # zeros deflate 1000x: fine without a ratio limit
+    with pytest.raises(MedlensError, match="more than the 64.0 MiB"):
+        check_zip_inflation(path, "cache", limit_mb=64, max_ratio=None)

@@ -39,6 +39,9 @@ INDEX_META = "explain_index.json"
 K = 5
 OOD_QUANTILE = 99.0
 INDEX_VERSION = 1
+#: The most the index's arrays may declare once inflated (a million training cases of 1 024 float16 values
+#: take 2 GiB); a larger one is treated as damaged and rebuilt.
+INDEX_MAX_MB = 4096.0
 
 
 @dataclass
@@ -234,7 +237,7 @@ def _read_index(npz: Path, info: dict[str, Any], loaded) -> EmbeddingIndex:
     Raises:
         ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile, MedlensError: the cache is damaged.
     """
-    check_zip_inflation(npz, "embedding index")
+    check_zip_inflation(npz, "embedding index", limit_mb=INDEX_MAX_MB, max_ratio=None)
     with np.load(npz, allow_pickle=False) as arrays:  # pickled (object) arrays raise ValueError
         train, val_scores = arrays["train"], arrays["val_scores"]
     labels, paths, case_ids = info["labels"], info["paths"], info["case_ids"]

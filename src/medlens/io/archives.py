@@ -22,14 +22,26 @@ MAX_INFLATION_RATIO = 16.0
 INFLATION_FLOOR_MB = 64.0
 
 
-def check_zip_inflation(path: str | Path, what: str) -> None:
+def check_zip_inflation(
+    path: str | Path,
+    what: str,
+    *,
+    limit_mb: float = MAX_INFLATED_MB,
+    max_ratio: float | None = MAX_INFLATION_RATIO,
+) -> None:
     """Refuse a zip archive whose records declare more inflated bytes than any honest one holds.
 
     The central directory declares each record's uncompressed size; the readers (PyTorch's miniz, numpy's
     zipfile) allocate and inflate that much, so checking the declared total bounds the memory a file can
-    cost. The limit is :data:`MAX_INFLATED_MB` in all and, above :data:`INFLATION_FLOOR_MB`, at most
-    :data:`MAX_INFLATION_RATIO` times the file's size on disk. A file that is not a zip archive (PyTorch's
-    legacy format, random bytes) is left to its reader, which refuses it with its own reason.
+    cost. A file that is not a zip archive (PyTorch's legacy format, random bytes) is left to its reader,
+    which refuses it with its own reason.
+
+    Args:
+        path: the archive.
+        what: its name in the message ("model file").
+        limit_mb: the most it may declare in all (default :data:`MAX_INFLATED_MB`).
+        max_ratio: above :data:`INFLATION_FLOOR_MB`, the most it may declare per byte on disk (None: no ratio
+            limit, for archives medlens deflates itself, whose ratio depends on their content).
 
     Raises:
         MedlensError: naming the file, its declared inflated size and the limit.
@@ -41,11 +53,13 @@ def check_zip_inflation(path: str | Path, what: str) -> None:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return  # not a (readable) zip archive: the reader refuses it with its own reason
     on_disk = max(1, path.stat().st_size)
-    limit = min(MAX_INFLATED_MB * MIB, max(INFLATION_FLOOR_MB * MIB, MAX_INFLATION_RATIO * on_disk))
+    limit = limit_mb * MIB
+    if max_ratio is not None:
+        limit = min(limit, max(INFLATION_FLOOR_MB * MIB, max_ratio * on_disk))
     if declared > limit:
         raise MedlensError(
             f"{what} {path} is {human_bytes(on_disk)} on disk but its zip records declare "
-            f"{human_bytes(declared)} once inflated (more than the {human_bytes(limit)} an honest file of "
+            f"{human_bytes(declared)} once inflated (more than the {human_bytes(limit)} an honest one of "
             "its size holds); refusing to inflate it: it is damaged or crafted, use the file that was saved"
         )
 
