@@ -23,7 +23,7 @@ from medlens.evaluation.operating_points import positive_classes
 from medlens.evaluation.writer import write_evaluation
 from medlens.io.guard import accepts_image_limit
 from medlens.models.checkpoint import OPERATING_POINT_FILE, load_model
-from medlens.models.run_files import read_run_json
+from medlens.models.run_files import read_run_json, read_run_yaml
 from medlens.tasks.base import EvalContext
 from medlens.tasks.registry import get_task
 from medlens.utils.files import write_json
@@ -104,6 +104,9 @@ def evaluate(
     )
     clinical.check()
     loaded = load_model(run_dir, operating_point=threshold is None)  # --threshold replaces the stored one
+    # the report reads these after inference: a damaged one is refused before any work
+    read_run_json(run_dir / "train.json")
+    read_run_yaml(run_dir / "config.yaml")
     task = get_task(loaded.spec.task)
     if loaded.spec.task != "classification":
         for name, value in (("--threshold", threshold), ("--readers", readers), ("--positive", positive)):
