@@ -20,7 +20,7 @@ import typer
 from medlens.errors import MedlensError
 from medlens.tasks.registry import get_task
 from medlens.training.config import TrainConfig
-from medlens.utils.files import check_output_path
+from medlens.utils.files import check_output_path, json_text
 
 app = typer.Typer(
     add_completion=False,
@@ -574,7 +574,7 @@ def evaluate(
 @app.command()
 def calibrate(
     run_dir: Path = typer.Argument(..., help="Classification run directory from `medlens train`."),
-    split: str = typer.Option("val", help="Split of the run's manifest to fit on (never test)."),
+    split: str = typer.Option("val", help="Split of the run's manifest to fit on (never test or train)."),
     reset: bool = typer.Option(False, "--reset", help="Remove the run's calibration instead."),
     quiet: bool = QUIET,
 ) -> None:
@@ -588,6 +588,8 @@ def calibrate(
         return
     b, a = r["before"], r["after"]
     _console().print(f"temperature T = {r['T']:.3f}, fitted on the {r['fit_on']} split ({r['n']} cases)")
+    if r.get("warning"):
+        typer.echo(f"warning: {r['warning']}", err=True)
     _console().print(
         f"  on {r['fit_on']} (in-sample after): ECE {b['ece']:.4f} -> {a['ece']:.4f}, "
         f"Brier {b['brier']:.4f} -> {a['brier']:.4f}, NLL {b['nll']:.4f} -> {a['nll']:.4f}"
@@ -639,7 +641,7 @@ def predict(
         max_image_mb=max_image_mb,
     )
     if as_json:
-        typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        typer.echo(json_text(results))
     elif results and all("error" in r for r in results):  # nothing to tabulate: one line per file
         for r in results:
             typer.echo(f"error: cannot read {r['path']}: {r['error']}", err=True)
@@ -709,7 +711,7 @@ def explain(
         max_image_mb=max_image_mb,
     )
     if as_json:
-        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        typer.echo(json_text(result))
     else:
         for case in result["cases"]:
             if "error" in case:
@@ -811,7 +813,7 @@ def triage(
     for line in result.get("warnings") or []:  # what was given but not used: never silently
         _console(stderr=True).print(f"warning: {line}", style="yellow", highlight=False, markup=False)
     if as_json:
-        typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+        typer.echo(json_text(result, default=str))
         return
     from rich.table import Table
 
@@ -891,8 +893,9 @@ def _prediction_table(results: list, task):
 
 def _run_task(run_dir: Path) -> str:
     """The task a run was trained for (train.json; runs from before the field existed classify)."""
-    path = Path(run_dir) / "train.json"
-    return json.loads(path.read_text()).get("task", "classification") if path.is_file() else "classification"
+    from medlens.models.run_files import read_run_json  # deferred: the CLI starts without torch
+
+    return str(read_run_json(Path(run_dir) / "train.json").get("task") or "classification")
 
 
 @app.command()

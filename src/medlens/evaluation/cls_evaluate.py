@@ -3,7 +3,6 @@ with bootstrap intervals over patients, and their figures (confusion matrix, ROC
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from medlens.evaluation.calibration import ECE_CI_NOTE, calibration_summary
 from medlens.evaluation.clinical import ClinicalOptions, classification_analyses
 from medlens.evaluation.evaluators import register_evaluator
 from medlens.evaluation.metrics import cases_from_arrays, classification_metrics
-from medlens.evaluation.writer import read_yaml
+from medlens.models.run_files import read_run_json, read_run_yaml
 from medlens.tasks.base import EvalContext, Evaluation
 from medlens.tasks.classification import decide, predict_logits, softmax
 
@@ -112,15 +111,11 @@ def _predictions(df: pd.DataFrame, targets, probs, classes: list[str], decided) 
 
 def _data_summary(run_dir: Path) -> dict[str, dict[str, int]] | None:
     """Class counts per split of the run's training data, from train.json."""
-    path = run_dir / "train.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("class_counts")
+    return read_run_json(run_dir / "train.json").get("class_counts")
 
 
 def _audit_fix(run_dir: Path) -> dict[str, Any]:
     """Whether training data was leakage-checked and cleaned by `--audit-fix`, and how many changes."""
-    cfg = read_yaml(run_dir / "config.yaml") or {}
-    path = run_dir / "train.json"
-    changes = json.loads(path.read_text()).get("audit_fix") or [] if path.is_file() else []
+    cfg = read_run_yaml(run_dir / "config.yaml")
+    changes = read_run_json(run_dir / "train.json").get("audit_fix") or []
     return {"applied": bool(cfg.get("audit_fix")), "changes": len(changes)}

@@ -23,6 +23,7 @@ from medlens.evaluation.operating_points import positive_classes
 from medlens.evaluation.writer import write_evaluation
 from medlens.io.guard import accepts_image_limit
 from medlens.models.checkpoint import OPERATING_POINT_FILE, load_model
+from medlens.models.run_files import read_run_json, read_run_yaml
 from medlens.tasks.base import EvalContext
 from medlens.tasks.registry import get_task
 from medlens.utils.files import write_json
@@ -102,7 +103,10 @@ def evaluate(
         patient_agg=patient_agg,
     )
     clinical.check()
-    loaded = load_model(run_dir)
+    loaded = load_model(run_dir, operating_point=threshold is None)  # --threshold replaces the stored one
+    # the report reads these after inference: a damaged one is refused before any work
+    read_run_json(run_dir / "train.json")
+    read_run_yaml(run_dir / "config.yaml")
     task = get_task(loaded.spec.task)
     if loaded.spec.task != "classification":
         for name, value in (("--threshold", threshold), ("--readers", readers), ("--positive", positive)):
@@ -188,12 +192,7 @@ def set_operating_point(
 
 def _refit(run_dir: Path) -> bool:
     """Whether the run's model was refit on train + val (``--final``)."""
-    import json
-
-    try:
-        return bool(json.loads((run_dir / "train.json").read_text()).get("final"))
-    except (OSError, ValueError, AttributeError):
-        return False
+    return bool(read_run_json(run_dir / "train.json").get("final"))
 
 
 def _slug(manifest: Manifest) -> str:

@@ -7,13 +7,12 @@ manifest.csv) or of the evaluation (summary.json), and the limitations are rules
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from medlens.models.run_files import read_run_json, read_run_yaml
 from medlens.utils.files import atomic_write_text
 
 #: A 95 % interval wider than this (on a 0–1 metric) counts as wide.
@@ -241,8 +240,8 @@ def _cohorts(summary: dict[str, Any]) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return read_run_yaml(path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_run_json(path)

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from medlens.evaluation.metrics import build_summary
 from medlens.evaluation.model_card import write_model_card
 from medlens.evaluation.plots import plot_history
 from medlens.evaluation.report import render_report
+from medlens.models.run_files import read_run_yaml
 from medlens.tasks.base import EvalContext, Evaluation
 from medlens.utils.files import atomic_write_text, write_json
 
@@ -69,4 +69,4 @@ def write_evaluation(task: str, ev: Evaluation, ctx: EvalContext) -> dict[str, A
 
 def read_yaml(path: Path) -> dict | None:
     """A YAML file's content, or None when there is no such file."""
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+    return read_run_yaml(path) if path.is_file() else None

@@ -10,12 +10,16 @@ training split; the validation split calibrates the out-of-distribution score: t
 the k nearest training cases. An input is flagged when its score exceeds the 99th percentile of the
 validation cases' scores (those are in-distribution by construction), so about 1 % of typical images are
 flagged by chance.
+
+The index files are a cache: when they are damaged (not a zip archive, pickled arrays, wrong keys, shapes or
+embedding width, NaN) they are rebuilt, and explain.json's ``index_note`` says so.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,8 @@ import torch
 from medlens.data.cache import cache_images
 from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
+from medlens.io.archives import check_zip_inflation
+from medlens.io.guard import first_line
 from medlens.tasks.base import channels_last, normalize
 from medlens.utils.files import atomic_write_bytes, write_json
 
@@ -33,6 +39,9 @@ INDEX_META = "explain_index.json"
 K = 5
 OOD_QUANTILE = 99.0
 INDEX_VERSION = 1
+#: The most the index's arrays may declare once inflated (a million training cases of 1 024 float16 values
+#: take 2 GiB); a larger one is treated as damaged and rebuilt.
+INDEX_MAX_MB = 4096.0
 
 
 @dataclass
@@ -46,6 +55,7 @@ class EmbeddingIndex:
     threshold: float  # OOD score above this is flagged
     val_scores: np.ndarray  # validation cases' OOD scores (for the percentile of a new score)
     k: int = K
+    note: str | None = None  # set when a damaged cache was rebuilt
 
     @classmethod
     def calibrated(
@@ -184,7 +194,8 @@ def load_or_build_index(run_dir: str | Path, loaded, *, progress: bool = True) -
     index = _load_or_build(run_dir, loaded, progress=progress)
     if len(_LOADED) >= 8:
         _LOADED.pop(next(iter(_LOADED)))
-    _LOADED[str(run_dir.resolve())] = (_stamp(npz, meta, run_dir / "model.pt"), index)
+    kept = replace(index, note=None)  # the note concerns this call's rebuild only
+    _LOADED[str(run_dir.resolve())] = (_stamp(npz, meta, run_dir / "model.pt"), kept)
     return index
 
 
@@ -194,20 +205,70 @@ def _stamp(*paths: Path) -> tuple:
 
 def _load_or_build(run_dir: Path, loaded, *, progress: bool) -> EmbeddingIndex:
     npz, meta = run_dir / INDEX_FILE, run_dir / INDEX_META
-    if npz.is_file() and meta.is_file():
-        info = json.loads(meta.read_text())
-        if info.get("version") == INDEX_VERSION and info.get("model_mtime") == _model_mtime(run_dir):
-            with np.load(npz, allow_pickle=False) as arrays:
-                return EmbeddingIndex(
-                    embeddings=arrays["train"].astype(np.float32),
-                    labels=info["labels"],
-                    paths=info["paths"],
-                    case_ids=info["case_ids"],
-                    threshold=float(info["threshold"]),
-                    val_scores=arrays["val_scores"],
-                    k=int(info["k"]),
-                )
-    return build_index(run_dir, loaded, progress=progress)
+    if not (npz.is_file() and meta.is_file()):
+        return build_index(run_dir, loaded, progress=progress)
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        if not isinstance(info, dict):
+            raise ValueError(f"{meta.name} is not a JSON object")
+    except (OSError, ValueError) as err:
+        return _rebuilt(run_dir, loaded, progress, f"{meta.name} was unreadable ({first_line(err)})")
+    if info.get("version") != INDEX_VERSION or info.get("model_mtime") != _model_mtime(run_dir):
+        return build_index(run_dir, loaded, progress=progress)  # stale: the model changed since
+    try:
+        return _read_index(npz, info, loaded)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, MedlensError) as err:
+        reason = first_line(err)
+        if "pickled" in reason:  # numpy's word for "not an npz archive" with allow_pickle=False
+            reason = "not an npz archive of arrays"
+        return _rebuilt(run_dir, loaded, progress, f"{npz.name} was damaged ({reason})")
+
+
+def _rebuilt(run_dir: Path, loaded, progress: bool, why: str) -> EmbeddingIndex:
+    """The index built again because its cache files were damaged, with a note saying so."""
+    index = build_index(run_dir, loaded, progress=progress)
+    index.note = f"{why}; it is a cache, so it was rebuilt from the run's training data"
+    return index
+
+
+def _read_index(npz: Path, info: dict[str, Any], loaded) -> EmbeddingIndex:
+    """The cached index, every part checked: keys, shapes, finite values, the model's embedding width.
+
+    Raises:
+        ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile, MedlensError: the cache is damaged.
+    """
+    check_zip_inflation(npz, "embedding index", limit_mb=INDEX_MAX_MB, max_ratio=None)
+    with np.load(npz, allow_pickle=False) as arrays:  # pickled (object) arrays raise ValueError
+        train, val_scores = arrays["train"], arrays["val_scores"]
+    labels, paths, case_ids = info["labels"], info["paths"], info["case_ids"]
+    threshold, k = float(info["threshold"]), int(info["k"])
+    if train.ndim != 2 or not np.issubdtype(train.dtype, np.floating) or len(train) == 0:
+        raise ValueError(f"train embeddings of shape {train.shape} and type {train.dtype}")
+    if val_scores.ndim != 1 or not np.issubdtype(val_scores.dtype, np.floating) or len(val_scores) == 0:
+        raise ValueError(f"validation scores of shape {val_scores.shape} and type {val_scores.dtype}")
+    if not all(isinstance(x, list) and len(x) == len(train) for x in (labels, paths, case_ids)):
+        raise ValueError(f"the case lists do not match the {len(train)} embeddings")
+    if not (np.isfinite(train).all() and np.isfinite(val_scores).all() and np.isfinite(threshold)):
+        raise ValueError("it holds NaN/inf values")
+    if k < 1:
+        raise ValueError(f"k = {k}")
+    width = embed(loaded, _blank(loaded.spec)).shape[1]
+    if train.shape[1] != width:
+        raise ValueError(f"embeddings of width {train.shape[1]}, the model's are {width}")
+    return EmbeddingIndex(
+        embeddings=train.astype(np.float32),
+        labels=[str(x) for x in labels],
+        paths=[str(x) for x in paths],
+        case_ids=[str(x) for x in case_ids],
+        threshold=threshold,
+        val_scores=val_scores.astype(np.float32),
+        k=k,
+    )
+
+
+def _blank(spec) -> np.ndarray:
+    """One black image of the model's input shape (N, C, S, S), to measure its embedding width."""
+    return np.zeros((1, spec.channels, spec.image_size, spec.image_size), dtype=np.uint8)
 
 
 def build_index(run_dir: str | Path, loaded, *, progress: bool = True) -> EmbeddingIndex:

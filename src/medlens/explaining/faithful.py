@@ -50,6 +50,11 @@ def localisation(
         raise MedlensError(f"--target {name!r} is not a class of this model; classes: {', '.join(classes)}")
     t = classes.index(name)
     seg = get_task("segmentation").resolve(seg_source)
+    if "mask" not in seg.df.columns:
+        raise MedlensError(
+            f"--localisation {seg_source} has no lesion masks to score the maps against; give a segmentation "
+            "source (images with their masks, e.g. kaggle_3m, or a manifest with a mask column)"
+        )
     run_manifest = Manifest.load(run_dir / "manifest.csv")
     patients = set(run_manifest.df.loc[run_manifest.df["split"] == split, "patient_id"].astype(str))
     if not patients:

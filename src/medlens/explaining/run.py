@@ -137,6 +137,7 @@ def explain_studies(
     if index and loaded.spec.spatial_dims == 2 and studies:
         try:
             idx = load_or_build_index(run_dir, loaded, progress=progress)
+            index_note = idx.note
         except MedlensError as err:
             index_note = f"no similar cases or OOD score: {err}"
     elif index:

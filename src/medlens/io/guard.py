@@ -37,6 +37,7 @@ import numpy as np
 import tifffile
 
 from medlens.errors import MedlensError, UnreadableImageError, reason_kind
+from medlens.io.archives import check_zip_inflation, human_bytes
 
 DEFAULT_MAX_IMAGE_MB = 512.0
 #: A CSV or model file larger than this is refused before it is parsed (a manifest of a million rows is ~100
@@ -81,13 +82,6 @@ def _checked_mb(mb: Any) -> float:
     if not (math.isfinite(value) and value > 0):
         raise MedlensError(f"--max-image-mb must be a positive number of MiB, got {mb!r}")
     return value
-
-
-def human_bytes(n: float) -> str:
-    for unit, size in (("GiB", 1024**3), ("MiB", MIB), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} bytes"
 
 
 def check_declared(
@@ -285,6 +279,7 @@ def load_torch_file(path: str | Path, what: str = "model file") -> Any:
     if not path.is_file():
         raise MedlensError(f"{what} {path} does not exist")
     check_file_size(path, MAX_CHECKPOINT_MB, what)
+    check_zip_inflation(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

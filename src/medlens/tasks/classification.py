@@ -23,6 +23,7 @@ from medlens.data.spec import PreprocessingSpec
 from medlens.data.splits import carve_validation, stratified_subset
 from medlens.errors import MedlensError
 from medlens.models.checkpoint import LoadedModel
+from medlens.models.run_files import operating_point_problem
 from medlens.tasks.base import Task, normalize
 from medlens.tasks.registry import register_task
 
@@ -207,7 +208,14 @@ def predict_logits(loaded: LoadedModel, images: np.ndarray, batch_size: int = 12
 
 
 def softmax(logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
-    """Class probabilities from scores, divided by ``temperature`` first when given (temperature scaling)."""
+    """Class probabilities from scores, divided by ``temperature`` first when given (temperature scaling).
+
+    Raises:
+        MedlensError: a temperature that is not a finite positive number (it would flip or erase every
+            probability rather than rescale it).
+    """
+    if temperature is not None and not (np.isfinite(temperature) and temperature > 0):
+        raise MedlensError(f"the temperature must be a finite positive number, got {temperature!r}")
     z = np.asarray(logits, dtype=np.float64) / (temperature or 1.0)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -224,10 +232,18 @@ def predict_probs(
 
 def decide(probs: np.ndarray, class_names: list[str], operating_point: dict | None) -> np.ndarray:
     """Predicted class index per row: argmax, or, with an operating point ``{"class", "threshold"}``, that
-    class whenever its probability is ≥ the threshold and the most probable other class otherwise."""
+    class whenever its probability is ≥ the threshold and the most probable other class otherwise.
+
+    Raises:
+        MedlensError: an operating point for a class the model does not have, or a threshold outside (0, 1)
+            (never silently ignored).
+    """
     probs = np.asarray(probs)
-    if operating_point is None or operating_point.get("class") not in class_names:
+    if operating_point is None:
         return probs.argmax(axis=1)
+    problem = operating_point_problem(operating_point, list(class_names))
+    if problem:
+        raise MedlensError(f"unusable operating point: {problem}")
     c = class_names.index(operating_point["class"])
     others = probs.copy()
     others[:, c] = -np.inf

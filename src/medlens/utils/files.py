@@ -56,9 +56,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Atomically write ``obj`` as indented JSON (NaN written as null)."""
-    return atomic_write_text(
-        path, json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-    )
+    return atomic_write_text(path, json_text(obj) + "\n")
+
+
+def json_text(obj: Any, default: Any = None) -> str:
+    """``obj`` as indented, valid JSON: NaN and ±inf become null (``json.dumps`` alone writes ``NaN``,
+    which no JSON parser accepts), numpy values plain numbers, paths strings; ``default`` as in json.dumps."""
+    return json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False, default=default)
 
 
 def _clean(obj: Any) -> Any:
