@@ -511,8 +511,6 @@ def evaluate(
     metrics with CIs, calibration, operating points, and on request cohorts, fairness and readers."""
     from medlens.evaluation.evaluate import evaluate as do_evaluate
 
-    if output is not None:
-        check_output_path(output, sources=[data] if data is not None else [], what="evaluation folder")
     gate_obj = None
     if gate is not None:
         from medlens.tasks.gate import load_gate
@@ -599,9 +597,8 @@ def calibrate(
 def predict(
     paths: list[Path] = typer.Argument(
         ...,
-        help="RUN_DIR then the files to predict (images, NIfTI "
-        "volumes or DICOM series folders); with --segment only "
-        "the files.",
+        help="RUN_DIR then what to predict: image files, folders (searched recursively), DICOM files or "
+        "series folders, NIfTI volumes, or a manifest CSV; with --segment only the inputs.",
     ),
     segment: Path | None = typer.Option(None, help="Segmentation run (then every argument is a file)."),
     gate: Path | None = typer.Option(
@@ -616,17 +613,19 @@ def predict(
         None, "-o", "--output", help="Folder for masks, boxes and overlays (default RUN_DIR/predictions)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    no_index: bool = typer.Option(
+        False, "--no-index", help="Skip the out-of-distribution check (the run's embedding index)."
+    ),
     max_image_mb: float | None = MAX_MB,
 ) -> None:
-    """Classify images, or segment them / find their box, by the run's task (masks and overlays to files)."""
-    from medlens.inference.predict import predict as do_predict
+    """Classify images, or segment them / find their box, by the run's task (masks and overlays to files);
+    each result says whether the image is unlike the training data (2D runs)."""
+    from medlens.pipeline.predict import predict as do_predict
 
     if segment is not None:
         run_dir, files = segment, list(paths)
     else:
         run_dir, files = paths[0], list(paths[1:])
-    if output is not None:
-        check_output_path(output, what="predictions folder")
     results = do_predict(
         run_dir,
         files,
@@ -634,8 +633,10 @@ def predict(
         gate=gate,
         negative_class=negative_class,
         gate_threshold=gate_threshold,
+        ood=not no_index,
         max_image_mb=max_image_mb,
     )
+    _print_read_notes(results)
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     elif results and all("error" in r for r in results):  # nothing to tabulate: one line per file
@@ -865,17 +866,35 @@ def _entry(entry: dict) -> str:
 
 
 def _prediction_table(results: list, task):
-    """The ``medlens predict`` table: the task's columns and rows, unreadable files in red."""
+    """The ``medlens predict`` table: the task's columns and rows, unreadable files in red, and the
+    out-of-distribution flag when the run has one."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table("file", *task.prediction_columns)
+    ood = any("ood" in r for r in results)
+    table = Table("file", *task.prediction_columns, *(["out of distribution"] if ood else []))
     blank = [""] * max(0, len(task.prediction_columns) - 2)
     for r in results:
         if "error" in r:
-            table.add_row(r["path"], "[red]unreadable[/]", *blank, r["error"])
+            row = [escape(r["path"]), "[red]unreadable[/]", *blank, escape(r["error"])]
         else:
-            table.add_row(r["path"], *task.prediction_row(r))
+            row = [escape(r["path"]), *task.prediction_row(r)]
+        if ood:
+            flag = r.get("ood")
+            row.append("" if not flag else f"[red]yes[/] ({flag['score']:.3f})" if flag["flag"] else "no")
+        table.add_row(*row)
     return table
+
+
+def _print_read_notes(results: list) -> None:
+    """Name the files read with a caveat (frame 1 of a multi-frame DICOM ...) on stderr, one line each."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True)
+    for r in results:
+        for note in r.get("read_notes") or []:
+            console.print(escape(f"note: {r['path']}: {note}"), style="yellow", soft_wrap=True)
 
 
 def _run_task(run_dir: Path) -> str:

@@ -25,7 +25,7 @@ from medlens.io.guard import accepts_image_limit
 from medlens.models.checkpoint import OPERATING_POINT_FILE, load_model
 from medlens.tasks.base import EvalContext
 from medlens.tasks.registry import get_task
-from medlens.utils.files import write_json
+from medlens.utils.files import check_output_path, write_json
 
 
 @accepts_image_limit
@@ -89,8 +89,8 @@ def evaluate(
         raise MedlensError(
             f"run directory {run_dir} not found; train one with `medlens train SRC -o {run_dir}`"
         )
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise MedlensError(f"-o {out} is a file, not a folder; give a folder path for the evaluation outputs")
+    if out is not None:  # before any work: never another run's folder, a dataset or a source
+        check_evaluation_out(out, run_dir, data)
     clinical = ClinicalOptions(
         positive=positive,
         threshold=threshold,
@@ -131,13 +131,15 @@ def evaluate(
         )
     task.check_evaluation_manifest(manifest)
     clinical.check_data(manifest.df, list(loaded.spec.class_names) if task.name == "classification" else None)
+    out = Path(out) if out else (run_dir if own else run_dir / f"eval-{_slug(manifest)}-{split or 'all'}")
+    check_evaluation_out(out, run_dir, data)
     ctx = EvalContext(
         run=run_name or str(run_dir),
         data=str(manifest.source or manifest.root),
         split=split or "all",
         n_bootstrap=n_bootstrap,
         run_dir=run_dir,
-        out=Path(out) if out else (run_dir if own else run_dir / f"eval-{_slug(manifest)}-{split or 'all'}"),
+        out=out,
         prepared=prepared if own else None,
         gate=gate,
         progress=progress,
@@ -160,6 +162,15 @@ def evaluate(
     summary = write_evaluation(task.name, evaluation, ctx)
     summary["output_dir"] = str(ctx.out)  # where it was written (returned only; not a summary.json key)
     return summary
+
+
+def check_evaluation_out(out: str | Path, run_dir: Path, data: Any = None) -> Path:
+    """Refuse, in one line, an evaluation folder that is a source, lies in one, or holds files medlens did
+    not write for an evaluation (another run, a dataset); the run's own folder and its subfolders are fine."""
+    sources = [data] if data is not None else []
+    return check_output_path(
+        out, sources=sources, what="evaluation folder", marker="evaluation", run=run_dir, may_be_run=True
+    )
 
 
 def _case_paths(manifest: Manifest, cases: list[dict[str, Any]]) -> list[str]:

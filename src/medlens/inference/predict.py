@@ -10,6 +10,7 @@ from medlens.errors import MedlensError
 from medlens.io.guard import accepts_image_limit
 from medlens.models.checkpoint import load_model
 from medlens.tasks.registry import get_task
+from medlens.utils.files import check_output_path, mark_output
 
 
 @accepts_image_limit
@@ -39,14 +40,40 @@ def predict(
     """
     if not files:
         raise MedlensError("no image files given; pass one or more paths to images")
-    loaded = load_model(_run_model_path(run_dir))
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "predictions"
-    return get_task(loaded.spec.task).write_predictions(
-        loaded, files, out, gate=gate, negative_class=negative_class, gate_threshold=gate_threshold
+    loaded = load_model(run_model_path(run_dir))
+    return predict_loaded(
+        loaded,
+        run_dir,
+        files,
+        out_dir=out_dir,
+        gate=gate,
+        negative_class=negative_class,
+        gate_threshold=gate_threshold,
     )
 
 
-def _run_model_path(run_dir: str | Path) -> Path:
+def predict_loaded(
+    loaded,
+    run_dir: str | Path,
+    files: list[str | Path],
+    *,
+    out_dir: str | Path | None = None,
+    gate: str | Path | None = None,
+    negative_class: str | None = None,
+    gate_threshold: float = 0.5,
+) -> list[dict[str, Any]]:
+    """:func:`predict` with the run's model already loaded (one record per file, in order)."""
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "predictions"
+    # never into another run, a dataset, a source or a folder medlens did not make for predictions
+    check_output_path(out, sources=list(files), marker="predictions", run=run_dir, what="predictions folder")
+    records = get_task(loaded.spec.task).write_predictions(
+        loaded, files, out, gate=gate, negative_class=negative_class, gate_threshold=gate_threshold
+    )
+    mark_output(out, "predictions")  # only when the task wrote files there
+    return records
+
+
+def run_model_path(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise MedlensError(
