@@ -59,7 +59,7 @@ def ingest(
     """Scan SRC and write a manifest CSV (one row per image: case_id, patient_id, split, image, label)."""
     from medlens.data.ingest import ingest as do_ingest
 
-    check_output_path(output, sources=[src], kind="file", what="manifest CSV")
+    check_output_path(output, sources=[src], kind="file", what="manifest CSV", marker="manifest")
     names = [n.strip() for n in label_names.split(",")] if label_names else None
     manifest = do_ingest(src, label_names=names)
     manifest.save(output)
@@ -104,9 +104,11 @@ def audit(
     from medlens.auditing.run import audit as do_audit
     from medlens.auditing.run import print_summary
 
-    check_output_path(output, sources=[src], what="audit folder")
+    check_output_path(output, sources=[src], what="audit folder", marker="audit")
     if fix is not None:
-        check_output_path(fix, sources=[src], kind="file", option="--fix", what="cleaned manifest CSV")
+        check_output_path(
+            fix, sources=[src], kind="file", option="--fix", what="cleaned manifest CSV", marker="manifest"
+        )
     result = do_audit(
         src,
         output,
@@ -538,7 +540,9 @@ def evaluate(
     _print_skipped(s.get("skipped") or [], int(s.get("n_cases") or 0), Path(out) / "summary.json")
     _print_summary(Path(out) / "summary.json")
     dd = s.get("metrics_deduplicated")
-    if dd:
+    if dd and dd.get("check") == "not run":
+        typer.secho(f"  warning: {dd['warning']}", fg="yellow", err=True)
+    elif dd:
         shown = "; ".join(
             f"{k} {_entry(v)}" for k, v in list(dd["metrics"].items())[:3] if v.get("value") is not None
         )
@@ -548,6 +552,8 @@ def evaluate(
             highlight=False,
             soft_wrap=True,
         )
+        if dd.get("warning"):
+            typer.secho(f"  warning: {dd['warning']}", fg="yellow", err=True)
     if s.get("calibrated"):
         c, b, a = s["calibrated"], s["calibration_change"]["before"], s["calibration_change"]["after"]
         _console().print(
@@ -692,8 +698,6 @@ def explain(
     run_dir, inputs = paths[0], list(paths[1:])
     if not inputs and localisation is None:
         raise MedlensError(f"no inputs to explain; give image files or folders after {run_dir}")
-    if output is not None:
-        check_output_path(output, sources=inputs, what="explanations folder")
     result = do_explain(
         run_dir,
         inputs,
@@ -789,7 +793,7 @@ def triage(
             "give a run directory and the studies to triage, e.g. medlens triage RUN scans/ -o wl"
         )
     run_dir, inputs = paths[0], list(paths[1:])
-    check_output_path(output, sources=inputs, what="worklist folder")
+    check_output_path(output, sources=inputs, what="worklist folder", marker="worklist", run=run_dir)
     result = do_triage(
         run_dir,
         inputs,
@@ -911,7 +915,7 @@ def compare(
     """Tabulate and chart several runs' summary.json side by side."""
     from medlens.evaluation.compare import compare as do_compare
 
-    check_output_path(output, kind="file", what="HTML report")
+    check_output_path(output, sources=list(run_dirs), kind="file", what="HTML report", marker="report")
     table = do_compare(run_dirs, output)
     _console().print(table.to_string(index=False))
     _console().print(f"wrote {output}")
@@ -1085,7 +1089,9 @@ def masks_to_labels(
     """Label each image by whether its mask is empty, to train the classifier gate of a two-stage pipeline."""
     from medlens.data.convert import masks_to_labels as convert
 
-    check_output_path(output, sources=[src], kind="file", option="OUTPUT", what="labelled CSV")
+    check_output_path(
+        output, sources=[src], kind="file", option="OUTPUT", what="labelled CSV", marker="manifest"
+    )
     manifest = convert(src, output, positive=positive, negative=negative)
     counts = manifest.df["label"].value_counts().to_dict()
     _console().print(f"[green]wrote[/] {output}: {len(manifest)} images {counts}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens.data.manifest import Manifest
+from medlens.data.run_data import load_run_manifest, run_data_folder
 from medlens.errors import MedlensError
 from medlens.evaluation import cls_evaluate, det_evaluate, seg_evaluate  # noqa: F401  (register evaluators)
 from medlens.evaluation.clinical import ClinicalOptions
@@ -148,8 +149,9 @@ def evaluate(
     sub = manifest.subset(split) if split else manifest
     evaluation = evaluator_of(task)(loaded, sub, ctx)
     if not own and loaded.spec.spatial_dims == 2:  # other data: also score it without copies of training
+        run_data = load_run_manifest(run_dir)  # resolved even when the run was copied elsewhere
         flags, info = near_duplicate_flags(
-            _case_paths(sub, evaluation.cases), Manifest.load(run_dir / "manifest.csv"), progress=progress
+            _case_paths(sub, evaluation.cases), run_data.manifest, progress=progress
         )
         evaluation.after["metrics_deduplicated"] = deduplicated_metrics(
             task.name,
@@ -158,6 +160,7 @@ def evaluate(
             info,
             class_names=list(loaded.spec.class_names) if task.name == "classification" else None,
             n_bootstrap=n_bootstrap,
+            root_note=run_data.root_note,
         )
     summary = write_evaluation(task.name, evaluation, ctx)
     summary["output_dir"] = str(ctx.out)  # where it was written (returned only; not a summary.json key)
@@ -168,6 +171,8 @@ def check_evaluation_out(out: str | Path, run_dir: Path, data: Any = None) -> Pa
     """Refuse, in one line, an evaluation folder that is a source, lies in one, or holds files medlens did
     not write for an evaluation (another run, a dataset); the run's own folder and its subfolders are fine."""
     sources = [data] if data is not None else []
+    folder = run_data_folder(run_dir)  # the run's training images: an output there would become data
+    sources += [folder] if folder is not None else []
     return check_output_path(
         out, sources=sources, what="evaluation folder", marker="evaluation", run=run_dir, may_be_run=True
     )

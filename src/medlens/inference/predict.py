@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medlens.data.run_data import run_data_folder
 from medlens.errors import MedlensError
 from medlens.io.guard import accepts_image_limit
 from medlens.models.checkpoint import load_model
@@ -65,7 +66,8 @@ def predict_loaded(
     """:func:`predict` with the run's model already loaded (one record per file, in order)."""
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "predictions"
     # never into another run, a dataset, a source or a folder medlens did not make for predictions
-    check_output_path(out, sources=list(files), marker="predictions", run=run_dir, what="predictions folder")
+    sources = [*files, *filter(None, [run_data_folder(run_dir)])]  # never among the run's training images
+    check_output_path(out, sources=sources, marker="predictions", run=run_dir, what="predictions folder")
     records = get_task(loaded.spec.task).write_predictions(
         loaded, files, out, gate=gate, negative_class=negative_class, gate_threshold=gate_threshold
     )

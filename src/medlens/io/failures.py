@@ -9,6 +9,7 @@ says exactly what was raised (type and message), so a real bug is never hidden.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,6 +39,22 @@ def read_guarded(path: Any, read: Callable[..., T], *args: Any, **kwargs: Any) -
         return read(*args, **kwargs)
     except Exception as err:
         raise unreadable(path, err) from err
+
+
+def reader_boundary(read: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a reader whose first argument is the file: what a decoder raises besides a MedlensError
+    becomes the file's :class:`UnreadableImageError` (a MedlensError already says what is wrong)."""
+
+    @functools.wraps(read)
+    def guarded(path: Any, *args: Any, **kwargs: Any) -> T:
+        try:
+            return read(path, *args, **kwargs)
+        except MedlensError:
+            raise
+        except Exception as err:  # the read boundary: the file's reason, never the batch's
+            raise unreadable(path, err) from err
+
+    return guarded
 
 
 def row_error(err: MedlensError) -> str:

@@ -30,7 +30,7 @@ from medlens.data.seg_sources import check_pair
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError, UnreadableImageError
 from medlens.io.dicom_series import read_dicom_series, read_multiframe_volume
-from medlens.io.failures import read_guarded
+from medlens.io.failures import read_guarded, reader_boundary
 from medlens.io.images import DICOM_SUFFIXES, is_dicom_file
 from medlens.io.volumes import is_nifti_file, read_volume, write_nifti
 from medlens.tasks.base import standardize_nonzero
@@ -69,6 +69,7 @@ def resample_labels(labels: np.ndarray, size: tuple[int, ...]) -> torch.Tensor:
     return y
 
 
+@reader_boundary
 def read_any_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """A NIfTI file or a DICOM series folder → ``(volume (C, X, Y, Z), affine, spacing)``."""
     path = Path(path)

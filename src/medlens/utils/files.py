@@ -315,18 +315,24 @@ def check_output_path(
     return target
 
 
+#: Folders whose files other commands read (a run's manifest, a convert output's volumes): never written into.
+_KEPT = {"run", "volumes", "curve", "search"}
+
+
 def _check_kind(
     out: Path, target: Path, marker: str, kind: str, run: Any, may_be_run: bool, option: str, what: str
 ) -> None:
     """The rules of an output medlens adds to (see :func:`check_output_path`, ``marker``)."""
     own = _resolved(run) if run is not None else None
     label = f"{option} {out}"
-    for parent in target.parents:  # another run (or audit, worklist...) keeps its own files
-        if own is not None and parent == own:
-            break
-        if is_medlens_output(parent):
+    inside_own = own is not None and (target == own or own in target.parents)
+    for parent in [] if inside_own else target.parents:  # another run (or audit...) keeps its own files
+        if not is_medlens_output(parent):
+            continue
+        # a new file may sit in any medlens folder; an existing one only in an output folder (not a run's)
+        if kind == "folder" or (out.is_file() and _folder_kind(parent) in _KEPT):
             raise MedlensError(
-                f"{label} lies inside {parent}, a {_kind_name(parent)} medlens wrote for something else; "
+                f"{label} lies inside {parent}, {_a(_kind_name(parent))} medlens wrote for something else; "
                 f"choose an {option} outside it"
             )
     if kind == "file":
@@ -347,15 +353,31 @@ def _check_kind(
         return
     if found is not None:
         raise MedlensError(
-            f"{label} is a {FOLDER_KINDS.get(found, found)} medlens wrote for something else; writing the "
+            f"{label} is {_a(FOLDER_KINDS.get(found, found))} medlens wrote for something else; writing the "
             f"{what} there would mix with or replace its files. Choose a new or empty folder for {option}"
         )
-    if own is not None and own in target.parents:  # a folder of the command's own run
+    if inside_own:  # a folder of the command's own run
         return
     raise MedlensError(
-        f"{label} exists and is not a {what} medlens wrote; medlens writes only into a new or empty folder "
+        f"{label} exists and is not {_a(what)} medlens wrote; medlens writes only into a new or empty folder "
         f"or one it made for this. Choose another {option}"
     )
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def data_folder(manifest: Any) -> Path | None:
+    """The folder a manifest's images live in, when each sits at most three levels below it (class folders,
+    split/class folders, patient folders): an output may not lie inside it, or the next scan would read the
+    output as data. None for images scattered across the disk, whose common folder could be ``/``."""
+    folder = _common_folder(manifest.df, Path(str(manifest.root)))
+    if folder is None:
+        return None
+    dirs = {os.path.dirname(p.split("::")[0]) for p in manifest.paths()}  # the image's folder: one level
+    deepest = max((len(Path(os.path.relpath(_resolved(d), folder)).parts) for d in dirs), default=0)
+    return folder if deepest <= 2 else None
 
 
 def _folder_kind(folder: Path) -> str | None:
@@ -374,5 +396,5 @@ def _kind_name(folder: Path) -> str:
 def mark_output(folder: str | Path, kind: str) -> None:
     """Give a folder medlens adds to its marker (once; a run's own marker is never replaced)."""
     folder = Path(folder)
-    if folder.is_dir() and _folder_kind(folder) is None:
+    if folder.is_dir() and not is_medlens_output(folder):
         write_marker(folder, kind)
