@@ -62,12 +62,18 @@ def load_run_manifest(run_dir: str | Path) -> RunData:
 
 
 def run_data_folder(run_dir: str | Path) -> Path | None:
-    """The folder the run's training images live in (None when unknown or scattered)."""
+    """The folder the run's training images live in: None when unknown, scattered, arrays in an npz file,
+    or when the run itself lies inside it (then the user keeps runs beside the data on purpose)."""
     path = Path(run_dir) / MANIFEST
     try:
-        return data_folder(Manifest.load(path)) if path.is_file() else None
+        manifest = Manifest.load(path) if path.is_file() else None
+        if manifest is None or manifest.df["image"].astype(str).str.contains(NPZ_SEP, regex=False).any():
+            return None
+        folder = data_folder(manifest)
     except (MedlensError, OSError, ValueError):
         return None
+    run = Path(os.path.realpath(run_dir))
+    return None if folder is None or folder == run or folder in run.parents else folder
 
 
 def _resolved(manifest: Manifest) -> RunData:

@@ -86,12 +86,12 @@ def evaluate(
         The summary dict (also written as summary.json), plus ``output_dir``: the folder it was written to.
     """
     run_dir = Path(run_dir)
+    if out is not None:  # before any work: never another run's folder, a dataset or a source
+        check_evaluation_out(out, run_dir, data)
     if not run_dir.is_dir():
         raise MedlensError(
             f"run directory {run_dir} not found; train one with `medlens train SRC -o {run_dir}`"
         )
-    if out is not None:  # before any work: never another run's folder, a dataset or a source
-        check_evaluation_out(out, run_dir, data)
     clinical = ClinicalOptions(
         positive=positive,
         threshold=threshold,

@@ -41,6 +41,8 @@ def predict(
     """
     if not files:
         raise MedlensError("no image files given; pass one or more paths to images")
+    if out_dir is not None:  # before any work
+        check_predictions_out(out_dir, run_dir, files)
     loaded = load_model(run_model_path(run_dir))
     return predict_loaded(
         loaded,
@@ -65,14 +67,21 @@ def predict_loaded(
 ) -> list[dict[str, Any]]:
     """:func:`predict` with the run's model already loaded (one record per file, in order)."""
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "predictions"
-    # never into another run, a dataset, a source or a folder medlens did not make for predictions
-    sources = [*files, *filter(None, [run_data_folder(run_dir)])]  # never among the run's training images
-    check_output_path(out, sources=sources, marker="predictions", run=run_dir, what="predictions folder")
+    check_predictions_out(out, run_dir, files)
     records = get_task(loaded.spec.task).write_predictions(
         loaded, files, out, gate=gate, negative_class=negative_class, gate_threshold=gate_threshold
     )
     mark_output(out, "predictions")  # only when the task wrote files there
     return records
+
+
+def check_predictions_out(out: str | Path, run_dir: str | Path, files: list) -> Path:
+    """Refuse, in one line, a predictions folder that is another run, a source, lies among the run's
+    training images, or holds files medlens did not write for predictions."""
+    sources = [*files, *filter(None, [run_data_folder(run_dir)])]
+    return check_output_path(
+        out, sources=sources, marker="predictions", run=run_dir, what="predictions folder"
+    )
 
 
 def run_model_path(run_dir: str | Path) -> Path:

@@ -19,7 +19,7 @@ from medlens.data.cache import load_image
 from medlens.errors import MedlensError
 from medlens.explaining.embedding import embed, load_or_build_index
 from medlens.explaining.inputs import expand_inputs
-from medlens.inference.predict import predict_loaded, run_model_path
+from medlens.inference.predict import check_predictions_out, predict_loaded, run_model_path
 from medlens.io.failures import read_guarded
 from medlens.io.guard import accepts_image_limit
 from medlens.models.checkpoint import load_model
@@ -60,6 +60,8 @@ def predict(
     """
     if not files:
         raise MedlensError("no image files given; pass one or more paths to images or folders")
+    if out_dir is not None:  # before any work
+        check_predictions_out(out_dir, run_dir, files)
     loaded = load_model(run_model_path(run_dir))
     studies = expand_inputs(list(files), loaded.spec.spatial_dims)
     records = predict_loaded(

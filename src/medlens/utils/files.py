@@ -301,7 +301,8 @@ def check_output_path(
                 f"{label} contains the source {src}; writing there would destroy the input. "
                 f"Choose another {option}"
             )
-    if marker is not None:
+    # --overwrite keeps its own rule for a folder medlens did not write (below)
+    if marker is not None and (overwrite is None or not out.exists() or is_medlens_output(out)):
         _check_kind(out, target, marker, kind, run, may_be_run, option, what)
     if overwrite is None or not out.exists():
         return target
