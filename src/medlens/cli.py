@@ -876,7 +876,7 @@ def _prediction_table(results: list, task):
     from rich.table import Table
 
     ood = any("ood" in r for r in results)
-    table = Table("file", *task.prediction_columns, *(["out of distribution"] if ood else []))
+    table = Table("file", *task.prediction_columns, *(["OOD"] if ood else []))
     blank = [""] * max(0, len(task.prediction_columns) - 2)
     for r in results:
         if "error" in r:
