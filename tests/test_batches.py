@@ -196,3 +196,17 @@ def test_predictions_csv_keeps_full_precision(monkeypatch, capsys, world, tmp_pa
         assert row.p_cyst == by_id[row.case_id]["cyst"] and row.p_normal == by_id[row.case_id]["normal"]
     values = table[["p_cyst", "p_normal"]].to_numpy().ravel()
     assert (np.round(values, 6) != values).any()  # more than 6 decimals survive the file
+
+
+def test_a_copied_run_evaluates_its_own_split_and_flags_ood(monkeypatch, capsys, world, tmp_path):
+    copy = shutil.copytree(world["run"], tmp_path / "elsewhere" / "run")
+    for name in ("explain_index.npz", "explain_index.json"):  # the index is rebuilt from the training images
+        (copy / name).unlink(missing_ok=True)
+    code, _out, err = run_cli(monkeypatch, capsys, "evaluate", copy, "--bootstrap", "10", "--quiet")
+    assert code == 0, err
+    assert json.loads((copy / "summary.json").read_text())["n_cases"] > 0
+    code, out, err = run_cli(
+        monkeypatch, capsys, "predict", copy, next(world["data"].rglob("*.png")), "--json"
+    )
+    assert code == 0, err
+    assert "flag" in json.loads(out)[0]["ood"]

@@ -115,7 +115,8 @@ def evaluate(
         )
     own = data is None
     if own:
-        manifest = prepared.manifest if prepared is not None else Manifest.load(run_dir / "manifest.csv")
+        # a copied or moved run finds its images where it was trained (see load_run_manifest)
+        manifest = prepared.manifest if prepared is not None else load_run_manifest(run_dir).manifest
     else:
         manifest = task.resolve(data)
     split = split or ("test" if "test" in manifest.splits else "val" if own else None)

@@ -11,7 +11,7 @@ from medlens.errors import MedlensError
 from medlens.io.guard import accepts_image_limit
 from medlens.models.checkpoint import load_model
 from medlens.tasks.registry import get_task
-from medlens.utils.files import check_output_path, mark_output
+from medlens.utils.files import check_output_path
 
 
 @accepts_image_limit
@@ -68,11 +68,10 @@ def predict_loaded(
     """:func:`predict` with the run's model already loaded (one record per file, in order)."""
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "predictions"
     check_predictions_out(out, run_dir, files)
-    records = get_task(loaded.spec.task).write_predictions(
+    # no marker here: a predictions folder holds only <stem>_mask/_overlay/_box files and is known by them
+    return get_task(loaded.spec.task).write_predictions(
         loaded, files, out, gate=gate, negative_class=negative_class, gate_threshold=gate_threshold
     )
-    mark_output(out, "predictions")  # only when the task wrote files there
-    return records
 
 
 def check_predictions_out(out: str | Path, run_dir: str | Path, files: list) -> Path:

@@ -330,8 +330,9 @@ def _check_kind(
     for parent in [] if inside_own else target.parents:  # another run (or audit...) keeps its own files
         if not is_medlens_output(parent):
             continue
-        # a new file may sit in any medlens folder; an existing one only in an output folder (not a run's)
-        if kind == "folder" or (out.is_file() and _folder_kind(parent) in _KEPT):
+        # no folder inside another run or convert output; no existing file replaced in a folder others read
+        found = _folder_kind(parent)
+        if (kind == "folder" and found in ("run", "volumes")) or (out.is_file() and found in _KEPT):
             raise MedlensError(
                 f"{label} lies inside {parent}, {_a(_kind_name(parent))} medlens wrote for something else; "
                 f"choose an {option} outside it"
