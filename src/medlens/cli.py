@@ -891,7 +891,8 @@ def _prediction_table(results: list, task):
 
 
 def _print_read_notes(results: list) -> None:
-    """Name the files read with a caveat (frame 1 of a multi-frame DICOM ...) on stderr, one line each."""
+    """Name the files read with a caveat (frame 1 of a multi-frame DICOM ...) on stderr, one line each, and
+    why there is no out-of-distribution flag when the run's index could not be had."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -899,6 +900,9 @@ def _print_read_notes(results: list) -> None:
     for r in results:
         for note in r.get("read_notes") or []:
             console.print(escape(f"note: {r['path']}: {note}"), style="yellow", soft_wrap=True)
+    missing = {r["ood_note"] for r in results if str(r.get("ood_note", "")).startswith("no out-of")}
+    for note in sorted(missing):  # the index could not be had: say so once, not per row
+        console.print(escape(f"note: {note}"), style="yellow", soft_wrap=True)
 
 
 def _run_task(run_dir: Path) -> str:
