@@ -316,9 +316,7 @@ def test_bad_options_are_one_line(args, message, runs, monkeypatch, capsys, tmp_
         ("orientation", "mixed orientations in series"),
     ],
 )
-def test_broken_dicom_series_costs_its_own_row_only(
-    kind, message, runs, monkeypatch, capsys, tmp_path
-):
+def test_broken_dicom_series_costs_its_own_row_only(kind, message, runs, monkeypatch, capsys, tmp_path):
     if kind == "gap":
         write_series(tmp_path / "series", [0.0, 2.0, 4.0, 8.0, 10.0])
     else:

@@ -301,7 +301,6 @@ def check_output_path(
                 f"{label} contains the source {src}; writing there would destroy the input. "
                 f"Choose another {option}"
             )
-    # --overwrite keeps its own rule for a folder medlens did not write (below)
     if marker is not None and (overwrite is None or not out.exists() or is_medlens_output(out)):
         _check_kind(out, target, marker, kind, run, may_be_run, option, what)
     if overwrite is None or not out.exists():
@@ -371,9 +370,8 @@ def _a(noun: str) -> str:
 
 
 def data_folder(manifest: Any) -> Path | None:
-    """The folder a manifest's images live in, when each sits at most three levels below it (class folders,
-    split/class folders, patient folders): an output may not lie inside it, or the next scan would read the
-    output as data. None for images scattered across the disk, whose common folder could be ``/``."""
+    """The folder a manifest's images live in, at most three levels below it (class, split/class, patient
+    folders): no output may lie there. None for images scattered across the disk (their root could be /)."""
     folder = _common_folder(manifest.df, Path(str(manifest.root)))
     if folder is None:
         return None
