@@ -307,21 +307,31 @@ def test_bad_options_are_one_line(args, message, runs, monkeypatch, capsys, tmp_
         ("orientation", "mixed orientations in series"),
     ],
 )
-def test_broken_dicom_series_is_refused_and_nothing_written(
-    kind, message, runs, monkeypatch, capsys, tmp_path
-):
+def test_broken_dicom_series_costs_its_own_row_only(kind, message, runs, monkeypatch, capsys, tmp_path):
     if kind == "gap":
         write_series(tmp_path / "series", [0.0, 2.0, 4.0, 8.0, 10.0])
     else:
         write_series(
             tmp_path / "series", [0.0, 2.0, 4.0, 6.0], iops=[[1, 0, 0, 0, 1, 0]] * 3 + [[1, 0, 0, 0, 0, -1]]
         )
-    good = runs.spheres / "imagesTr" / "case0.nii.gz"  # predicted first: its outputs must not survive either
-    code, _out, err = run_cli(
-        monkeypatch, capsys, "predict", runs.seg3d, good, tmp_path / "series", "-o", tmp_path / "out"
+    good = runs.spheres / "imagesTr" / "case0.nii.gz"  # one broken series costs its own row only
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "predict",
+        runs.seg3d,
+        good,
+        tmp_path / "series",
+        "-o",
+        tmp_path / "out",
+        "--json",
     )
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["series"]
+    assert code == 2, err
+    rows = json.loads(out)
+    assert "mask" in rows[0] and message in rows[1]["error"]
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["case0_mask.nii.gz", "case0_overlay.png"]  # the good volume's, nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "series"]
 
 
 def test_gate_must_be_a_classifier_with_a_negative_class(runs, monkeypatch, capsys, tmp_path):

@@ -34,7 +34,7 @@ _LAZY = {
     "compare": ("medlens.evaluation.compare", "compare"),
     "explain": ("medlens.explaining.run", "explain"),
     "triage": ("medlens.triaging.run", "triage"),
-    "predict": ("medlens.inference.predict", "predict"),
+    "predict": ("medlens.pipeline.predict", "predict"),
     "audit": ("medlens.auditing.run", "audit"),
     "demo": ("medlens.pipeline.demo", "run_demo"),
     "search": ("medlens.searching.run", "search"),

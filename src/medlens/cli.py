@@ -60,7 +60,7 @@ def ingest(
     """Scan SRC and write a manifest CSV (one row per image: case_id, patient_id, split, image, label)."""
     from medlens.data.ingest import ingest as do_ingest
 
-    check_output_path(output, sources=[src], kind="file", what="manifest CSV")
+    check_output_path(output, sources=[src], kind="file", what="manifest CSV", marker="manifest")
     names = [n.strip() for n in label_names.split(",")] if label_names else None
     manifest = do_ingest(src, label_names=names)
     manifest.save(output)
@@ -107,9 +107,11 @@ def audit(
     from medlens.auditing.run import audit as do_audit
     from medlens.auditing.run import print_summary
 
-    check_output_path(output, sources=[src], what="audit folder")
+    check_output_path(output, sources=[src], what="audit folder", marker="audit")
     if fix is not None:
-        check_output_path(fix, sources=[src], kind="file", option="--fix", what="cleaned manifest CSV")
+        check_output_path(
+            fix, sources=[src], kind="file", option="--fix", what="cleaned manifest CSV", marker="manifest"
+        )
     result = do_audit(
         src,
         output,
@@ -513,8 +515,6 @@ def evaluate(
     metrics with CIs, calibration, operating points, and on request cohorts, fairness and readers."""
     from medlens.evaluation.evaluate import evaluate as do_evaluate
 
-    if output is not None:
-        check_output_path(output, sources=[data] if data is not None else [], what="evaluation folder")
     gate_obj = None
     if gate is not None:
         from medlens.tasks.gate import load_gate
@@ -542,7 +542,9 @@ def evaluate(
     _print_skipped(s.get("skipped") or [], int(s.get("n_cases") or 0), Path(out) / "summary.json")
     _print_summary(Path(out) / "summary.json")
     dd = s.get("metrics_deduplicated")
-    if dd:
+    if dd and dd.get("check") == "not run":
+        typer.secho(f"  warning: {dd['warning']}", fg="yellow", err=True)
+    elif dd:
         shown = "; ".join(
             f"{k} {_entry(v)}" for k, v in list(dd["metrics"].items())[:3] if v.get("value") is not None
         )
@@ -552,6 +554,8 @@ def evaluate(
             highlight=False,
             soft_wrap=True,
         )
+        if dd.get("warning"):
+            typer.secho(f"  warning: {dd['warning']}", fg="yellow", err=True)
     if s.get("calibrated"):
         c, b, a = s["calibrated"], s["calibration_change"]["before"], s["calibration_change"]["after"]
         _console().print(
@@ -603,9 +607,8 @@ def calibrate(
 def predict(
     paths: list[Path] = typer.Argument(
         ...,
-        help="RUN_DIR then the files to predict (images, NIfTI "
-        "volumes or DICOM series folders); with --segment only "
-        "the files.",
+        help="RUN_DIR then what to predict: image files, folders (searched recursively), DICOM files or "
+        "series folders, NIfTI volumes, or a manifest CSV; with --segment only the inputs.",
     ),
     segment: Path | None = typer.Option(None, help="Segmentation run (then every argument is a file)."),
     gate: Path | None = typer.Option(
@@ -620,17 +623,19 @@ def predict(
         None, "-o", "--output", help="Folder for masks, boxes and overlays (default RUN_DIR/predictions)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    no_index: bool = typer.Option(
+        False, "--no-index", help="Skip the out-of-distribution check (the run's embedding index)."
+    ),
     max_image_mb: float | None = MAX_MB,
 ) -> None:
-    """Classify images, or segment them / find their box, by the run's task (masks and overlays to files)."""
-    from medlens.inference.predict import predict as do_predict
+    """Classify images, or segment them / find their box, by the run's task (masks and overlays to files);
+    each result says whether the image is unlike the training data (2D runs)."""
+    from medlens.pipeline.predict import predict as do_predict
 
     if segment is not None:
         run_dir, files = segment, list(paths)
     else:
         run_dir, files = paths[0], list(paths[1:])
-    if output is not None:
-        check_output_path(output, what="predictions folder")
     results = do_predict(
         run_dir,
         files,
@@ -638,8 +643,10 @@ def predict(
         gate=gate,
         negative_class=negative_class,
         gate_threshold=gate_threshold,
+        ood=not no_index,
         max_image_mb=max_image_mb,
     )
+    _print_read_notes(results)
     if as_json:
         typer.echo(json_text(results))
     elif results and all("error" in r for r in results):  # nothing to tabulate: one line per file
@@ -695,8 +702,6 @@ def explain(
     run_dir, inputs = paths[0], list(paths[1:])
     if not inputs and localisation is None:
         raise MedlensError(f"no inputs to explain; give image files or folders after {run_dir}")
-    if output is not None:
-        check_output_path(output, sources=inputs, what="explanations folder")
     result = do_explain(
         run_dir,
         inputs,
@@ -792,7 +797,7 @@ def triage(
             "give a run directory and the studies to triage, e.g. medlens triage RUN scans/ -o wl"
         )
     run_dir, inputs = paths[0], list(paths[1:])
-    check_output_path(output, sources=inputs, what="worklist folder")
+    check_output_path(output, sources=inputs, what="worklist folder", marker="worklist", run=run_dir)
     result = do_triage(
         run_dir,
         inputs,
@@ -878,17 +883,39 @@ def _entry(entry: dict) -> str:
 
 
 def _prediction_table(results: list, task):
-    """The ``medlens predict`` table: the task's columns and rows, unreadable files in red."""
+    """The ``medlens predict`` table: the task's columns and rows, unreadable files in red, and the
+    out-of-distribution flag when the run has one."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table("file", *task.prediction_columns)
+    ood = any("ood" in r for r in results)
+    table = Table("file", *task.prediction_columns, *(["OOD"] if ood else []))
     blank = [""] * max(0, len(task.prediction_columns) - 2)
     for r in results:
         if "error" in r:
-            table.add_row(r["path"], "[red]unreadable[/]", *blank, r["error"])
+            row = [escape(r["path"]), "[red]unreadable[/]", *blank, escape(r["error"])]
         else:
-            table.add_row(r["path"], *task.prediction_row(r))
+            row = [escape(r["path"]), *task.prediction_row(r)]
+        if ood:
+            flag = r.get("ood")
+            row.append("" if not flag else f"[red]yes[/] ({flag['score']:.3f})" if flag["flag"] else "no")
+        table.add_row(*row)
     return table
+
+
+def _print_read_notes(results: list) -> None:
+    """Name the files read with a caveat (frame 1 of a multi-frame DICOM ...) on stderr, one line each, and
+    why there is no out-of-distribution flag when the run's index could not be had."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True)
+    for r in results:
+        for note in r.get("read_notes") or []:
+            console.print(escape(f"note: {r['path']}: {note}"), style="yellow", soft_wrap=True)
+    missing = {r["ood_note"] for r in results if str(r.get("ood_note", "")).startswith("no out-of")}
+    for note in sorted(missing):  # the index could not be had: say so once, not per row
+        console.print(escape(f"note: {note}"), style="yellow", soft_wrap=True)
 
 
 def _run_task(run_dir: Path) -> str:
@@ -906,7 +933,7 @@ def compare(
     """Tabulate and chart several runs' summary.json side by side."""
     from medlens.evaluation.compare import compare as do_compare
 
-    check_output_path(output, kind="file", what="HTML report")
+    check_output_path(output, sources=list(run_dirs), kind="file", what="HTML report", marker="report")
     table = do_compare(run_dirs, output)
     _console().print(table.to_string(index=False))
     _console().print(f"wrote {output}")
@@ -1095,7 +1122,9 @@ def masks_to_labels(
     """Label each image by whether its mask is empty, to train the classifier gate of a two-stage pipeline."""
     from medlens.data.convert import masks_to_labels as convert
 
-    check_output_path(output, sources=[src], kind="file", option="OUTPUT", what="labelled CSV")
+    check_output_path(
+        output, sources=[src], kind="file", option="OUTPUT", what="labelled CSV", marker="manifest"
+    )
     manifest = convert(src, output, positive=positive, negative=negative)
     counts = manifest.df["label"].value_counts().to_dict()
     _console().print(f"[green]wrote[/] {output}: {len(manifest)} images {counts}")

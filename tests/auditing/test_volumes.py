@@ -217,8 +217,8 @@ def test_2d_pair_masks_wrong_values_size_or_unreadable_are_problems(tmp_path):
 
 def test_2d_classification_audit_is_unchanged(tmp_path):
     for i in range(6):
-        save(tmp_path, f"{'ab'[i % 2]}/{i}.png", texture(3000 + i))
-    result = audit(tmp_path, tmp_path / "out", progress=False, workers=1)
+        save(tmp_path / "src", f"{'ab'[i % 2]}/{i}.png", texture(3000 + i))
+    result = audit(tmp_path / "src", tmp_path / "out", progress=False, workers=1)  # never inside the source
     s = result.to_dict()
     assert "volumes" not in s and "masks" not in s
     assert list(s["findings"]) == [

@@ -133,7 +133,8 @@ def test_a_task_registered_in_one_file_trains_evaluates_and_predicts(tmp_path, i
     again = medlens.evaluate(run, out=tmp_path / "eval", progress=False)
     assert again["metrics"] == summary["metrics"]
     [record] = medlens.predict(run, [tmp_path / "img" / "case01.png"])
-    assert set(record) == {"path", "prediction"} and 0 <= record["prediction"] <= 1.2
+    assert set(record) - {"ood"} == {"path", "prediction"} and 0 <= record["prediction"] <= 1.2
+    assert isinstance(record["ood"]["flag"], bool)  # every 2D run's predictions carry the OOD flag
 
 
 def test_registry_refuses_duplicates_and_names_unknown_tasks():

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens.auditing.plots import all_figures, thumb_uri
-from medlens.utils.files import atomic_write_text, write_json
+from medlens.utils.files import atomic_write_text, mark_output, write_json
 
 MAX_GROUPS = 150  # exact and near groups each drawn in the HTML (all are in audit.json)
 MAX_MEMBERS = 8  # thumbnails per group
@@ -23,6 +23,7 @@ def write_report(result, out_dir: Path) -> Path:
     """Write ``audit.html`` then ``audit.json`` into ``out_dir`` (each file replaced atomically)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark_output(out_dir, "audit")
     atomic_write_text(out_dir / "audit.html", render_html(result))
     write_json(out_dir / "audit.json", result.summary)
     return out_dir

@@ -36,6 +36,7 @@ from medlens.data.manifest import Manifest
 from medlens.errors import MedlensError
 from medlens.io.guard import accepts_image_limit
 from medlens.io.volumes import is_nifti_file
+from medlens.utils.files import check_output_path
 from medlens.utils.progress import report
 
 SCHEMA = "medlens.audit/1"
@@ -131,6 +132,12 @@ def audit(
     """
     threshold = DEFAULT_THRESHOLD if near_threshold is None else near_threshold
     _check_args(threshold, prefer, workers)
+    if out_dir is not None:  # before any work: never a source, a run or a folder of someone else's files
+        check_output_path(out_dir, sources=[source], what="audit folder", marker="audit")
+    if fix is not None:
+        check_output_path(
+            fix, sources=[source], kind="file", option="--fix", what="cleaned manifest CSV", marker="manifest"
+        )
     classes = _check_classes(source_mask_classes(source) if mask_classes is None else mask_classes)
     manifest, source_dir = load_source(source)
     if len(manifest) == 0:

@@ -184,6 +184,9 @@ def masks_to_labels(
 
     if positive == negative:
         raise MedlensError(f"--positive and --negative must differ, both are {positive!r}")
+    check_output_path(
+        output_csv, sources=[src], kind="file", option="OUTPUT", what="labelled CSV", marker="manifest"
+    )
     manifest = ingest(src, require_labels=False)
     if "mask" not in manifest.df.columns:
         raise MedlensError(

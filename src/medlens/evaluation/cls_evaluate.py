@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medlens.data.manifest import Manifest, grouped_patients
@@ -93,7 +94,12 @@ def evaluate_classification(loaded, sub: Manifest, ctx: EvalContext) -> Evaluati
 
 
 def _predictions(df: pd.DataFrame, targets, probs, classes: list[str], decided) -> pd.DataFrame:
-    """predictions.csv: ``prediction`` follows the run's operating point when one is set (else argmax)."""
+    """predictions.csv: ``prediction`` follows the run's operating point when one is set (else argmax).
+
+    Probabilities are written at full float64 precision (the shortest text that reads back to the same
+    number): an operating point's threshold sits exactly on a case's score, so rounding would move cases
+    across it and the table could not be reproduced from this file.
+    """
     table = pd.DataFrame(
         {
             "case_id": df["case_id"],
@@ -101,11 +107,11 @@ def _predictions(df: pd.DataFrame, targets, probs, classes: list[str], decided) 
             "image": df["image"],
             "target": [classes[t] for t in targets],
             "prediction": [classes[i] for i in decided],
-            "confidence": probs.max(1).round(6),
+            "confidence": np.asarray(probs, dtype=np.float64).max(1),
         }
     )
     for i, c in enumerate(classes):
-        table[f"p_{c}"] = probs[:, i].round(6)
+        table[f"p_{c}"] = np.asarray(probs[:, i], dtype=np.float64)
     return table
 
 

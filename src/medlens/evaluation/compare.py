@@ -18,7 +18,7 @@ import pandas as pd
 from medlens.errors import MedlensError
 from medlens.evaluation.plots import compare_metric_columns, plot_compare
 from medlens.evaluation.report import METRIC_LABELS, fmt, fmt_ci, render_template
-from medlens.utils.files import atomic_write_text
+from medlens.utils.files import atomic_write_text, check_output_path
 
 INFO_COLUMNS = ("run", "model", "task", "data", "split", "n_cases")
 LOWER_IS_BETTER = {"ece", "hd95"}
@@ -41,6 +41,8 @@ def compare(
     """
     if not run_dirs:
         raise MedlensError("compare needs at least one run directory")
+    # never over a run's file, a folder, or an HTML file medlens did not write
+    check_output_path(out_html, sources=list(run_dirs), kind="file", what="HTML report", marker="report")
     loaded = [(Path(d), load_summary(d, summary_name)) for d in run_dirs]
     table = comparison_table(loaded)
     warnings = comparability_warnings(table)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens.data.manifest import Manifest
+from medlens.data.run_data import load_run_manifest, run_data_folder
 from medlens.errors import MedlensError
 from medlens.evaluation import cls_evaluate, det_evaluate, seg_evaluate  # noqa: F401  (register evaluators)
 from medlens.evaluation.clinical import ClinicalOptions
@@ -26,7 +27,7 @@ from medlens.models.checkpoint import OPERATING_POINT_FILE, load_model
 from medlens.models.run_files import read_run_json, read_run_yaml
 from medlens.tasks.base import EvalContext
 from medlens.tasks.registry import get_task
-from medlens.utils.files import write_json
+from medlens.utils.files import check_output_path, write_json
 
 
 @accepts_image_limit
@@ -86,12 +87,12 @@ def evaluate(
         The summary dict (also written as summary.json), plus ``output_dir``: the folder it was written to.
     """
     run_dir = Path(run_dir)
+    if out is not None:  # before any work: never another run's folder, a dataset or a source
+        check_evaluation_out(out, run_dir, data)
     if not run_dir.is_dir():
         raise MedlensError(
             f"run directory {run_dir} not found; train one with `medlens train SRC -o {run_dir}`"
         )
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise MedlensError(f"-o {out} is a file, not a folder; give a folder path for the evaluation outputs")
     clinical = ClinicalOptions(
         positive=positive,
         threshold=threshold,
@@ -118,7 +119,8 @@ def evaluate(
         )
     own = data is None
     if own:
-        manifest = prepared.manifest if prepared is not None else Manifest.load(run_dir / "manifest.csv")
+        # a copied or moved run finds its images where it was trained (see load_run_manifest)
+        manifest = prepared.manifest if prepared is not None else load_run_manifest(run_dir).manifest
     else:
         manifest = task.resolve(data)
     split = split or ("test" if "test" in manifest.splits else "val" if own else None)
@@ -135,13 +137,15 @@ def evaluate(
         )
     task.check_evaluation_manifest(manifest)
     clinical.check_data(manifest.df, list(loaded.spec.class_names) if task.name == "classification" else None)
+    out = Path(out) if out else (run_dir if own else run_dir / f"eval-{_slug(manifest)}-{split or 'all'}")
+    check_evaluation_out(out, run_dir, data)
     ctx = EvalContext(
         run=run_name or str(run_dir),
         data=str(manifest.source or manifest.root),
         split=split or "all",
         n_bootstrap=n_bootstrap,
         run_dir=run_dir,
-        out=Path(out) if out else (run_dir if own else run_dir / f"eval-{_slug(manifest)}-{split or 'all'}"),
+        out=out,
         prepared=prepared if own else None,
         gate=gate,
         progress=progress,
@@ -150,8 +154,9 @@ def evaluate(
     sub = manifest.subset(split) if split else manifest
     evaluation = evaluator_of(task)(loaded, sub, ctx)
     if not own and loaded.spec.spatial_dims == 2:  # other data: also score it without copies of training
+        run_data = load_run_manifest(run_dir)  # resolved even when the run was copied elsewhere
         flags, info = near_duplicate_flags(
-            _case_paths(sub, evaluation.cases), Manifest.load(run_dir / "manifest.csv"), progress=progress
+            _case_paths(sub, evaluation.cases), run_data.manifest, progress=progress
         )
         evaluation.after["metrics_deduplicated"] = deduplicated_metrics(
             task.name,
@@ -160,10 +165,22 @@ def evaluate(
             info,
             class_names=list(loaded.spec.class_names) if task.name == "classification" else None,
             n_bootstrap=n_bootstrap,
+            root_note=run_data.root_note,
         )
     summary = write_evaluation(task.name, evaluation, ctx)
     summary["output_dir"] = str(ctx.out)  # where it was written (returned only; not a summary.json key)
     return summary
+
+
+def check_evaluation_out(out: str | Path, run_dir: Path, data: Any = None) -> Path:
+    """Refuse, in one line, an evaluation folder that is a source, lies in one, or holds files medlens did
+    not write for an evaluation (another run, a dataset); the run's own folder and its subfolders are fine."""
+    sources = [data] if data is not None else []
+    folder = run_data_folder(run_dir)  # the run's training images: an output there would become data
+    sources += [folder] if folder is not None else []
+    return check_output_path(
+        out, sources=sources, what="evaluation folder", marker="evaluation", run=run_dir, may_be_run=True
+    )
 
 
 def _case_paths(manifest: Manifest, cases: list[dict[str, Any]]) -> list[str]:

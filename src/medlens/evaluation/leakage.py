@@ -10,6 +10,7 @@ run's train and val splits.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,9 +18,10 @@ import numpy as np
 
 from medlens.data.hashing import nearest_distance, phash, pixel_hash, to_gray01
 from medlens.data.manifest import Manifest
-from medlens.errors import UnreadableImageError
+from medlens.errors import MedlensError
 from medlens.evaluation.metrics import classification_metrics
 from medlens.evaluation.seg_metrics import patient_bootstrap_ci
+from medlens.io.failures import read_guarded
 from medlens.io.images import read_image
 from medlens.utils.progress import track
 
@@ -39,8 +41,8 @@ def image_hashes(
         track(paths, total=len(paths), description=f"Hashing {what}", disable=not progress)
     ):
         try:
-            arr = read_image(path)
-        except UnreadableImageError:
+            arr = read_guarded(path, read_image, path)
+        except MedlensError:  # one broken file costs its own hash only
             exact.append(None)
             continue
         exact.append(pixel_hash(arr))
@@ -54,7 +56,9 @@ def near_duplicate_flags(
     """For each evaluated image, whether it copies or nearly copies an image of the run's train/val splits.
 
     Returns:
-        ``(flags (N,) bool, {"n_exact", "n_near", "n_reference"})``.
+        ``(flags (N,) bool, {"n_exact", "n_near", "n_reference", "n_reference_total", "unread_reference"})``:
+        ``n_reference`` of the ``n_reference_total`` training images could be read (the first few others are
+        named in ``unread_reference``); see :func:`check_status`.
     """
     reference = train_manifest.subset(["train", "val"])
     ref_exact, ref_phash = image_hashes(
@@ -71,6 +75,31 @@ def near_duplicate_flags(
         "n_exact": int(exact.sum()),
         "n_near": int((near & ~exact).sum()),
         "n_reference": int(readable.sum()),
+        "n_reference_total": len(ref_exact),
+        "unread_reference": [p for p, h in zip(reference.paths(), ref_exact) if h is None][:3],
+    }
+
+
+def check_status(info: dict[str, Any], root_note: str = "") -> dict[str, Any]:
+    """Whether the leakage check ran on all the run's training images: ``{"check": "complete" | "partial" |
+    "not run", "warning"}`` (no warning when complete). A check that read none of them found nothing
+    because it compared with nothing, and says so."""
+    read, total = int(info.get("n_reference", 0)), int(info.get("n_reference_total", 0))
+    if total and read == total:
+        return {"check": "complete"}
+    first = os.path.normpath((info.get("unread_reference") or ["?"])[0])
+    where = f" ({root_note})" if root_note else ""
+    if read == 0:
+        return {
+            "check": "not run",
+            "warning": f"leakage check not run: none of the run's {total} training images could be read "
+            f"(first: {first}){where}; put the training data back where the run's manifest.csv points to "
+            "find copies of it among the evaluated cases",
+        }
+    return {
+        "check": "partial",
+        "warning": f"leakage check incomplete: {total - read} of the run's {total} training images could not "
+        f"be read (first: {first}){where}; copies of those cannot be found",
     }
 
 
@@ -82,6 +111,7 @@ def deduplicated_metrics(
     *,
     class_names: Sequence[str] | None = None,
     n_bootstrap: int = 1000,
+    root_note: str = "",
 ) -> dict[str, Any]:
     """The ``metrics_deduplicated`` block: the task's metrics on the cases without a (near) copy in training.
 
@@ -96,8 +126,12 @@ def deduplicated_metrics(
         "n_cases": len(kept),
         "n_removed": int((~keep).sum()),
         **info,
+        **check_status(info, root_note),
         "metrics": {},
     }
+    if block["check"] == "not run":  # without the training images the scores "without copies" mean nothing
+        block["note"] = block["warning"]
+        return block
     if not kept:
         block["note"] = "every evaluated case has a copy or near copy in the run's training data"
         return block

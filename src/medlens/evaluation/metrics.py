@@ -158,7 +158,7 @@ def cases_from_arrays(
             "patient_id": str(pid),
             "target": names[t],
             "prediction": names[p],
-            "probabilities": {cls: round(float(v), 6) for cls, v in zip(names, row)},
+            "probabilities": {cls: float(v) for cls, v in zip(names, row)},  # full precision: reproducible
         }
         for cid, pid, t, p, row in zip(case_ids, patient_ids, y_true, y_pred, probs)
     ]

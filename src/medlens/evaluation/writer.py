@@ -17,7 +17,7 @@ from medlens.evaluation.plots import plot_history
 from medlens.evaluation.report import render_report
 from medlens.models.run_files import read_run_yaml
 from medlens.tasks.base import EvalContext, Evaluation
-from medlens.utils.files import atomic_write_text, write_json
+from medlens.utils.files import atomic_write_text, mark_output, write_json
 
 
 def write_evaluation(task: str, ev: Evaluation, ctx: EvalContext) -> dict[str, Any]:
@@ -44,6 +44,8 @@ def write_evaluation(task: str, ev: Evaluation, ctx: EvalContext) -> dict[str, A
     summary.update(ev.after)
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != Path(ctx.run_dir).resolve():  # the run keeps its own marker
+        mark_output(out, "evaluation")
     card = write_model_card(summary, ctx.run_dir, out / "model_card.md")
     cases = summary.pop("cases")
     summary["model_card"] = {"file": "model_card.md", "limitations": card["limitations"]}

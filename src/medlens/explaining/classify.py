@@ -13,9 +13,10 @@ from medlens.data.cache import load_image
 from medlens.errors import MedlensError
 from medlens.explaining.cam import attribution_maps, cam_layer, peak
 from medlens.explaining.embedding import embed
-from medlens.explaining.explainers import ExplainContext, read_study, register_explainer, study_error
+from medlens.explaining.explainers import ExplainContext, register_explainer, study_error
 from medlens.explaining.foreground import foreground_mask, heat_inside
 from medlens.explaining.render import blend, compose
+from medlens.io.failures import read_guarded
 from medlens.tasks.base import channels_last, normalize
 from medlens.tasks.classification import decide, predict_probs
 
@@ -38,8 +39,8 @@ def explain_classification(loaded, studies: list, ctx: ExplainContext) -> list[d
     readable: list[tuple[int, np.ndarray]] = []
     for i, study in enumerate(studies):
         try:
-            spec = loaded.spec
-            readable.append((i, read_study(load_image, study.path, spec.image_size, spec.channels)))
+            size, channels = loaded.spec.image_size, loaded.spec.channels
+            readable.append((i, read_guarded(study.path, load_image, study.path, size, channels)))
         except MedlensError as err:
             records[i] = {"input": study.input, "error": study_error(err)}
     for start in range(0, len(readable), BATCH):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from medlens.data.cache import cache_images
-from medlens.data.manifest import Manifest
+from medlens.data.run_data import load_run_manifest
 from medlens.errors import MedlensError
 from medlens.io.archives import check_zip_inflation
 from medlens.io.guard import first_line
@@ -279,7 +279,7 @@ def build_index(run_dir: str | Path, loaded, *, progress: bool = True) -> Embedd
         raise MedlensError(
             f"{run_dir} has no manifest.csv; similar cases and OOD need the run's training data"
         )
-    manifest = Manifest.load(path)
+    manifest = load_run_manifest(run_dir).manifest  # a copied run finds its images where it was trained
     if loaded.spec.spatial_dims != 2:
         raise MedlensError("the similar-case index covers 2D runs; 3D runs get no index")
     size, channels = loaded.spec.image_size, loaded.spec.channels

@@ -13,9 +13,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from medlens.errors import MedlensError, UnreadableImageError, did_you_mean
+from medlens.errors import MedlensError, did_you_mean
 from medlens.io.guard import first_line
 
 Explainer = Callable[..., list[dict[str, Any]]]
@@ -50,25 +50,6 @@ class ExplainContext:
             name, n = f"{stem}-{n}{suffix}", n + 1
         self._names.add(name)
         return name
-
-
-T = TypeVar("T")
-
-
-def read_study(read: Callable[..., T], path: str, *args: Any) -> T:
-    """``read(path, *args)`` for one study of a batch: whatever its file makes the reader raise is that
-    study's problem, never the batch's.
-
-    Raises:
-        UnreadableImageError: the file cannot be read; a reader failing its own way (pydicom raising
-            ``ValueError`` on a malformed header value, say) gives the exception's type and message.
-    """
-    try:
-        return read(path, *args)
-    except MedlensError:
-        raise
-    except Exception as err:  # a decoder's own failure on this file: reported in its row (type kept)
-        raise UnreadableImageError(path, f"{type(err).__name__}: {first_line(err)}", "undecodable") from err
 
 
 def study_error(err: MedlensError) -> str:

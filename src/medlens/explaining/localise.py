@@ -23,9 +23,10 @@ from medlens.data.cache import resize_image
 from medlens.errors import MedlensError
 from medlens.explaining.cam import box_attribution, cam_layer, peak
 from medlens.explaining.embedding import embed
-from medlens.explaining.explainers import ExplainContext, read_study, register_explainer, study_error
+from medlens.explaining.explainers import ExplainContext, register_explainer, study_error
 from medlens.explaining.render import blend, compose
 from medlens.io import read_image
+from medlens.io.failures import read_guarded
 from medlens.io.volumes import is_nifti_file
 from medlens.tasks.base import channels_last, normalize
 from medlens.tasks.boxes import paired_ious
@@ -55,7 +56,7 @@ def explain_segmentation(loaded, studies: list, ctx: ExplainContext) -> list[dic
 def _explain_slice(loaded, study, ctx: ExplainContext) -> dict[str, Any]:
     if is_nifti_file(study.path):
         raise MedlensError(f"{study.input}: model {loaded.name} segments 2D images; give an image file")
-    image = read_study(read_image, study.path)
+    image = read_guarded(study.path, read_image, study.path)
     spec = loaded.spec
     small = resize_image(image, spec.image_size, spec.channels)
     x = channels_last(normalize(torch.from_numpy(small[None].copy()), spec))
@@ -88,7 +89,7 @@ def _explain_slice(loaded, study, ctx: ExplainContext) -> dict[str, Any]:
 
 
 def _explain_volume(loaded, study, ctx: ExplainContext) -> dict[str, Any]:
-    volume, _affine, spacing = read_study(read_any_volume, study.path)
+    volume, _affine, spacing = read_guarded(study.path, read_any_volume, study.path)
     spec = loaded.spec
     if volume.shape[0] != spec.channels:
         raise MedlensError(
@@ -216,7 +217,7 @@ def explain_detection(loaded, studies: list, ctx: ExplainContext) -> list[dict[s
     records = []
     for study in studies:
         try:
-            image = read_study(read_image, study.path)
+            image = read_guarded(study.path, read_image, study.path)
         except MedlensError as err:
             records.append({"input": study.input, "error": study_error(err)})
             continue

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medlens.data.run_data import run_data_folder
 from medlens.errors import MedlensError
 from medlens.explaining import classify, localise  # noqa: F401  (register the explainers)
 from medlens.explaining.cam import METHODS
@@ -23,7 +24,7 @@ from medlens.explaining.inputs import expand_inputs
 from medlens.io.guard import accepts_image_limit
 from medlens.models.checkpoint import load_model
 from medlens.tasks.registry import get_task
-from medlens.utils.files import write_json
+from medlens.utils.files import check_output_path, mark_output, write_json
 
 SCHEMA = "medlens.explain/1"
 
@@ -88,6 +89,8 @@ def explain(
         )
     studies = expand_inputs(list(inputs), loaded.spec.spatial_dims) if inputs or localisation is None else []
     out = Path(out) if out is not None else run_dir / "explanations"
+    sources = [*inputs, *filter(None, [run_data_folder(run_dir)])]  # never among the run's training images
+    check_output_path(out, sources=sources, marker="explanations", run=run_dir, what="explanations folder")
     result = explain_studies(
         loaded,
         run_dir,
@@ -113,6 +116,7 @@ def explain(
         )
         result["cases"] = cases
     write_json(out / "explain.json", result)
+    mark_output(out, "explanations")
     return result
 
 

@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medlens.errors import UnreadableImageError
 from medlens.io.dicom import decode_dicom_image
+from medlens.io.failures import reader_boundary
 from medlens.io.guard import check_declared, check_finite, failure_reason, install_bounded_tiff_codecs
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -106,6 +107,7 @@ class Decoded:
     notes: tuple[str, ...] = ()
 
 
+@reader_boundary
 def decode_image(path: str | Path) -> Decoded:
     """Like :func:`read_image`, and also say what was decided (first frame of a multi-frame file, ...)."""
     ref = str(path)

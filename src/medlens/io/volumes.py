@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medlens.errors import MedlensError, UnreadableImageError
+from medlens.io.failures import reader_boundary
 from medlens.io.guard import check_declared, check_finite, failure_reason
 from medlens.utils.files import atomic_path
 
@@ -24,6 +25,7 @@ def is_nifti_file(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+@reader_boundary
 def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Read a NIfTI file as a channel-first volume.
 

@@ -38,7 +38,9 @@ def learning_curve(
             raise MedlensError(f"--fractions values must be in (0, 1], got {f}")
     out_dir = Path(out_dir)
     # the folder may exist (runs are replaced one by one); --overwrite only touches a folder medlens wrote
-    check_output_path(out_dir, sources=[source], overwrite=True if overwrite else None, what="curve folder")
+    check_output_path(
+        out_dir, sources=[source], overwrite=True if overwrite else None, what="curve folder", marker="curve"
+    )
     fresh = not out_dir.exists() or not any(out_dir.iterdir())  # never mark a folder someone else filled
     manifest = resolve_source(source)  # ingest once, reuse for every fraction
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,8 @@ from medlens.data.augment import augment_batch
 from medlens.data.manifest import Manifest
 from medlens.data.prepared import resolve_source
 from medlens.data.spec import PreprocessingSpec
-from medlens.errors import MedlensError, UnreadableImageError
+from medlens.errors import MedlensError
+from medlens.io.failures import row_error
 
 
 def normalize(x: torch.Tensor, spec: PreprocessingSpec) -> torch.Tensor:
@@ -199,8 +200,8 @@ class Task:
         for f in files:
             try:
                 results.append({"path": str(f), **self.write_prediction(loaded, Path(f), out)})
-            except UnreadableImageError as err:
-                results.append({"path": str(f), "error": err.reason})
+            except MedlensError as err:  # this file only (unreadable, or not what the model reads)
+                results.append({"path": str(f), "error": row_error(err)})
         return results
 
     def write_prediction(self, loaded, path: Path, out: Path) -> dict[str, Any]:

@@ -16,12 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from medlens.data.balance import class_weights
-from medlens.data.cache import load_image
+from medlens.data.cache import resize_image
 from medlens.data.manifest import Manifest
 from medlens.data.prepared import channel_stats, check_labels, check_readable_classes, prepare
 from medlens.data.spec import PreprocessingSpec
 from medlens.data.splits import carve_validation, stratified_subset
 from medlens.errors import MedlensError
+from medlens.io.failures import read_guarded
+from medlens.io.images import decode_image
 from medlens.models.checkpoint import LoadedModel
 from medlens.models.run_files import operating_point_problem
 from medlens.tasks.base import Task, normalize
@@ -116,7 +118,9 @@ class ClassificationTask(Task):
         """``{"prediction", "confidence", "probabilities"}`` of one image (nothing written); calibrated
         probabilities and the run's operating point when set (then also ``calibrated`` / ``threshold``)."""
         spec = loaded.spec
-        probs = predict_probs(loaded, load_image(str(path), spec.image_size, spec.channels)[None])
+        decoded = read_guarded(path, decode_image, str(path))
+        image = read_guarded(path, resize_image, decoded.array, spec.image_size, spec.channels)
+        probs = predict_probs(loaded, image[None])
         best = int(decide(probs, list(spec.class_names), loaded.operating_point)[0])
         record = {
             "prediction": spec.class_names[best],
@@ -126,6 +130,8 @@ class ClassificationTask(Task):
         }
         if loaded.operating_point is not None:
             record["threshold"] = {k: loaded.operating_point[k] for k in ("class", "threshold")}
+        if decoded.notes:  # e.g. frame 1 of a multi-frame DICOM: the user should know
+            record["read_notes"] = list(decoded.notes)
         return record
 
     def prediction_row(self, record: dict[str, Any]) -> list[str]:

@@ -26,8 +26,9 @@ from medlens.data.manifest import Manifest
 from medlens.data.prepared import PreparedData, channel_stats
 from medlens.data.seg_sources import check_pair
 from medlens.data.spec import PreprocessingSpec
-from medlens.errors import MedlensError, UnreadableImageError
-from medlens.io.images import read_image
+from medlens.errors import MedlensError
+from medlens.io.failures import read_guarded, row_error
+from medlens.io.images import decode_image, read_image
 from medlens.tasks.base import Task, channels_last, normalize
 from medlens.tasks.boxes import box_iou, giou_loss, mask_to_box
 from medlens.tasks.localise import check_nonempty, check_splits, image_channels, intensity, split_manifest
@@ -180,10 +181,11 @@ def write_predictions(loaded, files: list[str | Path], out_dir: str | Path) -> l
     with staged_outputs(out_dir) as tmp:
         for f in map(Path, files):
             try:
-                image = read_image(f)
-            except UnreadableImageError as err:
-                records.append({"path": str(f), "error": err.reason})
+                decoded = read_guarded(f, decode_image, f)
+            except MedlensError as err:  # this file's row only
+                records.append({"path": str(f), "error": row_error(err)})
                 continue
+            image = decoded.array
             box = predict_boxes(
                 loaded.model,
                 spec,
@@ -197,6 +199,7 @@ def write_predictions(loaded, files: list[str | Path], out_dir: str | Path) -> l
                     "path": str(f),
                     "box": [round(float(v), 2) for v in box],
                     "overlay": str(Path(out_dir) / f"{stem}_box.png"),
+                    **({"read_notes": list(decoded.notes)} if decoded.notes else {}),
                 }
             )
     return records

@@ -19,8 +19,9 @@ from medlens.data.augment import augment_pair
 from medlens.data.cache import resize_image, to_uint8
 from medlens.data.manifest import Manifest
 from medlens.data.spec import PreprocessingSpec
-from medlens.errors import MedlensError, UnreadableImageError
-from medlens.io import read_image
+from medlens.errors import MedlensError
+from medlens.io.failures import read_guarded, row_error
+from medlens.io.images import decode_image
 from medlens.io.volumes import is_nifti_file
 from medlens.tasks.base import Task, channels_last, normalize
 from medlens.tasks.gate import load_gate
@@ -241,8 +242,16 @@ def write_predictions(
         if loaded.spec.spatial_dims == 3:
             if gate is not None:
                 raise MedlensError("--gate classifies 2D slices; it cannot gate a 3D segmentation model")
-            return [write_volume_prediction(loaded, Path(f), tmp, Path(out_dir)) for f in files]
-        return [_write_image_prediction(loaded, Path(f), tmp, Path(out_dir), gate) for f in files]
+            return [_row(write_volume_prediction, loaded, Path(f), tmp, Path(out_dir)) for f in files]
+        return [_row(_write_image_prediction, loaded, Path(f), tmp, Path(out_dir), gate) for f in files]
+
+
+def _row(write, loaded, path: Path, *args) -> dict[str, Any]:
+    """One file's record; a file that cannot be read (or is not what the model reads) costs its row only."""
+    try:
+        return write(loaded, path, *args)
+    except MedlensError as err:
+        return {"path": str(path), "error": row_error(err)}
 
 
 def _write_image_prediction(loaded, path: Path, tmp: Path, final: Path, gate) -> dict[str, Any]:
@@ -253,12 +262,12 @@ def _write_image_prediction(loaded, path: Path, tmp: Path, final: Path, gate) ->
             f"{path}: model {loaded.name} segments 2D images; give PNG/JPEG/TIFF/DICOM images "
             "(or train a 3D model on volumes)"
         )
-    try:
-        image = read_image(path)
-    except UnreadableImageError as err:
-        return {"path": str(path), "error": err.reason}
+    decoded = read_guarded(path, decode_image, path)
+    image = decoded.array
     spec = loaded.spec
     record: dict[str, Any] = {"path": str(path)}
+    if decoded.notes:  # e.g. frame 1 of a multi-frame DICOM
+        record["read_notes"] = list(decoded.notes)
     if gate is not None:
         record.update(gate.decide(image))
     shape = image.shape[:2]

@@ -30,6 +30,7 @@ from medlens.data.seg_sources import check_pair
 from medlens.data.spec import PreprocessingSpec
 from medlens.errors import MedlensError, UnreadableImageError
 from medlens.io.dicom_series import read_dicom_series, read_multiframe_volume
+from medlens.io.failures import read_guarded, reader_boundary
 from medlens.io.images import DICOM_SUFFIXES, is_dicom_file
 from medlens.io.volumes import is_nifti_file, read_volume, write_nifti
 from medlens.tasks.base import standardize_nonzero
@@ -68,6 +69,7 @@ def resample_labels(labels: np.ndarray, size: tuple[int, ...]) -> torch.Tensor:
     return y
 
 
+@reader_boundary
 def read_any_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """A NIfTI file or a DICOM series folder → ``(volume (C, X, Y, Z), affine, spacing)``."""
     path = Path(path)
@@ -368,7 +370,7 @@ def write_volume_prediction(loaded, path: Path, tmp: Path, final: Path) -> dict[
     # deferred: import cycle (segmentation imports this module)
     from medlens.tasks.segmentation import overlay_rgb
 
-    volume, affine, spacing = read_any_volume(path)
+    volume, affine, spacing = read_guarded(path, read_any_volume, path)
     if volume.shape[0] != loaded.spec.channels:
         if path.is_dir() and volume.shape[0] > loaded.spec.channels:
             raise MedlensError(

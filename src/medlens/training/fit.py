@@ -481,6 +481,17 @@ def _best(rows: list[dict], monitor: str) -> float | None:
     return max(values) if values else None
 
 
+def _final_location(run: Path) -> str:
+    """Where ``run`` will be once ``<name>.partial`` is renamed: the folder manifest.csv's relative paths
+    were written against (see :func:`medlens.data.run_data.load_run_manifest`)."""
+    parts = list(run.resolve().parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i].endswith(".partial"):
+            parts[i] = parts[i].removesuffix(".partial")
+            break
+    return str(Path(*parts))
+
+
 def _write_run_files(
     run: Path, data, spec: PreprocessingSpec, cfg: TrainConfig, stats: dict, audit_changes: list[dict]
 ) -> None:
@@ -514,6 +525,7 @@ def _write_run_files(
             "audit_fix": audit_changes,
             "class_counts": counts,
             "n_images": {s: len(data.indices(s)) for s in ("train", "val", "test")},
+            "manifest_root": _final_location(run),  # a copied run still finds its data from here
             **getattr(data, "info", {}),
         },
     )

@@ -21,7 +21,7 @@ from medlens.models.segmentation import SPECIFIC as SEGMENTATION_MODELS
 from medlens.models.segmentation import size_multiple
 from medlens.tasks.registry import get_task
 from medlens.training.config import FIXED_BATCH, FIXED_EPOCHS, TrainConfig, parse_duration
-from medlens.utils.files import write_json
+from medlens.utils.files import check_output_path, write_json
 
 PLAN_FILE = "plans.json"
 #: The default budget never exceeds this, per task (seconds): a first answer within a coffee break on 2 cores.
@@ -401,6 +401,8 @@ def plan(
     from medlens.io.guard import image_limit
     from medlens.models.registry import get_model_info
 
+    if output is not None:  # a plan never replaces its source, a run's files or a file it did not write
+        check_output_path(output, sources=[source], kind="file", marker="plan", what="plan JSON")
     cfg = (config or TrainConfig()).replace(**{k: v for k, v in overrides.items() if v is not None})
     info = get_model_info(cfg.model)
     with image_limit(cfg.max_image_mb):

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from medlens.data.run_data import run_data_folder
 from medlens.errors import MedlensError
 from medlens.explaining.inputs import Study, expand_inputs
 from medlens.explaining.run import explain_studies
@@ -26,7 +27,7 @@ from medlens.triaging.history import check_prior_dates, load_history
 from medlens.triaging.simulate import simulate_day
 from medlens.triaging.state import check_run, run_identity
 from medlens.triaging.worklist import build_worklist, load_state, write_worklist
-from medlens.utils.files import write_json
+from medlens.utils.files import check_output_path, mark_output, write_json
 
 SCHEMA = "medlens.triage/1"
 #: DICOM header fields a worklist uses (patient, study time, age and sex when no history CSV has them).
@@ -102,8 +103,8 @@ def triage(
         warnings += check_prior_dates(hist, when or datetime.now(), history)
     studies = _select_split(expand_inputs(list(inputs), loaded.spec.spatial_dims), split)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise MedlensError(f"worklist output {out} is a file, not a folder; choose another output folder")
+    sources = [*inputs, *filter(None, [run_data_folder(run_dir)])]  # never among the run's training images
+    check_output_path(out, sources=sources, what="worklist folder", marker="worklist", run=run_dir)
     run_id = run_identity(run_dir, task.name)
     check_run(out, run_id)  # before anything is written into the folder
     explained = explain_studies(
@@ -119,6 +120,7 @@ def triage(
         state=load_state(out),
     )
     files = write_worklist(rows, out, cfg, run=run_id)
+    mark_output(out, "worklist")
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "run": str(run_dir),

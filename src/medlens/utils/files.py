@@ -15,6 +15,7 @@ from typing import Any
 
 from medlens import __version__
 from medlens.errors import MedlensError
+from medlens.utils.output_kinds import FILE_KINDS, FOLDER_KINDS, is_file_of_kind, legacy_folder_kind
 
 # mkstemp creates files readable by the owner only; give written files the usual mode (0o666 minus umask).
 # The umask is read once here because reading it means setting it, which is not thread-safe later.
@@ -241,6 +242,9 @@ def check_output_path(
     kind: str = "folder",
     option: str = "-o",
     what: str = "output folder",
+    marker: str | None = None,
+    run: str | Path | None = None,
+    may_be_run: bool = False,
 ) -> Path:
     """Stop with one line before any work when ``out`` cannot be written safely; return it resolved.
 
@@ -254,6 +258,13 @@ def check_output_path(
         kind: "folder" or "file" (a file output may not be an existing folder).
         option: how the user named the output, for the message ("-o", "OUTPUT", "--fix").
         what: what the output is, for the message.
+        marker: the kind of output medlens adds to (``overwrite=None``): for a folder its ``.medlens-run``
+            kind ("evaluation", "predictions", "explanations", "audit", "worklist"): an existing folder must
+            be empty or hold that kind; for a file a kind of
+            :data:`~medlens.utils.output_kinds.FILE_KINDS`: an existing file is replaced only when it is one.
+            Either way the output may not lie inside another folder medlens wrote (a run, an audit, ...).
+        run: the run the command works for: folders inside it are its own (default outputs live there).
+        may_be_run: the output may be ``run`` itself (evaluate writes into its run by default).
 
     Raises:
         MedlensError: an output that is a file where a folder is needed (or the reverse), whose parent is a
@@ -294,6 +305,8 @@ def check_output_path(
                 f"{label} contains the source {src}; writing there would destroy the input. "
                 f"Choose another {option}"
             )
+    if marker is not None and (overwrite is None or not out.exists() or is_medlens_output(out)):
+        _check_kind(out, target, marker, kind, run, may_be_run, option, what)
     if overwrite is None or not out.exists():
         return target
     if not overwrite:
@@ -304,3 +317,88 @@ def check_output_path(
             f"another {option} or remove it yourself"
         )
     return target
+
+
+#: Folders whose files other commands read (a run's manifest, a convert output's volumes): never written into.
+_KEPT = {"run", "volumes", "curve", "search"}
+
+
+def _check_kind(
+    out: Path, target: Path, marker: str, kind: str, run: Any, may_be_run: bool, option: str, what: str
+) -> None:
+    """The rules of an output medlens adds to (see :func:`check_output_path`, ``marker``)."""
+    own = _resolved(run) if run is not None else None
+    label = f"{option} {out}"
+    inside_own = own is not None and (target == own or own in target.parents)
+    for parent in [] if inside_own else target.parents:  # another run (or audit...) keeps its own files
+        if not is_medlens_output(parent):
+            continue
+        # no folder inside another run or convert output; no existing file replaced in a folder others read
+        found = _folder_kind(parent)
+        if (kind == "folder" and found in ("run", "volumes")) or (out.is_file() and found in _KEPT):
+            raise MedlensError(
+                f"{label} lies inside {parent}, {_a(_kind_name(parent))} medlens wrote for something else; "
+                f"choose an {option} outside it"
+            )
+    if kind == "file":
+        if out.is_file() and not is_file_of_kind(out, marker):
+            raise MedlensError(
+                f"{label} exists and is not a {FILE_KINDS[marker][1]} medlens wrote; refusing to replace "
+                f"it — choose another {option} or remove it yourself"
+            )
+        return
+    if not out.is_dir() or _is_empty_dir(out):
+        return
+    if own is not None and target == own:
+        if may_be_run:
+            return
+        raise MedlensError(f"{label} is the run folder itself; give a new folder for the {what}")
+    found = _folder_kind(out)
+    if found == marker:
+        return
+    if found is not None:
+        raise MedlensError(
+            f"{label} is {_a(FOLDER_KINDS.get(found, found))} medlens wrote for something else; writing the "
+            f"{what} there would mix with or replace its files. Choose a new or empty folder for {option}"
+        )
+    if inside_own:  # a folder of the command's own run
+        return
+    raise MedlensError(
+        f"{label} exists and is not {_a(what)} medlens wrote; medlens writes only into a new or empty folder "
+        f"or one it made for this. Choose another {option}"
+    )
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def data_folder(manifest: Any) -> Path | None:
+    """The folder a manifest's images live in, at most three levels below it (class, split/class, patient
+    folders): no output may lie there. None for images scattered across the disk (their root could be /)."""
+    folder = _common_folder(manifest.df, Path(str(manifest.root)))
+    if folder is None:
+        return None
+    dirs = {os.path.dirname(p.split("::")[0]) for p in manifest.paths()}  # the image's folder: one level
+    deepest = max((len(Path(os.path.relpath(_resolved(d), folder)).parts) for d in dirs), default=0)
+    return folder if deepest <= 2 else None
+
+
+def _folder_kind(folder: Path) -> str | None:
+    found = read_marker(folder)
+    if found is not None:
+        return str(found["kind"])
+    legacy = legacy_folder_kind(folder)
+    return legacy or ("run" if is_medlens_output(folder) else None)
+
+
+def _kind_name(folder: Path) -> str:
+    found = _folder_kind(folder) or "run"
+    return FOLDER_KINDS.get(found, f"{found} folder")
+
+
+def mark_output(folder: str | Path, kind: str) -> None:
+    """Give a folder medlens adds to its marker (once; a run's own marker is never replaced)."""
+    folder = Path(folder)
+    if folder.is_dir() and not is_medlens_output(folder):
+        write_marker(folder, kind)
