@@ -62,6 +62,26 @@ def test_internal_error_is_one_line_with_a_log(monkeypatch, capsys, tmp_path):
     assert "command: medlens models" in text
 
 
+@pytest.mark.parametrize(
+    ("raised", "code", "line"),
+    [
+        (EOFError("ran out of input"), 1, "internal error in medlens models: EOFError: ran out of input"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+    ],
+)
+def test_eof_and_ctrl_c_are_named_never_a_bare_aborted(monkeypatch, capsys, tmp_path, raised, code, line):
+    """click turns an EOFError raised inside a command into a bare "Aborted!" (exit 1), which hides it."""
+    import medlens.models.registry as registry
+
+    def stop(*_a, **_k):
+        raise raised
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(registry, "list_models", stop)
+    got = fails(monkeypatch, capsys, "models", code=code)
+    assert got.startswith(line) and "Aborted" not in got
+
+
 def test_internal_error_log_falls_back_to_temp_dir(monkeypatch, capsys, tmp_path):
     import tempfile
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer import rich_utils
+from typer.exceptions import Abort, TyperException
 
 from medlens.errors import MedlensError
 from medlens.tasks.registry import get_task
@@ -1135,7 +1137,17 @@ def main() -> None:
     that holds its traceback, and exit 1 (``--debug`` or ``MEDLENS_DEBUG=1`` print the traceback instead)."""
     _STATE["debug"] = False
     try:
-        app(standalone_mode=True)
+        # not standalone: click would turn an EOFError raised anywhere inside a command (a reader meeting
+        # a cut-off file, say) into a bare "Aborted!" and exit 1, hiding what failed
+        code = app(standalone_mode=False)
+    except Abort as abort:
+        if isinstance(abort.__cause__, EOFError):
+            _internal_error(abort.__cause__)
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except TyperException as err:  # usage errors (click's exceptions): typer's own rendering, exit 2
+        rich_utils.rich_format_error(err)
+        sys.exit(err.exit_code)
     except MedlensError as err:
         if _debug():
             import traceback
@@ -1148,6 +1160,10 @@ def main() -> None:
         sys.exit(130)
     except Exception as err:
         _internal_error(err)
+    if code == 130:  # typer answers Ctrl-C with Exit(130)
+        typer.echo("interrupted", err=True)
+    # a command's return value is not an exit status; only typer.Exit's code (an int) is
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 _STATE = {"debug": False}

@@ -50,7 +50,8 @@ def _unknown_syntax(ctx: Ctx) -> Path:
 
 
 def _results(out: str) -> list[dict]:
-    return json.loads(out[out.index("[") :])
+    """The JSON list predict prints on stdout (read notes on stderr follow it in ``out``)."""
+    return json.JSONDecoder().raw_decode(out[out.index("[") :])[0]
 
 
 def _same_prediction(ctx: Ctx, out: str) -> None:
