@@ -21,6 +21,7 @@ BENCHES = [
     (["bench_neardup.py"], 1),
     (["bench_audit.py"], 1),
     (["bench_badinput.py"], 3),
+    (["bench_robustness19.py"], 8),
     (["bench_calibration.py", "prepare", "train", "calibrate"], 6),
     (["bench_fusion.py"], 1),
     (["bench_serve.py"], 3),
