@@ -18,8 +18,10 @@ from medlens.training.config import TrainConfig
 clock = time.perf_counter
 #: The estimate's wall-clock cap (seconds of timed steps, after model creation).
 ESTIMATE_LIMIT_S = 3.0
-#: Steps timed at most, and the batch they use (small: a step must fit in the cap on a busy machine).
-ESTIMATE_STEPS, ESTIMATE_BATCH = 8, 8
+#: Steps timed at most, and the batch they use at 128 px (scaled with the pixels, at most the run's batch:
+#: small enough that a step fits in the cap on a busy machine, large enough that a small image's step is not
+#: all per-step overhead).
+ESTIMATE_STEPS, ESTIMATE_BATCH, WARM_STEPS = 8, 8, 2
 #: A training epoch takes about this much longer than the bare steps timed here (the loop's own work and
 #: validation; measured 1.5-1.7x on cnn-small at 28 and 128 px).
 LOOP_OVERHEAD = 1.5
@@ -53,8 +55,9 @@ def estimate_run(cfg: TrainConfig, info: ModelInfo, plan: dict[str, Any]) -> dic
     side = c.get("image_size") or 128
     shape = tuple(c.get("patch_size") or (96, 96, 32)) if volumes else (side, side)
     channels = c.get("channels") or 1
+    batch = 1 if volumes else int(min(c.get("batch_size") or 8, max(2, ESTIMATE_BATCH * (128 / side) ** 2)))
     try:
-        per_image, steps = _time_per_image(cfg, info, shape, channels)
+        per_image, steps = _time_per_image(cfg, info, shape, channels, batch)
     except Exception as err:  # e.g. a U-Net size that is not a multiple of 16: training says so itself
         return {"error": f"{type(err).__name__}: {err}"[:300]}
     n_train = plan["n_train_planned"] * (cfg.samples_per_volume if volumes else 1)
@@ -69,7 +72,7 @@ def estimate_run(cfg: TrainConfig, info: ModelInfo, plan: dict[str, Any]) -> dic
         "text": describe(seconds),
         "seconds_per_image": round(per_image, 5),
         "steps_timed": steps,
-        "basis": f"the fastest of {steps} training steps of batch {ESTIMATE_BATCH} at "
+        "basis": f"the fastest of {steps} training steps of batch {batch} at "
         f"{'x'.join(map(str, shape))} (at most {ESTIMATE_LIMIT_S:g} s of them) at this machine's speed of "
         f"the moment, x{LOOP_OVERHEAD:g} for the loop's own work and validation, "
         f"x {n_train} {'patches' if volumes else 'images'} x {epochs} epochs; an estimate only, and never "
@@ -86,7 +89,9 @@ def describe(seconds: float) -> str:
     return f"about {seconds / 3600:.1f} h on this machine"
 
 
-def _time_per_image(cfg: TrainConfig, info: ModelInfo, shape: tuple, channels: int) -> tuple[float, int]:
+def _time_per_image(
+    cfg: TrainConfig, info: ModelInfo, shape: tuple, channels: int, batch: int
+) -> tuple[float, int]:
     import torch
 
     from medlens.tasks.registry import get_task
@@ -116,15 +121,16 @@ def _time_per_image(cfg: TrainConfig, info: ModelInfo, shape: tuple, channels: i
         loss.backward()
         model.zero_grad(set_to_none=True)
 
+    x = torch.randn(batch, channels, *shape, generator=gen)
     start = clock()
-    # one untimed step on a small input takes the one-time start-up (thread pool, oneDNN's first kernels)
-    warm = shape if len(shape) == 3 else (min(32, shape[0]),) * 2
-    step(torch.randn(2, channels, *warm, generator=gen))
-    x = torch.randn(ESTIMATE_BATCH, channels, *shape, generator=gen)
+    for _ in range(WARM_STEPS):  # untimed: they start the thread pool and build oneDNN's kernels (bf16: two)
+        step(x)
+        if clock() - start > ESTIMATE_LIMIT_S / 2:  # a busy machine: one warm-up step must do
+            break
     times: list[float] = []
     while not times or (len(times) < ESTIMATE_STEPS and clock() - start < ESTIMATE_LIMIT_S):
         t0 = clock()
         step(x)
         times.append(clock() - t0)
-    # a new shape still builds some kernels in its first step: the fastest step counts
-    return min(times) / ESTIMATE_BATCH, len(times)
+    # bf16 kernels may still be built in the second step, and a busy machine is uneven: the fastest counts
+    return min(times) / batch, len(times)
