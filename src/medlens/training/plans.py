@@ -86,6 +86,26 @@ def make_plan(
     multiple = rules.size_multiple_of(cfg)
     size = rules.plan_size(choose, fp, info, volumes, multiple)
     budgeted = "budget" in given
+    _plan_schedule(choose, fp, cfg, n_train, size, volumes, budgeted)
+    rules.plan_budget(choose, given)
+    plan = {
+        "fingerprint": fp,
+        "probe": NO_TIMING,
+        "choices": choices,
+        "defaults": rules.fixed_defaults(cfg, PLANNED),
+        "n_train_planned": n_train,
+        "model": cfg.model,
+        "task": cfg.task,
+    }
+    if budgeted:
+        plan["budget_s"] = parse_duration(cfg.budget)
+        choices["budget"]["note"] = BUDGET_NOTE
+        plan["budget"] = {"source": "option", "value": cfg.budget, "note": BUDGET_NOTE}
+    return plan
+
+
+def _plan_schedule(choose, fp: dict, cfg: TrainConfig, n_train: int, size, volumes: bool, budgeted: bool):
+    """Patch size (3D), batch size, learning rate, augmentation and epochs."""
     if volumes:
         patch = rules.plan_patch(choose, fp, cfg, rules.size_multiple_of(cfg, volumes=True))
         batch = rules.plan_batch_3d(choose, patch, n_train, cfg.samples_per_volume)
@@ -102,21 +122,6 @@ def make_plan(
         rules.plan_epochs_3d(choose, n_train, cfg.samples_per_volume, batch, budgeted)
     else:
         rules.plan_epochs(choose, n_train, size, budgeted)
-    rules.plan_budget(choose, given)
-    plan = {
-        "fingerprint": fp,
-        "probe": NO_TIMING,
-        "choices": choices,
-        "defaults": rules.fixed_defaults(cfg, PLANNED),
-        "n_train_planned": n_train,
-        "model": cfg.model,
-        "task": cfg.task,
-    }
-    if budgeted:
-        plan["budget_s"] = parse_duration(cfg.budget)
-        choices["budget"]["note"] = BUDGET_NOTE
-        plan["budget"] = {"source": "option", "value": cfg.budget, "note": BUDGET_NOTE}
-    return plan
 
 
 #: What a budgeted run's plan says (plans.json → budget and choices.budget).
