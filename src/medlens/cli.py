@@ -308,13 +308,15 @@ def plan(
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the plan to this JSON file."),
     config: Path | None = typer.Option(None, help="YAML config; the options given below override it."),
     probe: bool = typer.Option(
-        True, help="Time the model on this machine (input-size cap and default budget); --no-probe skips it."
+        True,
+        help="Also print how long training would take on this machine (a few seconds of timing, never part "
+        "of the plan); --no-probe skips it.",
     ),
     changes: dict | None = None,
 ) -> None:
-    """Show what `medlens train SRC` would choose (input size, channels, batch, epochs, budget, augmentation,
-    validation scheme) and why, from the dataset's fingerprint and a short probe on this machine. Options
-    given here are kept as given, exactly as in train."""
+    """Show what `medlens train SRC` would choose (input size, channels, batch, epochs, augmentation,
+    validation scheme) and why, from the dataset's fingerprint and the options alone, and about how long it
+    would train on this machine. Options given here are kept as given, exactly as in train."""
     from rich.markup import escape
 
     from medlens.training.plans import plan as make
@@ -346,6 +348,13 @@ def plan(
             soft_wrap=True,
         )
     c.print("the reasons for the values not planned (model, optimizer, schedule, ...): plans.json → defaults")
+    if probe:
+        from medlens.models.registry import get_model_info
+        from medlens.training.plans import estimate
+
+        guess = estimate(cfg, get_model_info(cfg.model), result)
+        if guess.get("text"):
+            c.print(f"training: {guess['text']} (an estimate, not part of the plan)", highlight=False)
     if output is not None:
         c.print(f"plan: {output}")
 

@@ -1,6 +1,6 @@
 """Self-configuration: the fingerprint measures the data, the plan explains every choice, options win,
-``--final`` refits without ever scoring the refit model on data it trained on, and a budget re-fits its
-schedule to the measured epoch time."""
+``--final`` refits without ever scoring the refit model on data it trained on, and a budget (only when given)
+re-fits its schedule to the measured epoch time."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ def test_the_plan_never_upsamples_and_explains_every_choice(tmp_path, make_folde
     assert choices["augment_strength"]["value"] == 0.625  # x0.5 for 24 px images, x1.25 for 16 cases
     assert choices["final"]["value"] is False and "--final is worth it" in choices["final"]["reason"]
     assert choices["batch_size"]["value"] == 8  # 16 training cases: enough steps per epoch
-    assert choices["budget"]["value"] is None  # no probe, no budget
+    assert choices["budget"]["value"] is None  # no default budget: wall-clock time decides nothing
+    assert choices["epochs"]["value"] == 150  # 50 x sqrt(4000 / 16), at most 150
+    assert choices["patch_size"]["value"] is None and "budget_s" not in plan
 
 
 def test_options_given_are_kept_and_marked(tmp_path, make_folders):
@@ -65,8 +67,8 @@ def test_options_given_are_kept_and_marked(tmp_path, make_folders):
     c = plan["choices"]
     for name, value in (("image_size", 16), ("epochs", 3), ("batch_size", 4), ("final", False)):
         assert c[name] == {"value": value, "source": "option", "reason": "given explicitly"}
-    assert c["budget"]["value"] is None and "--epochs given" in c["budget"]["reason"]
-    assert plan["probe"]["images_per_s"] > 0
+    assert c["budget"]["value"] is None and "the epoch count comes from the data" in c["budget"]["reason"]
+    assert plan["probe"]["decides"] == "nothing"  # no timing in the plan
 
 
 def test_plan_command_prints_the_table_and_writes_json(tmp_path, make_folders):

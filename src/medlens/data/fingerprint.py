@@ -62,7 +62,7 @@ def fingerprint(manifest: Manifest, *, sample: int = SAMPLE, seed: int = 0) -> d
             unreadable += 1
             continue
         array = np.asarray(array)
-        spatial = array.shape[:3] if volumes else array.shape[:2]
+        spatial = array.shape[1:4] if volumes else array.shape[:2]  # volumes are read channel-first
         shapes.append(spatial)
         if not volumes:
             colour.append(_distinct_channels(array))

@@ -176,11 +176,20 @@ def _model(summary: dict[str, Any], cfg: dict[str, Any]) -> str:
 
 
 def _budget(cfg: dict[str, Any], train: dict[str, Any]) -> str:
-    return (
+    text = (
         f"{train.get('epochs_run', '?')} of {cfg.get('epochs')} epochs run "
         f"in {train.get('train_seconds', '?')} s"
         + (f" (limit {cfg['max_minutes']} min)" if cfg.get("max_minutes") else "")
     )
+    if cfg.get("budget"):
+        return text + (
+            f". Wall-clock budget {cfg['budget']} given (--budget): the epoch count was fitted to this "
+            "machine's speed, so another run of the same data and options may train a different number of "
+            "epochs"
+        )
+    if cfg.get("max_minutes"):
+        return text + ". No time budget; the --max-minutes limit stops a run that takes longer"
+    return text + ". No time budget: the epoch count came from the data and the options"
 
 
 def _metrics(summary: dict[str, Any]) -> str:

@@ -57,17 +57,18 @@ class TrainConfig:
     plan: bool = field(
         default=True,
         metadata=_cli(
-            "Fit input size, channels, batch, epochs, time budget, augmentation and validation scheme to the "
-            "dataset's fingerprint and this machine (written to plans.json with a reason per choice); an "
-            "option given explicitly always wins. --no-plan keeps fixed defaults (the model's size, batch "
-            f"{FIXED_BATCH}, {FIXED_EPOCHS} epochs, no budget).",
+            "Fit input size, channels, batch, epochs, augmentation and validation scheme (3D: patch size) to "
+            "the dataset's fingerprint, never to this machine's speed (written to plans.json with a reason "
+            "per choice); an option given explicitly always wins. --no-plan keeps fixed defaults (the "
+            f"model's size, batch {FIXED_BATCH}, {FIXED_EPOCHS} epochs).",
             panel="Plan",
         ),
     )
     epochs: int | None = field(
         default=None,
         metadata=_cli(
-            "Maximum epochs (default: as many as the time budget allows, up to the plan's cap).",
+            "Epochs (default: the plan's, from the dataset's size and image size; with --budget, the most "
+            "that may run).",
             panel="Training",
         ),
     )
@@ -192,8 +193,8 @@ class TrainConfig:
         default=None,
         metadata=_cli(
             "Wall-clock training budget, e.g. 5m, 90s, 1h: a short throughput probe on this machine fits "
-            "the number of epochs (at most --epochs) so that the one-cycle schedule ends with the budget "
-            "(default: the plan's, printed at the start).",
+            "the number of epochs (at most --epochs) so that the one-cycle schedule ends with the budget. "
+            "The only option that lets this machine's speed decide the epochs (default: none).",
             panel="Training",
         ),
     )

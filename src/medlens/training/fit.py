@@ -26,6 +26,7 @@ from medlens.models.registry import create_model
 from medlens.tasks.registry import get_task
 from medlens.training.config import TrainConfig, check_devices, check_model
 from medlens.training.resume import load_checkpoint, record_or_check
+from medlens.training.run_plan import plan_run
 from medlens.utils.files import atomic_write_text, check_output_path, read_marker, write_json, write_marker
 
 #: ``fix(manifest, progress) -> (fixed manifest, change records)``: the audit's fixer, from the pipeline.
@@ -103,13 +104,16 @@ def train(
     started = False
     try:
         source = get_task(cfg.task).resolve(source)  # ingested once: the plan and the data share it
-        cfg = _planned(source, cfg, info, partial, resume=resume, child=child, progress=progress)
+        cfg, estimate = plan_run(source, cfg, info, partial, resume=resume, child=child, progress=progress)
         data, spec, audit_changes = _prepare(source, cfg, info, progress, fix)
         started = True
         if cfg.final:
-            _fit_final(data, spec, cfg, partial, audit_changes, resume, progress, finish, str(out_dir))
+            _fit_final(
+                data, spec, cfg, partial, audit_changes, resume, progress, finish, str(out_dir), estimate
+            )
         else:
             stats = _fit(data, spec, cfg, partial, resume=resume, progress=progress)
+            stats["estimate"] = estimate
             _write_run_files(partial, data, spec, cfg, stats, audit_changes)
             if finish is not None:
                 finish(partial, data, str(out_dir), progress)
@@ -137,51 +141,9 @@ def launch_rank() -> int:
     return max(number("RANK"), number("SLURM_PROCID"), number("LOCAL_RANK"), number("NODE_RANK"))
 
 
-def _planned(source, cfg: TrainConfig, info, partial: Path, *, resume: bool, child: bool, progress: bool):
-    """``cfg`` with the plan's values filled in (see :mod:`medlens.training.plans`); plans.json is written
-    into the run, and reused by ``--resume`` and by the other DDP processes so that every one trains alike."""
-    import json
-
-    from medlens.training.plans import PLAN_FILE, apply_plan, make_plan, resolve_fixed, write_plan
-
-    if not cfg.plan:
-        return resolve_fixed(cfg)
-    path = partial / PLAN_FILE
-    if child:  # rank 0 writes the plan before it starts the other processes (torchrun: all at once)
-        deadline = time.monotonic() + 600
-        while not path.is_file() and time.monotonic() < deadline:
-            time.sleep(0.5)
-    if (resume or child) and path.is_file():
-        plan = json.loads(path.read_text())
-    else:
-        with image_limit(cfg.max_image_mb):
-            plan = make_plan(source, cfg, info)
-        write_plan(partial, plan)
-    planned = apply_plan(cfg, plan)
-    if progress and not child:
-        _print_plan(plan)
-    return planned
-
-
-def _print_plan(plan: dict) -> None:
-    from rich.console import Console
-
-    c = plan["choices"]
-    parts = [f"{c['image_size']['value']} px" if c["image_size"]["value"] else None]
-    parts += [f"{c['channels']['value']} channel(s)", f"batch {c['batch_size']['value']}"]
-    parts += [f"up to {c['epochs']['value']} epochs"]
-    budget = c["budget"]["value"]
-    parts += (
-        [f"budget {budget}" + (" (default)" if c["budget"]["source"] == "plan" else "")] if budget else []
-    )
-    parts += ["then a refit on train + val"] if c["final"]["value"] else []
-    Console(stderr=True).print(
-        "plan: " + ", ".join(p for p in parts if p) + " (reasons in plans.json; any option overrides)",
-        highlight=False,
-    )
-
-
-def _fit_final(data, spec, cfg: TrainConfig, partial: Path, audit_changes, resume, progress, finish, name):
+def _fit_final(
+    data, spec, cfg: TrainConfig, partial: Path, audit_changes, resume, progress, finish, name, estimate=None
+):
     """``--final``: fit with validation into ``selection/`` (evaluated on val there), then refit on train +
     val for the epoch count the selection fit chose; the refit model is the run's model.
 
@@ -229,6 +191,7 @@ def _fit_final(data, spec, cfg: TrainConfig, partial: Path, audit_changes, resum
         "selection_best_score": stats["best_score"],
     }
     final["train_seconds_total"] = round(stats["train_seconds"] + final["train_seconds"], 2)
+    final["estimate"] = estimate
     if budget:
         final["budget"] = {"budget": cfg.budget, "budget_s": budget, "selection": stats.get("budget")}
     _write_run_files(partial, refit_data, spec, refit_cfg, final, audit_changes)
@@ -341,7 +304,7 @@ def _fit(
         callbacks=callbacks,
         enable_progress_bar=progress,
         enable_model_summary=False,
-        deterministic=True,
+        deterministic="warn",  # torch's deterministic kernels; an op without one warns (docs/plans.md)
         max_time={"minutes": min(limits)} if limits else None,  # the budget's safety net
         default_root_dir=run,
         num_sanity_val_steps=0,
@@ -420,7 +383,8 @@ def fit_budget(lit, train_loader, val_loader, cfg: TrainConfig, run: Path, *, re
     import torch
 
     from medlens.training.config import parse_duration
-    from medlens.training.plans import steady_step_time
+    from medlens.training.estimate import steady_step_time
+    from medlens.training.plans import BUDGET_NOTE
     from medlens.utils.progress import report
 
     path = run / BUDGET_FILE
@@ -465,6 +429,8 @@ def fit_budget(lit, train_loader, val_loader, cfg: TrainConfig, run: Path, *, re
         "epochs_planned": epochs,
         "epochs_cap": most,
         "rule": f"epochs = {BUDGET_SHARE:g} x budget / probed epoch time, from 1 to the epoch cap ({most})",
+        "source": "option",
+        "note": BUDGET_NOTE,
     }
     write_json(path, plan)
     report("budget", **{k: v for k, v in plan.items() if k != "rule"})
