@@ -12,6 +12,9 @@ measurement is interleaved (see :func:`measure`): a few steps per cell, block af
 is spent; each cell is the median of all its steps. Reported: the median step time and images/s per cell,
 and busy/idle throughput per setting.
 
+Run it in the foreground: started from the background of a shell, the busy loops died at once (cause not
+found), and such a run measures no load at all; the table shows it (busy equal to idle everywhere).
+
 ``--flops``: the bare convolution FLOP/s of this CPU (fp32 and bf16, forward + backward, 2 threads) and the
 default step's achieved FLOP/s as a fraction of it (issue 20, item 6).
 """
