@@ -23,6 +23,7 @@ from medlens.errors import MedlensError
 from medlens.tasks.registry import get_task
 from medlens.training.config import TrainConfig
 from medlens.utils.files import check_output_path, json_text
+from medlens.utils.threads import apply_threads
 
 app = typer.Typer(
     add_completion=False,
@@ -1186,8 +1187,16 @@ def _options(
         help="Print the full traceback of an unexpected error instead of "
         "writing it to a log file (also MEDLENS_DEBUG=1).",
     ),
+    threads: str | None = typer.Option(
+        None,
+        "--threads",
+        help="CPU threads for torch (also MEDLENS_THREADS; default: OMP_NUM_THREADS if set, else the "
+        "physical cores minus one, which keeps training fast beside other busy programs). The count changes "
+        "the order of floating-point sums: give the same one to reproduce a model on another machine.",
+    ),
 ) -> None:
     _STATE["debug"] = debug
+    apply_threads(threads)
 
 
 def _debug() -> bool:

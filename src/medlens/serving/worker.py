@@ -16,6 +16,7 @@ from medlens.errors import MedlensError
 from medlens.serving.db import database_url, make_engine, session_factory
 from medlens.serving.jobs import QueueConfig, make_huey, recover
 from medlens.serving.settings import ServeSettings, open_database
+from medlens.utils.threads import default_threads, requested_threads
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             raise MedlensError(f"--workers must be at least 1 for a worker process; got {args.workers}")
         data_dir.mkdir(parents=True, exist_ok=True)
         open_database(url, args.db)
+        _share_cores(args.workers)
     except MedlensError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -50,6 +52,20 @@ def main(argv: list[str] | None = None) -> None:
         logging.info("recovered jobs left running by a stopped worker: %s", touched)
     consumer = huey.create_consumer(workers=args.workers, worker_type="process")
     consumer.run()
+
+
+def _share_cores(workers: int) -> None:
+    """Split medlens's thread count (``MEDLENS_THREADS``, else ``OMP_NUM_THREADS``, else the physical cores
+    minus one: medlens.utils.threads) between the ``workers`` job processes, through ``OMP_NUM_THREADS``
+    that they inherit, so that N jobs do not run N times the threads that wait on each other. Fixed by the
+    core count, never by the load."""
+    import os
+
+    total = requested_threads()
+    if total is None:
+        own = os.environ.get("OMP_NUM_THREADS", "").strip()
+        total = int(own) if own.isdigit() and int(own) > 0 else default_threads()
+    os.environ["OMP_NUM_THREADS"] = str(max(1, total // workers))
 
 
 def _follow(parent: int, every_s: float = 2.0) -> None:
