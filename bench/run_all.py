@@ -22,6 +22,8 @@ BENCHES = [
     (["bench_audit.py"], 1),
     (["bench_badinput.py"], 3),
     (["bench_robustness19.py"], 8),
+    (["bench_plan_determinism.py"], 15),
+    (["bench_threads.py"], 8),
     (["bench_calibration.py", "prepare", "train", "calibrate"], 6),
     (["bench_fusion.py"], 1),
     (["bench_serve.py"], 3),
