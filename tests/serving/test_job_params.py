@@ -237,9 +237,9 @@ def test_training_options_are_checked_before_a_run_is_made(client, options, fiel
 
 
 def test_two_runs_started_in_one_second_get_two_default_names(client, monkeypatch):
-    from medlens.serving import service as service_module
+    from medlens.serving import service_runs
 
-    monkeypatch.setattr(service_module, "enqueue", lambda *_: None)  # queued, never run here
+    monkeypatch.setattr(service_runs, "enqueue", lambda *_: None)  # queued, never run here
     first = client.post("/api/runs", headers=AUTH, json={"dataset": client.dataset, "model": "logreg"})
     second = client.post("/api/runs", headers=AUTH, json={"dataset": client.dataset, "model": "logreg"})
     assert first.status_code == second.status_code == 202, (first.text, second.text)
